@@ -1,0 +1,53 @@
+"""The ``llm4rec`` command: one subcommand per stage, each a ``main(argv)`` in the module that does the work."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module:function, one-line help). Modules are imported only when their command runs,
+#: so `llm4rec --help` is instant and a command never pays for another's imports.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "evaluate": ("llm4rec.eval.evaluate:main", "score checkpoints on a JSONL test set and write a report"),
+    "tiny-model": ("llm4rec.models.tiny:main", "build a tiny random model + tokenizer of a family (smoke tests)"),
+    "pretrain": ("llm4rec.train.pretrain:main", "short full-weight LM pre-training of a tiny base on a corpus"),
+    "synth": ("llm4rec.data.synthetic:main", "generate a synthetic interaction log in MovieLens-100K layout"),
+    "plan": ("llm4rec.models.planner:main", "estimate peak GPU memory of a recipe before downloading weights"),
+    "convert": ("llm4rec.models.convert:main", "convert a remote-code checkpoint into transformers' classes"),
+    "recipe-doc": ("llm4rec.config:main", "list every recipe key with its default and meaning"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: llm4rec COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `llm4rec COMMAND --help` for a command's options. Training: accelerate launch train.py RECIPE"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``llm4rec COMMAND ...`` to the module that implements COMMAND."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from llm4rec import __version__
+
+        print(f"llm4rec {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"error: unknown command {name!r}{hint}; run `llm4rec --help`", file=sys.stderr)
+        return 2
+    module, func = COMMANDS[name][0].split(":")
+    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The backbone registry: everything that differs between model families lives here, and only here.
+
+A :class:`BackboneFamily` says how to load a family, which modules LoRA adapts, which prompt templates
+and answer words it uses, how it pads, and how to build a tiny random model of the same architecture.
+Adding a family means adding one entry with :func:`register_family`; no other module branches on the
+family name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm4rec.errors import UserError
+
+#: Linear layers of a LLaMA-style decoder block (also Qwen2, converted Baichuan and Qwen-1).
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """One model family and every backbone-specific choice llm4rec makes for it."""
+
+    name: str
+    #: ``model_type`` values in ``config.json`` that identify this family
+    model_types: tuple[str, ...]
+    description: str
+    #: LoRA target sets selectable in a recipe (``lora.targets``): "qv" is TALLRec's choice
+    lora_targets: dict[str, tuple[str, ...]]
+    #: template used per prompt language when the recipe says ``template: auto``
+    default_template: dict[str, str]
+    #: pad token to use when the tokenizer defines none, tried in order (must not be a token the loss needs)
+    pad_token_candidates: tuple[str, ...]
+    #: builds a tiny random config of this architecture for ``llm4rec tiny-model`` (vocab size -> config)
+    tiny_config: Callable[[int], Any] | None = None
+    #: answer words per language, overriding :data:`llm4rec.models.templates.ANSWERS`
+    answers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the ``transformers`` auto class that loads the (converted) checkpoint
+    auto_class: str = "AutoModelForCausalLM"
+    #: padding side for training batches (right keeps labels aligned and is what every family trains with)
+    train_padding_side: str = "right"
+    #: padding side for scoring (left puts every prompt's last token at position -1)
+    score_padding_side: str = "left"
+    #: name of the converter for original (remote-code) checkpoints, or None when transformers loads it
+    converter: str | None = None
+    #: module names bitsandbytes must keep unquantized besides the output head
+    skip_quantization: tuple[str, ...] = ()
+
+    def targets(self, name_or_list: str | list[str] | tuple[str, ...]) -> list[str]:
+        """Resolve a recipe's ``lora.targets`` (a set name or an explicit module list)."""
+        if isinstance(name_or_list, str):
+            if name_or_list not in self.lora_targets:
+                raise UserError(
+                    f"lora.targets: {name_or_list!r} is not a target set of family {self.name!r} "
+                    f"(choose {', '.join(self.lora_targets)} or give a list of module names)"
+                )
+            return list(self.lora_targets[name_or_list])
+        return list(name_or_list)
+
+
+FAMILIES: dict[str, BackboneFamily] = {}
+
+
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    """Add ``family`` to the registry (its name and model types must be new)."""
+    if family.name in FAMILIES:
+        raise ValueError(f"backbone family {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> BackboneFamily:
+    """Return the registered family ``name``; an unknown name is a :class:`UserError` with a suggestion."""
+    _load_builtin_families()
+    if name not in FAMILIES:
+        close = difflib.get_close_matches(name, FAMILIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"model.family: unknown backbone family {name!r}{hint}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def detect_family(model_dir: str | Path) -> str | None:
+    """Return the family of a local checkpoint from its ``config.json`` (None if the type is unknown).
+
+    A checkpoint converted by llm4rec records its family under ``llm4rec_family``; otherwise the
+    ``model_type`` decides.
+    """
+    _load_builtin_families()
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+    if cfg.get("llm4rec_family") in FAMILIES:
+        return cfg["llm4rec_family"]
+    model_type = cfg.get("model_type")
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types and fam.converter is None:
+            return fam.name
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam.name
+    return None
+
+
+def _tiny_llama(vocab_size: int) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+
+
+def _tiny_qwen2(vocab_size: int) -> Any:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+
+
+_BUILTINS_LOADED = False
+
+
+def _load_builtin_families() -> None:
+    """Register the families shipped with llm4rec (idempotent; modules may add more on import)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    register_family(
+        BackboneFamily(
+            name="llama",
+            model_types=("llama",),
+            description="LLaMA-1 / Llama-2 / Llama-3 (TALLRec's backbone)",
+            lora_targets={"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR},
+            default_template={"en": "alpaca", "zh": "alpaca_zh"},
+            # LLaMA ships no pad token; TALLRec pads with id 0 (<unk>). EOS must stay distinct: the
+            # loss trains the model to stop after "Yes."/"No.".
+            pad_token_candidates=("<unk>", "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"),
+            tiny_config=_tiny_llama,
+        )
+    )
+    register_family(
+        BackboneFamily(
+            name="qwen2",
+            model_types=("qwen2",),
+            description="Qwen1.5 / Qwen2 / Qwen2.5",
+            lora_targets={"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR},
+            default_template={"en": "alpaca", "zh": "alpaca_zh"},
+            # Qwen pads with <|endoftext|>; labels are built from lengths, never from pad ids, so the
+            # end-of-text token the loss needs is kept even where pad and EOS coincide.
+            pad_token_candidates=("<|endoftext|>",),
+            tiny_config=_tiny_qwen2,
+        )
+    )
+    # Families contributed by other modules (legacy Chinese backbones) register themselves on import.
+    import importlib
+
+    for mod in ("llm4rec.models.legacy",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def list_families() -> list[BackboneFamily]:
+    """All registered families, in registration order."""
+    _load_builtin_families()
+    return list(FAMILIES.values())

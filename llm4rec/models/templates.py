@@ -1,0 +1,96 @@
+"""Prompt templates and answer words: how an (instruction, input) pair becomes the text a backbone reads.
+
+A template renders the prompt up to the point where the answer starts; the answer text is appended
+directly (training adds the end-of-sequence text after it). Answer tokens are never hard-coded: they are
+found by tokenizing ``prompt + answer`` (see :mod:`llm4rec.models.answer_tokens`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt format. ``text`` has ``{instruction}`` and ``{input}`` fields; ``lang`` is its language."""
+
+    name: str
+    text: str
+    lang: str
+    #: text appended after the answer in training (e.g. a chat turn terminator); the tokenizer's EOS
+    #: token is added after it.
+    answer_suffix: str = ""
+    #: the template used when a sample has an empty ``input`` field
+    text_no_input: str | None = None
+
+    def render(self, instruction: str, input: str = "") -> str:
+        """Return the prompt text for one sample, ending exactly where the answer begins."""
+        if not input and self.text_no_input is not None:
+            return self.text_no_input.format(instruction=instruction)
+        return self.text.format(instruction=instruction, input=input)
+
+
+#: TALLRec's Alpaca prompt (the format its released LoRA weights and data were trained on).
+ALPACA = PromptTemplate(
+    name="alpaca",
+    lang="en",
+    text=(
+        "Below is an instruction that describes a task, paired with an input that provides further "
+        "context. Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+    ),
+    text_no_input=(
+        "Below is an instruction that describes a task. Write a response that appropriately completes "
+        "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+    ),
+)
+
+#: The same layout in Chinese, for Chinese-first backbones (answers 是 / 否).
+ALPACA_ZH = PromptTemplate(
+    name="alpaca_zh",
+    lang="zh",
+    text="以下是一条描述任务的指令，以及提供更多上下文的输入。请写出恰当完成该请求的回答。\n\n"
+    "### 指令:\n{instruction}\n\n### 输入:\n{input}\n\n### 回答:\n",
+    text_no_input="以下是一条描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n{instruction}\n\n### 回答:\n",
+)
+
+#: ChatML as Qwen1.5/Qwen2 chat models use it; the assistant turn is closed with <|im_end|>.
+CHATML = PromptTemplate(
+    name="chatml",
+    lang="en",
+    text="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
+    text_no_input="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+    answer_suffix="<|im_end|>",
+)
+
+CHATML_ZH = PromptTemplate(
+    name="chatml_zh",
+    lang="zh",
+    text="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
+    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
+    text_no_input="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
+    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+    answer_suffix="<|im_end|>",
+)
+
+#: Llama-2-chat's [INST] format (the BOS token is added by the tokenizer, not written here).
+LLAMA2_CHAT = PromptTemplate(
+    name="llama2_chat",
+    lang="en",
+    text="[INST] {instruction}\n{input} [/INST] ",
+    text_no_input="[INST] {instruction} [/INST] ",
+)
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    t.name: t for t in (ALPACA, ALPACA_ZH, CHATML, CHATML_ZH, LLAMA2_CHAT)
+}
+
+#: Answer words per language: (positive, negative). TALLRec trains on "Yes." / "No.".
+ANSWERS: dict[str, tuple[str, str]] = {"en": ("Yes.", "No."), "zh": ("是", "否")}
+
+
+def register_template(template: PromptTemplate) -> None:
+    """Add a template (used by backbone families that bring their own chat format)."""
+    TEMPLATES[template.name] = template
