@@ -9,10 +9,19 @@ import sys
 #: so `llm4rec --help` is instant and a command never pays for another's imports.
 COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("llm4rec.eval.evaluate:main", "score checkpoints on a JSONL test set and write a report"),
-    "tiny-model": ("llm4rec.models.tiny:main", "build a tiny random model + tokenizer of a family (smoke tests)"),
-    "pretrain": ("llm4rec.train.pretrain:main", "short full-weight LM pre-training of a tiny base on a corpus"),
+    "tiny-model": (
+        "llm4rec.models.tiny:main",
+        "build a tiny random model + tokenizer of a family (smoke tests)",
+    ),
+    "pretrain": (
+        "llm4rec.train.pretrain:main",
+        "short full-weight LM pre-training of a tiny base on a corpus",
+    ),
     "synth": ("llm4rec.data.synthetic:main", "generate a synthetic interaction log in MovieLens-100K layout"),
-    "plan": ("llm4rec.models.planner:main", "estimate peak GPU memory of a recipe before downloading weights"),
+    "plan": (
+        "llm4rec.models.planner:main",
+        "estimate peak GPU memory of a recipe before downloading weights",
+    ),
     "convert": ("llm4rec.models.convert:main", "convert a remote-code checkpoint into transformers' classes"),
     "recipe-doc": ("llm4rec.config:main", "list every recipe key with its default and meaning"),
 }
@@ -22,7 +31,10 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: llm4rec COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `llm4rec COMMAND --help` for a command's options. Training: accelerate launch train.py RECIPE"]
+    lines += [
+        "",
+        "Run `llm4rec COMMAND --help` for a command's options. Training: accelerate launch train.py RECIPE",
+    ]
     return "\n".join(lines)
 
 

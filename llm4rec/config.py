@@ -42,7 +42,9 @@ class ModelConfig:
         "dtype of matmuls and LoRA weights; auto = bfloat16 on CUDA (float16 pre-Ampere), float32 on CPU",
         "auto",
     )
-    gradient_checkpointing: bool = doc("recompute activations in backward: much less memory, ~30% slower", True)
+    gradient_checkpointing: bool = doc(
+        "recompute activations in backward: much less memory, ~30% slower", True
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = doc(
         "attention kernel; auto = sdpa", "auto"
     )
@@ -56,7 +58,8 @@ class LoraConfig:
     alpha: int = doc("LoRA scaling numerator; the update is scaled by alpha/r (TALLRec: 16)", 16)
     dropout: float = doc("dropout on the LoRA input (TALLRec: 0.05)", 0.05)
     targets: str | list[str] = doc(
-        "modules to adapt: a set of the family ('qv' as TALLRec, 'all' linear layers) or a list of names", "qv"
+        "modules to adapt: a set of the family ('qv' as TALLRec, 'all' linear layers) or a list of names",
+        "qv",
     )
 
 
@@ -91,8 +94,12 @@ class TrainConfig:
     )
     eval_every: int = doc("validate (AUC) every this many optimizer steps (0 = once per epoch)", 0)
     early_stopping_patience: int = doc("stop after this many validations without AUC gain (0 = off)", 5)
-    save_every: int = doc("write a resumable checkpoint every this many optimizer steps (0 = at validation)", 0)
-    resume: str = doc("'auto' resumes from OUTPUT/checkpoint-last if present, 'never', or a checkpoint dir", "auto")
+    save_every: int = doc(
+        "write a resumable checkpoint every this many optimizer steps (0 = at validation)", 0
+    )
+    resume: str = doc(
+        "'auto' resumes from OUTPUT/checkpoint-last if present, 'never', or a checkpoint dir", "auto"
+    )
     seed: int = doc("seed for data order, LoRA init and dropout", 42)
 
 
@@ -107,7 +114,9 @@ class EvalConfig:
 class WandbConfig:
     """Weights & Biases logging (never required)."""
 
-    mode: Literal["online", "offline", "disabled"] = doc("disabled by default; offline writes ./wandb", "disabled")
+    mode: Literal["online", "offline", "disabled"] = doc(
+        "disabled by default; offline writes ./wandb", "disabled"
+    )
     project: str = doc("wandb project name", "llm4rec")
     name: str = doc("run name ('' = output directory name)", "")
 

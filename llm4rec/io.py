@@ -98,7 +98,9 @@ def read_jsonl(path: str | os.PathLike[str], required: Iterable[str] = ()) -> li
                 raise UserError(f"{path}:{lineno}: expected a JSON object per line")
             for key in required:
                 if key not in row:
-                    raise UserError(f"{path}:{lineno}: sample lacks the field {key!r} (has: {', '.join(row)})")
+                    raise UserError(
+                        f"{path}:{lineno}: sample lacks the field {key!r} (has: {', '.join(row)})"
+                    )
             rows.append(row)
     if not rows:
         raise UserError(f"{path}: the file holds no samples")
