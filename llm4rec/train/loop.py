@@ -1,0 +1,387 @@
+"""The training loop, top to bottom: setup, train, validate, save. No callbacks, no inheritance.
+
+``train(recipe)`` fine-tunes a LoRA adapter on a (4-bit) base with accelerate. The output directory
+holds the best adapter (by validation AUC), the tokenizer, the resolved recipe, ``metrics.jsonl`` and
+``checkpoint-last/`` for resuming after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llm4rec.config import Recipe, save_recipe
+from llm4rec.data.tokenize import (
+    collate,
+    encode_train_example,
+    length_grouped_batches,
+    render_prompt,
+)
+from llm4rec.errors import UserError
+from llm4rec.io import atomic_dir, read_jsonl, write_json_atomic
+from llm4rec.models.answer_tokens import answer_token_ids
+from llm4rec.models.loading import (
+    answer_words,
+    load_base_model,
+    load_tokenizer,
+    resolve_family,
+    resolve_model_path,
+    resolve_template,
+)
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _load_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, weight_decay: float):
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if not torch.cuda.is_available():
+        raise UserError(f"train.optimizer: {name!r} needs bitsandbytes on CUDA; use 'adamw' on CPU")
+    import bitsandbytes as bnb
+
+    cls = bnb.optim.PagedAdamW8bit if name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop records written after the checkpoint so the log has no duplicated steps."""
+    if not path.is_file():
+        return
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
+    ]
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def _save_adapter(model: Any, out: Path) -> None:
+    """Write the adapter files into ``out`` through a temporary directory (never half-written)."""
+    tmp = out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    for name in ADAPTER_FILES:
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _find_resume(recipe: Recipe) -> Path | None:
+    mode = recipe.train.resume
+    if mode == "never":
+        return None
+    if mode == "auto":
+        ckpt = Path(recipe.train.output_dir) / "checkpoint-last"
+        return ckpt if (ckpt / "trainer_state.json").is_file() else None
+    ckpt = Path(mode)
+    if not (ckpt / "trainer_state.json").is_file():
+        raise UserError(f"train.resume: {ckpt} is not a checkpoint directory (no trainer_state.json)")
+    return ckpt
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir)."""
+    from accelerate import Accelerator
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    from llm4rec.eval.metrics import UndefinedMetricError, auc
+    from llm4rec.eval.scoring import score_binary
+
+    m, d, t = recipe.model, recipe.data, recipe.train
+    out = Path(t.output_dir)
+
+    # ---------------------------------------------------------------- setup
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world = accelerator.num_processes
+    if t.batch_size % (t.micro_batch_size * world):
+        raise UserError(
+            f"train.batch_size: {t.batch_size} is not a multiple of micro_batch_size x processes "
+            f"({t.micro_batch_size} x {world})"
+        )
+    accum = t.batch_size // (t.micro_batch_size * world)
+    _set_seed(t.seed)
+    family = resolve_family(m.path, m.family)
+    model_path = resolve_model_path(m.path, family)
+    tokenizer = load_tokenizer(model_path, family)
+    template = resolve_template(family, m.template, m.lang)
+    answers = answer_words(family, m.lang)
+    train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
+    valid_rows = read_jsonl(d.valid, required=("instruction", "input", "label")) if d.valid else []
+    if d.max_valid_samples and len(valid_rows) > d.max_valid_samples:
+        valid_rows = random.Random(t.seed).sample(valid_rows, d.max_valid_samples)
+    # fail early (before loading weights) when the answers cannot be scored with this tokenizer
+    answer_token_ids(tokenizer, render_prompt(template, train_rows[0]), answers)
+    examples = [
+        encode_train_example(tokenizer, template, r, d.cutoff_len, d.train_on_inputs) for r in train_rows
+    ]
+    lengths = [len(e.input_ids) for e in examples]
+    valid_labels = [int(r["label"]) for r in valid_rows]
+
+    if torch.cuda.is_available():
+        try:  # warn, never fail: the plan is an estimate
+            from llm4rec.models.planner import plan_recipe
+
+            plan = plan_recipe(recipe)
+            if not plan.fits:
+                accelerator.print(
+                    f"warning: memory plan says {plan.total_gb:.1f} GB; " + "; ".join(plan.advice)
+                )
+        except Exception as exc:  # noqa: BLE001 - the planner must never block training
+            accelerator.print(f"note: memory planner unavailable ({exc})")
+
+    model = load_base_model(
+        model_path,
+        family,
+        load_in_4bit=m.load_in_4bit,
+        quant_type=m.quant_type,
+        double_quant=m.double_quant,
+        compute_dtype=m.compute_dtype,
+        attn_implementation=m.attn_implementation,
+        device=accelerator.device,
+    )
+    model.config.use_cache = False
+    if m.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+    elif m.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    resume_dir = _find_resume(recipe)
+    if resume_dir is not None:
+        model = PeftModel.from_pretrained(model, str(resume_dir), is_trainable=True)
+    else:
+        lora = LoraConfig(
+            r=recipe.lora.r,
+            lora_alpha=recipe.lora.alpha,
+            lora_dropout=recipe.lora.dropout,
+            target_modules=family.targets(recipe.lora.targets),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise UserError(f"lora.targets: {str(exc).splitlines()[0]}") from None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(t.optimizer, params, t.learning_rate, t.weight_decay)
+    micro_per_epoch = math.ceil(len(examples) / (t.micro_batch_size * world))
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
+    total_steps = t.max_steps or math.ceil(steps_per_epoch * t.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(t.lr_scheduler, min(t.warmup_steps, total_steps), total_steps)
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    eval_every = t.eval_every or steps_per_epoch
+    save_every = t.save_every or eval_every
+
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_auc": None, "best_step": 0, "bad_evals": 0}
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, out / "recipe.yaml")
+        tokenizer.save_pretrained(str(out))
+        write_json_atomic(
+            out / "llm4rec.json", {"family": family.name, "template": template.name, "answers": answers}
+        )
+    metrics_path = out / "metrics.jsonl"
+    if resume_dir is not None:
+        state = json.loads((resume_dir / "trainer_state.json").read_text())
+        optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=False))
+        scheduler.load_state_dict(torch.load(resume_dir / "scheduler.pt", weights_only=False))
+        _load_rng_state(torch.load(resume_dir / "rng.pt", weights_only=False))
+        if accelerator.is_main_process:
+            _truncate_metrics(metrics_path, state["step"])
+        accelerator.print(f"resumed from {resume_dir} at step {state['step']}")
+    elif accelerator.is_main_process and metrics_path.exists():
+        metrics_path.unlink()
+
+    wandb_run = None
+    if recipe.logging.wandb.mode != "disabled" and accelerator.is_main_process:
+        import wandb
+
+        wandb_run = wandb.init(
+            mode=recipe.logging.wandb.mode,
+            project=recipe.logging.wandb.project,
+            name=recipe.logging.wandb.name or out.name,
+            config=recipe.to_dict(),
+            dir=str(out),
+            resume="allow",
+        )
+
+    def log(record: dict[str, Any]) -> None:
+        if accelerator.is_main_process:
+            _append_metrics(metrics_path, record)
+            if wandb_run is not None:
+                wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def validate() -> float | None:
+        """Validation AUC with the same scoring core as `llm4rec evaluate` (None if undefined)."""
+        if not valid_rows:
+            return None
+        model.eval()
+        with torch.no_grad():
+            scores = score_binary(
+                accelerator.unwrap_model(model),
+                tokenizer,
+                template,
+                valid_rows,
+                answers,
+                batch_size=recipe.eval.batch_size,
+                cutoff_len=d.cutoff_len,
+            )
+        model.train()
+        try:
+            return auc(scores, valid_labels)
+        except UndefinedMetricError as exc:
+            accelerator.print(f"validation AUC undefined: {exc}")
+            return None
+
+    def save_checkpoint() -> None:
+        if not accelerator.is_main_process:
+            return
+        with atomic_dir(out / "checkpoint-last") as tmp:
+            accelerator.unwrap_model(model).save_pretrained(str(tmp))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(_rng_state(), tmp / "rng.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+    # ---------------------------------------------------------------- train
+    model.train()
+    bar = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        disable=not (recipe.logging.progress_bar and accelerator.is_local_main_process),
+    )
+    t0 = time.time()
+    running, n_running = 0.0, 0
+    stop = state["step"] >= total_steps
+    while not stop:
+        batches = list(
+            length_grouped_batches(
+                lengths, t.micro_batch_size * world, t.seed + state["epoch"], d.group_by_length
+            )
+        )
+        for i in range(state["micro_in_epoch"], len(batches)):
+            shard = batches[i][accelerator.process_index :: world] or batches[i][:1]
+            batch = collate([examples[j] for j in shard], tokenizer.pad_token_id, family.train_padding_side)
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            loss = model(**batch).loss / accum
+            accelerator.backward(loss)
+            running += loss.detach()
+            n_running += 1
+            state["micro_in_epoch"] = i + 1
+            last_of_epoch = i + 1 == len(batches)
+            if n_running < accum and not last_of_epoch:
+                continue
+            # ------------------------------------------------ optimizer step
+            if t.max_grad_norm:
+                accelerator.clip_grad_norm_(params, t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            step_loss = float(running) * accum / n_running  # one host sync per optimizer step
+            running, n_running = 0.0, 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=state["best_auc"])
+            if state["step"] % recipe.logging.log_every == 0:
+                log(
+                    {
+                        "step": state["step"],
+                        "epoch": state["epoch"] + (i + 1) / len(batches),
+                        "loss": step_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "elapsed_s": round(time.time() - t0, 2),
+                    }
+                )
+            # ------------------------------------------------ validate
+            done = state["step"] >= total_steps
+            if state["step"] % eval_every == 0 or done:
+                val_auc = validate()
+                if val_auc is not None:
+                    improved = state["best_auc"] is None or val_auc > state["best_auc"]
+                    log({"step": state["step"], "valid_auc": val_auc, "n_valid": len(valid_rows)})
+                    if improved:
+                        state.update(best_auc=val_auc, best_step=state["step"], bad_evals=0)
+                        if accelerator.is_main_process:
+                            _save_adapter(accelerator.unwrap_model(model), out)
+                    else:
+                        state["bad_evals"] += 1
+                    if t.early_stopping_patience and state["bad_evals"] >= t.early_stopping_patience:
+                        accelerator.print(f"early stopping: no AUC gain in {state['bad_evals']} validations")
+                        done = True
+            if state["step"] % save_every == 0 or done:
+                save_checkpoint()
+            if done:
+                stop = True
+                break
+        else:
+            state["epoch"] += 1
+            state["micro_in_epoch"] = 0
+    bar.close()
+
+    # ---------------------------------------------------------------- save
+    if accelerator.is_main_process and state["best_auc"] is None:
+        _save_adapter(accelerator.unwrap_model(model), out)  # no validation set: keep the last adapter
+    summary = {
+        "output_dir": str(out),
+        "steps": state["step"],
+        "best_valid_auc": state["best_auc"],
+        "best_step": state["best_step"],
+        "train_seconds": round(time.time() - t0, 1),
+    }
+    if accelerator.is_main_process:
+        write_json_atomic(out / "train_summary.json", summary)
+    if wandb_run is not None:
+        wandb_run.summary.update(summary)
+        wandb_run.finish()
+    accelerator.wait_for_everyone()
+    return summary
