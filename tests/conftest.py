@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny models built on the fly, hand-made samples, and the optional ../shared data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+GENRES = ("Action", "Comedy", "Drama", "Horror")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not present (../shared is only beside the repo on CI and dev machines)")
+    return p
+
+
+def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
+    """TALLRec-format samples whose label follows a learnable rule: the target's genre is in the liked list."""
+    rng = random.Random(seed)
+    titles = [f"Film {k} ({g})" for k in range(12) for g in GENRES]
+    rows = []
+    for i in range(n):
+        liked_genre = rng.choice(GENRES)
+        hist = rng.sample(titles, 6)
+        liked = [t for t in hist if liked_genre in t] or [hist[0]]
+        disliked = [t for t in hist if t not in liked]
+        target = rng.choice(titles)
+        label = int(liked_genre in target)
+        rows.append(
+            {
+                "instruction": "Given the user's preference and unpreference, identify whether the user will "
+                'like the target movie by answering "Yes." or "No.".',
+                "input": "User Preference: " + ", ".join(f'"{t}"' for t in liked)
+                + "\nUser Unpreference: " + ", ".join(f'"{t}"' for t in disliked)
+                + f'\nWhether the user will like the target movie "{target}"?',
+                "output": "Yes." if label else "No.",
+                "user_id": i % 7,
+                "item_id": titles.index(target),
+                "label": label,
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A tiny random LLaMA with a tokenizer trained on TALLRec-style text (built once per session)."""
+    from llm4rec.models.tiny import build_tiny_model
+
+    corpus = [r["input"] + " " + r["output"] for r in make_tallrec_samples(200)]
+    return build_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "llama", corpus=corpus, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 with a byte-level BPE tokenizer trained on the fly."""
+    from llm4rec.models.tiny import build_tiny_model
+
+    corpus = [r["input"] + " " + r["output"] for r in make_tallrec_samples(200)]
+    return build_tiny_model("qwen2", tmp_path_factory.mktemp("tiny") / "qwen2", corpus=corpus, vocab_size=600)
