@@ -41,8 +41,10 @@ def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
             {
                 "instruction": "Given the user's preference and unpreference, identify whether the user will "
                 'like the target movie by answering "Yes." or "No.".',
-                "input": "User Preference: " + ", ".join(f'"{t}"' for t in liked)
-                + "\nUser Unpreference: " + ", ".join(f'"{t}"' for t in disliked)
+                "input": "User Preference: "
+                + ", ".join(f'"{t}"' for t in liked)
+                + "\nUser Unpreference: "
+                + ", ".join(f'"{t}"' for t in disliked)
                 + f'\nWhether the user will like the target movie "{target}"?',
                 "output": "Yes." if label else "No.",
                 "user_id": i % 7,

@@ -35,7 +35,9 @@ BASE = "model: {path: m}\ndata: {train: t.jsonl}\ntrain: {output_dir: out}\n"
 
 
 def test_unknown_key_names_the_closest(tmp_path):
-    with pytest.raises(UserError, match=r"unknown recipe key 'train.learning_rat' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(
+        UserError, match=r"unknown recipe key 'train.learning_rat' \(did you mean 'learning_rate'\?\)"
+    ):
         load_recipe(_write(tmp_path, BASE), ["train.learning_rat=1"])
 
 

@@ -12,9 +12,10 @@ Generative model (all draws from one seeded ``numpy.random.Generator``):
 The *oracle AUC* is the AUC of the noiseless appeal ``s`` for the label ``rating > 3``: no model can
 beat it in expectation. It is written to ``synth.json`` (about 0.84 at the defaults).
 
-The same process also writes ``corpus.txt``: plain-language sentences about a disjoint set of users
-("A viewer who enjoyed ... also enjoyed ..."). It is the domain text the demo pre-trains its tiny base on,
-as a stand-in for what a real LLM has read; it never contains the evaluation users.
+The same process also simulates a disjoint set of *corpus users* on the same items. Their log is written
+in the same layout under ``pretrain/`` and as plain sentences in ``corpus.txt`` ("Loved "X". Disliked
+"Y". ..."). That is the domain text the demo pre-trains its tiny base on, a stand-in for what a real LLM
+has read before fine-tuning; it never contains the users the adapter is trained or evaluated on.
 """
 
 from __future__ import annotations
@@ -30,68 +31,28 @@ from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Western")
-_ADJ = [
-    "Silent",
-    "Red",
-    "Last",
-    "Golden",
-    "Broken",
-    "Hidden",
-    "Wild",
-    "Lost",
-    "Dark",
-    "Bright",
-    "Frozen",
-    "Burning",
-    "Quiet",
-    "Falling",
-    "Secret",
-    "Crimson",
-    "Endless",
-    "Hollow",
-    "Iron",
-    "Lonely",
-    "Midnight",
-    "Northern",
-    "Paper",
-    "Rising",
-    "Shadow",
-    "Silver",
-    "Sleeping",
-    "Stone",
-    "Summer",
-    "Winter",
-]
-_NOUN = [
-    "Harbor",
-    "River",
-    "Empire",
-    "Garden",
-    "Mirror",
-    "Road",
-    "Island",
-    "Promise",
-    "Kingdom",
-    "Letter",
-    "Station",
-    "Forest",
-    "Horizon",
-    "Bridge",
-    "Valley",
-    "Tower",
-    "Journey",
-    "Storm",
-    "City",
-    "Dream",
-    "Machine",
-    "Ocean",
-    "Desert",
-    "Castle",
-    "Mountain",
-    "Voyage",
-    "Signal",
-    "Canyon",
-    "Orchard",
+#: syllables for made-up one-word titles: every item gets its own word, as real titles are unique
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "do",
+    "sul",
+    "ta",
+    "ne",
+    "bri",
+    "cor",
+    "fa",
+    "zu",
+    "mel",
+    "to",
+    "an",
+    "ris",
+    "vo",
+    "pe",
+    "gal",
 ]
 
 
@@ -100,22 +61,24 @@ class SynthConfig:
     """Parameters of the synthetic log."""
 
     users: int = 900
-    items: int = 420
+    items: int = 200
     min_ratings: int = 20
     max_ratings: int = 60
-    quality_weight: float = 0.8
-    affinity_weight: float = 1.2
-    noise: float = 0.6
+    quality_weight: float = 1.0
+    affinity_weight: float = 1.4
+    noise: float = 0.7
     corpus_users: int = 1500
     seed: int = 0
 
 
 def _titles(rng: np.random.Generator, n: int) -> list[str]:
-    pairs = [(a, b) for a in _ADJ for b in _NOUN]
-    if n > len(pairs):
-        raise UserError(f"--items: at most {len(pairs)} synthetic titles are available, asked for {n}")
-    idx = rng.permutation(len(pairs))[:n]
-    return [f"{pairs[k][0]} {pairs[k][1]}" for k in idx]
+    words = [
+        (a + b + c).capitalize() for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES if a != b != c
+    ]
+    if n > len(words):
+        raise UserError(f"--items: at most {len(words)} synthetic titles are available, asked for {n}")
+    idx = rng.permutation(len(words))[:n]
+    return [words[k] for k in idx]
 
 
 def _simulate(
@@ -150,7 +113,7 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def generate(out: Path, cfg: SynthConfig) -> dict:
-    """Write ``u.data``, ``u.item``, ``u.genre``, ``corpus.txt`` and ``synth.json`` into ``out``."""
+    """Write ``u.data``, ``u.item``, ``u.genre``, ``pretrain/``, ``corpus.txt`` and ``synth.json`` into ``out``."""
     rng = np.random.default_rng(cfg.seed)
     genre = rng.integers(0, len(GENRES), cfg.items)
     quality = rng.normal(0.0, 1.0, cfg.items)
@@ -166,8 +129,11 @@ def generate(out: Path, cfg: SynthConfig) -> dict:
         all_labels.append(ratings > 3)
     appeal = np.concatenate(all_appeal)
     labels = np.concatenate(all_labels).astype(int)
-    corpus = []
-    for _, items, ratings, _ in _simulate(rng, cfg, cfg.corpus_users, genre, quality):
+    corpus, corpus_lines = [], []
+    for u, items, ratings, _ in _simulate(rng, cfg, cfg.corpus_users, genre, quality):
+        ts = t0 + np.cumsum(rng.integers(60, 86_400, len(items)))
+        for i, r, t in zip(items, ratings, ts):
+            corpus_lines.append(f"{u + 1}\t{i + 1}\t{r}\t{t}\n")
         liked = [titles[i] for i, r in zip(items, ratings) if r > 3]
         disliked = [titles[i] for i, r in zip(items, ratings) if r <= 3]
         for k in range(0, len(items), 8):
@@ -183,14 +149,17 @@ def generate(out: Path, cfg: SynthConfig) -> dict:
         "genres": list(GENRES),
     }
     with atomic_dir(out) as tmp:
-        (tmp / "u.data").write_text("".join(data_lines), encoding="iso-8859-1")
         flags = ["|".join("1" if g == k else "0" for k in range(len(GENRES))) for g in genre]
         item_lines = [
             f"{i + 1}|{titles[i]}|01-Jan-1995||http://example.invalid/{i + 1}|0|{flags[i]}\n"
             for i in range(cfg.items)
         ]
-        (tmp / "u.item").write_text("".join(item_lines), encoding="iso-8859-1")
-        (tmp / "u.genre").write_text("unknown|0\n" + "".join(f"{g}|{k + 1}\n" for k, g in enumerate(GENRES)))
+        genre_text = "unknown|0\n" + "".join(f"{g}|{k + 1}\n" for k, g in enumerate(GENRES))
+        for d, lines in ((tmp, data_lines), (tmp / "pretrain", corpus_lines)):
+            d.mkdir(exist_ok=True)
+            (d / "u.data").write_text("".join(lines), encoding="iso-8859-1")
+            (d / "u.item").write_text("".join(item_lines), encoding="iso-8859-1")
+            (d / "u.genre").write_text(genre_text)
         (tmp / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
         (tmp / "synth.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats

@@ -30,22 +30,26 @@ def render_prompt(template: PromptTemplate, sample: dict[str, Any]) -> str:
 def truncate_left(ids: list[int], limit: int, keep_head: int) -> list[int]:
     """Cut ``ids`` to ``limit`` tokens by dropping tokens right after the first ``keep_head`` ones.
 
-    Over-long prompts lose the oldest history rather than the question or the answer, and keep BOS.
+    Over-long prompts lose the oldest history rather than the question or the answer, and keep the tokenizer's special prefix (BOS).
     """
     if len(ids) <= limit:
         return ids
     return ids[:keep_head] + ids[len(ids) - (limit - keep_head) :]
 
 
-def _bos_len(tokenizer: Any, ids: list[int]) -> int:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return 1 if bos is not None and ids and ids[0] == bos else 0
+def special_prefix_len(tokenizer: Any, ids: list[int]) -> int:
+    """How many leading ids are the tokenizer's own prefix (BOS for LLaMA, ``[gMASK] sop`` for ChatGLM2/3).
+
+    Truncation keeps them: a prompt that lost its prefix is out of distribution for the model.
+    """
+    prefix = encode(tokenizer, "")
+    return len(prefix) if prefix and ids[: len(prefix)] == prefix else 0
 
 
 def encode_prompt(tokenizer: Any, prompt: str, cutoff_len: int) -> list[int]:
     """Token ids of a prompt for scoring, truncated like training truncates it."""
     ids = encode(tokenizer, prompt)
-    return truncate_left(ids, cutoff_len - 1, _bos_len(tokenizer, ids))
+    return truncate_left(ids, cutoff_len - 1, special_prefix_len(tokenizer, ids))
 
 
 @dataclass
@@ -73,7 +77,7 @@ def encode_train_example(
     n_prompt = common_prefix_len(prompt_ids, full_ids)
     labels = list(full_ids) if train_on_inputs else [IGNORE_INDEX] * n_prompt + full_ids[n_prompt:]
     if len(full_ids) > cutoff_len:
-        keep = _bos_len(tokenizer, full_ids)
+        keep = special_prefix_len(tokenizer, full_ids)
         full_ids = truncate_left(full_ids, cutoff_len, keep)
         labels = truncate_left(labels, cutoff_len, keep)
     return TrainExample(full_ids, labels)

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.registry import BackboneFamily, detect_family, get_family
+from llm4rec.models.registry import (
+    BackboneFamily,
+    detect_family,
+    get_family,
+    list_families,
+    read_model_config,
+)
 from llm4rec.models.templates import ANSWERS, TEMPLATES, PromptTemplate
 
 
@@ -37,14 +43,15 @@ def resolve_family(model_path: str, family: str = "auto") -> BackboneFamily:
     detected = detect_family(model_path) if Path(model_path).is_dir() else None
     if family == "auto":
         if detected is None:
+            known = ", ".join(f.name for f in list_families())
             raise UserError(
                 f"model.family: cannot detect the family of {model_path!r} from its config.json; "
-                "set model.family explicitly (see `llm4rec plan --help` for the list)"
+                f"set model.family explicitly (one of: {known})"
             )
         return get_family(detected)
     fam = get_family(family)
-    if detected is not None and detected != fam.name:
-        # A converted checkpoint of a legacy family has the layout's model_type; llm4rec_family decides.
+    cfg = read_model_config(model_path) if Path(model_path).is_dir() else None
+    if cfg is not None and detected is not None and not fam.matches(cfg):
         raise UserError(
             f"model.family: recipe says {family!r} but {model_path}/config.json is a {detected!r} checkpoint"
         )

@@ -49,6 +49,17 @@ class BackboneFamily:
     converter: str | None = None
     #: module names bitsandbytes must keep unquantized besides the output head
     skip_quantization: tuple[str, ...] = ()
+    #: for families whose ``model_type`` is ambiguous (ChatGLM-6B/2/3 all say "chatglm"): a predicate on
+    #: the raw ``config.json`` dict that says whether a checkpoint belongs to this family
+    detect: Callable[[dict[str, Any]], bool] | None = None
+
+    def matches(self, cfg: dict[str, Any]) -> bool:
+        """Whether a ``config.json`` dict describes a checkpoint of this family (original or converted)."""
+        if cfg.get("llm4rec_family"):
+            return cfg["llm4rec_family"] == self.name
+        if self.detect is not None:
+            return bool(self.detect(cfg))
+        return cfg.get("model_type") in self.model_types
 
     def targets(self, name_or_list: str | list[str] | tuple[str, ...]) -> list[str]:
         """Resolve a recipe's ``lora.targets`` (a set name or an explicit module list)."""
@@ -83,28 +94,29 @@ def get_family(name: str) -> BackboneFamily:
     return FAMILIES[name]
 
 
-def detect_family(model_dir: str | Path) -> str | None:
-    """Return the family of a local checkpoint from its ``config.json`` (None if the type is unknown).
-
-    A checkpoint converted by llm4rec records its family under ``llm4rec_family``; otherwise the
-    ``model_type`` decides.
-    """
-    _load_builtin_families()
+def read_model_config(model_dir: str | Path) -> dict[str, Any] | None:
+    """The raw ``config.json`` of a local checkpoint (None when there is none)."""
     cfg_path = Path(model_dir) / "config.json"
     if not cfg_path.is_file():
         return None
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        return json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
-    if cfg.get("llm4rec_family") in FAMILIES:
-        return cfg["llm4rec_family"]
-    model_type = cfg.get("model_type")
+
+
+def detect_family(model_dir: str | Path) -> str | None:
+    """Return the family of a local checkpoint from its ``config.json`` (None if the type is unknown).
+
+    A checkpoint converted by llm4rec records its family under ``llm4rec_family``; otherwise each
+    family's ``detect`` predicate or ``model_type`` list decides, in registration order.
+    """
+    _load_builtin_families()
+    cfg = read_model_config(model_dir)
+    if cfg is None:
+        return None
     for fam in FAMILIES.values():
-        if model_type in fam.model_types and fam.converter is None:
-            return fam.name
-    for fam in FAMILIES.values():
-        if model_type in fam.model_types:
+        if fam.matches(cfg):
             return fam.name
     return None
 

@@ -148,14 +148,30 @@ def build_tiny_model(
 
 
 def read_corpus(paths: Iterable[str | Path]) -> list[str]:
-    """Non-empty lines of the given text files (a missing file is a UserError)."""
-    lines: list[str] = []
+    """Documents of the given files: a ``.txt`` holds one per line; a ``.jsonl`` holds ``{"text": ...}``
+    rows or instruction samples, which are rendered in TALLRec's Alpaca template followed by the answer.
+
+    A missing file is a UserError.
+    """
+    from llm4rec.io import read_jsonl
+    from llm4rec.models.templates import ALPACA
+
+    docs: list[str] = []
     for p in paths:
         p = Path(p)
         if not p.is_file():
             raise UserError(f"--corpus: {p}: no such file")
-        lines += [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return lines
+        if p.suffix == ".jsonl":
+            for row in read_jsonl(p):
+                text = row.get("text")
+                if text is None:
+                    text = ALPACA.render(row.get("instruction", ""), row.get("input", "")) + str(
+                        row.get("output", "")
+                    )
+                docs.append(text)
+        else:
+            docs += [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return docs
 
 
 @exit_on_user_error

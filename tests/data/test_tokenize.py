@@ -53,7 +53,9 @@ def test_chat_template_answer_suffix_is_trained(tiny_qwen2):
     answer = tok.decode([x for x in ex.labels if x != IGNORE_INDEX])
     assert answer.endswith("<|im_end|><|endoftext|>")
     # Qwen pads with <|endoftext|> = EOS; the EOS label survives because labels come from lengths
-    batch = collate([ex, encode_train_example(tok, ALPACA, make_tallrec_samples(2)[1], 512)], tok.pad_token_id)
+    batch = collate(
+        [ex, encode_train_example(tok, ALPACA, make_tallrec_samples(2)[1], 512)], tok.pad_token_id
+    )
     assert (batch["labels"] == tok.eos_token_id).sum() == 2
 
 
@@ -77,6 +79,7 @@ def test_length_grouped_batches_cover_every_index_once_and_are_seeded():
     assert a == b and a != c
     flat = sorted(i for batch in a for i in batch)
     assert flat == list(range(230))
+
     # grouping reduces padding compared with a random order
     def pad(batches):
         return sum(max(lengths[i] for i in bt) * len(bt) - sum(lengths[i] for i in bt) for bt in batches)

@@ -31,7 +31,9 @@ def test_cli_builds_and_errors(tmp_path, capsys):
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\nthe user liked the movie\n")
-    assert main(["tiny-model", "--family", "qwen2", "--out", str(tmp_path / "m"), "--corpus", str(corpus)]) == 0
+    assert (
+        main(["tiny-model", "--family", "qwen2", "--out", str(tmp_path / "m"), "--corpus", str(corpus)]) == 0
+    )
     assert AutoTokenizer.from_pretrained(tmp_path / "m").eos_token == "<|endoftext|>"
     try:
         main(["tiny-model", "--family", "lama", "--out", str(tmp_path / "x")])
