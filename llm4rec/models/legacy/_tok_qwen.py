@@ -1,0 +1,153 @@
+"""Qwen-1's tiktoken vocabulary (``qwen.tiktoken``) as a byte-level BPE fast tokenizer.
+
+Qwen-7B v1 tokenizes with tiktoken: the text is NFC-normalised, its special tokens (``<|endoftext|>``,
+``<|im_start|>``, ``<|im_end|>``, ``<|extra_0|>`` ... ``<|extra_204|>``) are cut out wherever they appear,
+the rest is split by Qwen's regular expression, and each piece becomes one token if the piece is in the
+vocabulary, else it is byte-pair merged, always merging the adjacent pair whose concatenation has the
+lowest rank. The ``tokenizers`` pipeline built here does the same: NFC, the same split pattern,
+byte-level symbols and a BPE model whose merges are recovered from the ranks (each token of rank r is
+split where byte-pair merging with the ranks below r leaves it in two). Merging with these merges rebuilds
+every vocabulary token whole, so ``ignore_merges`` (set here) changes nothing, and transformers may
+rebuild the tokenizer from the vocabulary and merges (it does so for ``model_type: qwen2`` directories,
+as a ``Qwen2Tokenizer`` with the same pattern and normaliser) without changing any id.
+
+Special token ids follow the mergeable ranks: 151643 on for Qwen-7B's file, which is where Qwen-1's code
+puts them (it fixes that start; a file with another number of ranks is not a Qwen-1 vocabulary).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from llm4rec.errors import UserError
+
+#: Qwen-1's pre-tokenization pattern (tokenization_qwen.PAT_STR)
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+#: special tokens in id order; the first takes the id right after the last mergeable rank
+SPECIAL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(205))
+
+
+def load_ranks(path: str | Path) -> dict[bytes, int]:
+    """Read a tiktoken BPE file (``base64(token) rank`` per line) into {token bytes: rank}."""
+    path = Path(path)
+    ranks: dict[bytes, int] = {}
+    for lineno, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+        except ValueError:
+            raise UserError(f"{path}:{lineno}: not a tiktoken line (expected 'base64-token rank')") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps; not a Qwen-1 qwen.tiktoken")
+    return ranks
+
+
+def write_ranks(ranks: dict[bytes, int], path: str | Path) -> None:
+    """Write {token bytes: rank} in tiktoken's file format (used to build tiny test vocabularies)."""
+    lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(ranks.items(), key=lambda kv: kv[1])]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (what ByteLevel pre-tokenization emits)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    mapping = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def recover_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list, in rank order, that rebuilds every multi-byte token from its bytes.
+
+    A token of rank r is split the way byte-pair merging with only the ranks below r leaves it: exactly
+    two parts for a consistent vocabulary (anything else is an error).
+    """
+    merges: list[tuple[bytes, bytes]] = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) == 1:
+            continue
+        parts = [token[i : i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            best_rank, best_i = rank, -1
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < best_rank:
+                    best_rank, best_i = r, i
+            if best_i < 0:
+                break
+            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+        if len(parts) != 2:
+            raise UserError(f"qwen.tiktoken: the token of rank {rank} cannot be built by merging lower ranks")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def build_qwen_tokenizer(ranks: dict[bytes, int]) -> Any:
+    """A ``tokenizers.Tokenizer`` giving Qwen-1's ids for every text (special tokens always recognised)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    if len([t for t in ranks if len(t) == 1]) != 256:
+        raise UserError("qwen.tiktoken: the 256 single-byte tokens must all be present")
+    b2u = _byte_to_unicode()
+
+    def sym(token: bytes) -> str:
+        return "".join(b2u[b] for b in token)
+
+    vocab = {sym(t): r for t, r in ranks.items()}
+    merges = [(sym(a), sym(b)) for a, b in recover_merges(ranks)]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    first = len(ranks)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    for i, t in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(t) != first + i:
+            raise AssertionError(f"special token {t} got id {tok.token_to_id(t)}, expected {first + i}")
+    return tok
+
+
+def save_qwen_tokenizer(tiktoken_file: str | Path, out_dir: str | Path, model_max_length: int) -> int:
+    """Convert ``qwen.tiktoken`` into ``tokenizer.json`` + ``tokenizer_config.json`` in ``out_dir``.
+
+    No BOS is added (Qwen-1 adds none); EOS is ``<|endoftext|>``; no pad token is declared (Qwen-1 has
+    none; the registry picks one at load time). Returns the number of ids.
+    """
+    out_dir = Path(out_dir)
+    backend = build_qwen_tokenizer(load_ranks(tiktoken_file))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backend.save(str(out_dir / "tokenizer.json"))
+    config = {
+        "backend": "tokenizers",
+        "tokenizer_class": "TokenizersBackend",
+        "bos_token": None,
+        "eos_token": ENDOFTEXT,
+        "pad_token": None,
+        "unk_token": None,
+        "extra_special_tokens": [IM_START, IM_END],
+        "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": False,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return backend.get_vocab_size(with_added_tokens=True)

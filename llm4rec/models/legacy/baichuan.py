@@ -1,0 +1,391 @@
+"""Baichuan-7B and Baichuan2-7B, converted onto transformers' own ``LlamaForCausalLM`` (no remote code).
+
+Both 7B models are LLaMA decoders (pre-norm RMSNorm blocks, rotary embeddings with base 10000 in the
+half-split layout, SwiGLU MLP, untied head) whose attention projections are fused into one ``W_pack``
+matrix holding the query, key and value rows in that order. Converting splits ``W_pack`` into thirds;
+every other tensor keeps its name:
+
+==============================================  ===================================================
+original key                                    converted key
+==============================================  ===================================================
+``model.layers.N.self_attn.W_pack.weight``      ``model.layers.N.self_attn.{q,k,v}_proj.weight``
+``lm_head.weight`` (Baichuan2)                  ``lm_head.weight`` with every row divided by its L2 norm
+all other tensors                               unchanged
+==============================================  ===================================================
+
+Baichuan2's output layer is a "NormHead": in inference it multiplies by the row-normalised weight, so the
+normalisation is folded into the converted weight (exact for inference and for LoRA training, where the
+head is frozen). Baichuan-7B's head is a plain linear layer.
+
+The 13B models (Baichuan-13B, Baichuan2-13B) use ALiBi attention biases instead of rotary embeddings,
+which no LLaMA-layout class computes: they are out of scope and rejected with a clear message.
+
+The tokenizer (sentencepiece BPE with hundreds of user-defined pieces) becomes a fast tokenizer with the
+same ids: see :mod:`llm4rec.models.legacy._tok_baichuan`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm4rec.errors import UserError
+from llm4rec.io import atomic_dir
+from llm4rec.models.legacy import _tok_baichuan
+from llm4rec.models.legacy.qwen import (
+    TINY_TEXT,
+    config_value,
+    convert_checkpoint,
+    dtype_name,
+    read_original_config,
+    save_original_state_dict,
+    split_rows,
+    write_config,
+)
+from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily, register_family
+from llm4rec.models.templates import PromptTemplate, register_template
+
+#: ``architectures`` of each family's original config (Baichuan-7B spells it with a capital C)
+ARCHITECTURE = {"baichuan": "BaiChuanForCausalLM", "baichuan2": "BaichuanForCausalLM"}
+#: Baichuan2's vocabulary size (used to tell the generations apart when a config lists no architecture)
+BAICHUAN2_VOCAB = 125696
+
+
+def generation(cfg: dict[str, Any]) -> str | None:
+    """'baichuan' or 'baichuan2' for an original Baichuan ``config.json`` dict (None if not Baichuan).
+
+    The ``architectures`` spelling decides (Baichuan-7B: ``BaiChuanForCausalLM``; Baichuan2 and the 13B
+    models: ``BaichuanForCausalLM``); without it, Baichuan2's vocabulary size does.
+    """
+    if cfg.get("model_type") != "baichuan":
+        return None
+    archs = cfg.get("architectures") or []
+    for family, arch in ARCHITECTURE.items():
+        if arch in archs:
+            return family
+    return "baichuan2" if cfg.get("vocab_size") == BAICHUAN2_VOCAB else "baichuan"
+
+
+def check_family(cfg: dict[str, Any], family: str, src: Path) -> None:
+    """Reject 13B (ALiBi) checkpoints and a ``--family`` that contradicts the original config."""
+    where = src / "config.json"
+    found = generation(cfg)
+    if found is None:
+        raise UserError(f"{where}: model_type {cfg.get('model_type')!r} is not Baichuan's 'baichuan'")
+    if (
+        "max_position_embeddings" not in cfg
+        or cfg.get("hidden_size") == 5120
+        or cfg.get("num_hidden_layers") == 40
+    ):
+        raise UserError(
+            f"{where}: this is a 13B Baichuan model (ALiBi attention, no max_position_embeddings); only the 7B "
+            "models (rotary embeddings) can be converted to the LLaMA layout"
+        )
+    if found != family:
+        raise UserError(
+            f"{where}: architectures {cfg.get('architectures')} / vocab_size {cfg.get('vocab_size')} is a "
+            f"{found!r} checkpoint, not {family!r}; run with --family {found} (their output layers differ)"
+        )
+
+
+def llama_config(cfg: dict[str, Any], src: Path) -> dict[str, Any]:
+    """LLaMA ``config.json`` fields computing the same function as the Baichuan 7B config ``cfg``."""
+    hidden = config_value(cfg, "hidden_size", src)
+    heads = config_value(cfg, "num_attention_heads", src)
+    if hidden % heads:
+        raise UserError(
+            f"{src / 'config.json'}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise UserError(f"{src / 'config.json'}: hidden_act {act!r}; Baichuan 7B models use 'silu'")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config_value(cfg, "vocab_size", src),
+        "hidden_size": hidden,
+        "intermediate_size": config_value(cfg, "intermediate_size", src),
+        "num_hidden_layers": config_value(cfg, "num_hidden_layers", src),
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "head_dim": hidden // heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": config_value(cfg, "max_position_embeddings", src),
+        "rms_norm_eps": float(cfg.get("rms_norm_eps", 1e-6)),
+        # both 7B modelling files build their rotary embedding with the default base
+        "rope_theta": 10000.0,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "initializer_range": float(cfg.get("initializer_range", 0.02)),
+        "bos_token_id": cfg.get("bos_token_id", 1),
+        "eos_token_id": cfg.get("eos_token_id", 2),
+        "pad_token_id": cfg.get("pad_token_id", 0),
+        "use_cache": True,
+    }
+
+
+_ROTARY_BUFFER = re.compile(r".*\.rotary_emb\.inv_freq")
+_PASS_THROUGH = re.compile(
+    r"model\.embed_tokens\.weight|model\.norm\.weight|lm_head\.weight|model\.layers\.\d+\.("
+    r"input_layernorm|post_attention_layernorm|self_attn\.o_proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj"
+    r")\.weight"
+)
+
+
+def normalize_rows(w: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its L2 norm (NormHead's inference weight), computed in fp32."""
+    w32 = w.float()
+    return (w32 / w32.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(w.dtype)
+
+
+def _tensor_converter(family: str):
+    def convert_tensor(key: str, t: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        if _ROTARY_BUFFER.fullmatch(key):
+            return []
+        m = re.fullmatch(r"(model\.layers\.\d+\.self_attn\.)W_pack\.weight", key)
+        if m:
+            q, k, v = split_rows(t, 3, key)
+            return [(f"{m.group(1)}{p}_proj.weight", x) for p, x in zip("qkv", (q, k, v))]
+        if key == "lm_head.weight" and family == "baichuan2":
+            return [(key, normalize_rows(t))]
+        if _PASS_THROUGH.fullmatch(key):
+            return [(key, t)]
+        raise UserError(f"unexpected tensor {key!r} in a {family} checkpoint")
+
+    return convert_tensor
+
+
+def convert(src: Path, out: Path, family: str) -> Path:
+    """Convert an original Baichuan-7B / Baichuan2-7B directory into a LLaMA-layout directory ``out``."""
+    src, out = Path(src), Path(out)
+    if family not in ARCHITECTURE:
+        raise UserError(
+            f"--family: the Baichuan converter handles 'baichuan' and 'baichuan2', not {family!r}"
+        )
+    cfg = read_original_config(src)
+    check_family(cfg, family, src)
+    new_cfg = llama_config(cfg, src)
+    n = new_cfg["num_hidden_layers"]
+    expected: Counter[str] = Counter({"model.embed_tokens.weight": 1, "model.norm.weight": 1})
+    if not new_cfg["tie_word_embeddings"]:
+        expected["lm_head.weight"] = 1
+    for name in (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ):
+        expected[f"model.layers.N.{name}.weight"] = n
+    with atomic_dir(out) as tmp:
+        n_ids = _tok_baichuan.save_baichuan_tokenizer(src, tmp, new_cfg["max_position_embeddings"])
+        if n_ids > new_cfg["vocab_size"]:
+            raise UserError(
+                f"{src}: the tokenizer has {n_ids} ids but the model only {new_cfg['vocab_size']}"
+            )
+        dtypes = convert_checkpoint(src, tmp, _tensor_converter(family), expected)
+        new_cfg["dtype"] = dtype_name(dtypes)
+        new_cfg["llm4rec_family"] = family
+        new_cfg["llm4rec_converted_from"] = f"{ARCHITECTURE[family]} ({family})"
+        write_config("LlamaConfig", new_cfg, tmp)
+        gen = {k: new_cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        (tmp / "generation_config.json").write_text(json.dumps(gen) + "\n", encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tiny original checkpoints (tests, smoke runs)
+# ---------------------------------------------------------------------------------------------------------
+
+#: user-defined pieces of the tiny tokenizers: a sample of the real ones (digits, newline, tab, full-width
+#: punctuation, tags, Baichuan2's chat role tokens)
+TINY_USER_DEFINED = (
+    ["<SEP>", "<CLS>", "\n", "\t", "<p>", "</p>", "<reserved_106>", "<reserved_107>", "```", "---"]
+    + [str(d) for d in range(10)]
+    + ["０", "１", "，", "。", "！", "？", "：", ".", "!", "?"]
+)
+
+
+def train_tiny_tokenizer(family: str, vocab_size: int = 700) -> bytes:
+    """A small sentencepiece BPE model with Baichuan's settings (serialized ModelProto bytes).
+
+    Baichuan-7B: ``nmt_nfkc`` normalisation and a dummy prefix; Baichuan2: identity, no dummy prefix,
+    whitespace-only pieces. Both: byte fallback, digits split, user-defined pieces, <unk>/<s>/</s> = 0/1/2.
+    """
+    import sentencepiece as spm
+
+    lines = TINY_TEXT * 3 + [
+        "用户喜欢看电影，也喜欢读书。目标电影是《玩具总动员》吗？",
+        "The quick brown fox jumps over the lazy dog.   Toy Story (1995)|Animation",
+        "<p>html</p>\n\tindented\n```code```\n---",
+    ]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=True,
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=family == "baichuan",
+        normalization_rule_name="nmt_nfkc" if family == "baichuan" else "identity",
+        allow_whitespace_only_pieces=family == "baichuan2",
+        user_defined_symbols=TINY_USER_DEFINED,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+        num_threads=1,
+    )
+    return buf.getvalue()
+
+
+def make_tiny_original(
+    out: Path,
+    family: str,
+    *,
+    hidden: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    intermediate: int = 160,
+    seed: int = 0,
+    fmt: str = "safetensors",
+    scale: float = 0.15,
+) -> dict[str, torch.Tensor]:
+    """Write a tiny random Baichuan-7B or Baichuan2-7B checkpoint in the ORIGINAL layout; return its weights.
+
+    ``config.json`` has the original fields (``architectures`` spelled per generation, ``model_max_length``
+    and ``z_loss_weight`` for Baichuan2), the weights the original names with the fused ``W_pack``, the
+    head un-normalised (Baichuan2 normalises it in its forward), ``tokenizer.model`` a freshly trained
+    sentencepiece model and ``tokenizer_config.json`` the original flags (no BOS, no EOS added).
+    """
+    if family not in ARCHITECTURE:
+        raise ValueError(f"family must be 'baichuan' or 'baichuan2', not {family!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = train_tiny_tokenizer(family)
+    (out / "tokenizer.model").write_bytes(model)
+    vocab = len(_tok_baichuan.load_proto(out / "tokenizer.model").pieces)
+    cfg: dict[str, Any] = {
+        "architectures": [ARCHITECTURE[family]],
+        "auto_map": {
+            "AutoConfig": "configuration_baichuan.BaichuanConfig",
+            "AutoModelForCausalLM": f"modeling_baichuan.{ARCHITECTURE[family]}",
+        },
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": 1024,
+        "model_type": "baichuan",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "pad_token_id": 0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": vocab,
+    }
+    if family == "baichuan2":
+        cfg.update({"model_max_length": 1024, "z_loss_weight": 0, "tokenizer_class": "BaichuanTokenizer"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    added = {
+        "__type": "AddedToken",
+        "lstrip": False,
+        "normalized": True,
+        "rstrip": False,
+        "single_word": True,
+    }
+    tok_cfg = {
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "bos_token": {**added, "content": "<s>"},
+        "eos_token": {**added, "content": "</s>"},
+        "unk_token": {**added, "content": "<unk>"},
+        "pad_token": {**added, "content": "<unk>"},
+        "model_max_length": 1024,
+        "tokenizer_class": "BaichuanTokenizer",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, s: float = scale) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * s
+
+    def norm_w() -> torch.Tensor:
+        return 1.0 + 0.2 * torch.randn(hidden, generator=g)
+
+    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": rnd(vocab, hidden, s=1.0)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd[p + "self_attn.W_pack.weight"] = rnd(3 * hidden, hidden)
+        sd[p + "self_attn.o_proj.weight"] = rnd(hidden, hidden)
+        sd[p + "mlp.gate_proj.weight"] = rnd(intermediate, hidden)
+        sd[p + "mlp.up_proj.weight"] = rnd(intermediate, hidden)
+        sd[p + "mlp.down_proj.weight"] = rnd(hidden, intermediate)
+        sd[p + "input_layernorm.weight"] = norm_w()
+        sd[p + "post_attention_layernorm.weight"] = norm_w()
+    sd["model.norm.weight"] = norm_w()
+    # rows of very different norms, so that forgetting Baichuan2's normalisation changes the logits
+    sd["lm_head.weight"] = rnd(vocab, hidden) * torch.linspace(0.2, 3.0, vocab)[:, None]
+    save_original_state_dict(sd, out, fmt)
+    return sd
+
+
+#: Baichuan2-Chat's turn format: the role tokens <reserved_106> (user, id 195) and <reserved_107>
+#: (assistant, id 196) are user-defined pieces, so they tokenize to their ids from the text.
+BAICHUAN2_CHAT = PromptTemplate(
+    name="baichuan2_chat",
+    lang="zh",
+    text="<reserved_106>{instruction}\n{input}<reserved_107>",
+    text_no_input="<reserved_106>{instruction}<reserved_107>",
+)
+register_template(BAICHUAN2_CHAT)
+
+_TARGETS = {"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR}
+
+register_family(
+    BackboneFamily(
+        name="baichuan",
+        model_types=("baichuan",),
+        description="Baichuan-7B (converted onto LLaMA classes; no remote code; 13B/ALiBi not supported)",
+        lora_targets=_TARGETS,
+        default_template={"en": "alpaca", "zh": "alpaca_zh"},
+        # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
+        pad_token_candidates=("<unk>",),
+        converter="llm4rec.models.legacy.baichuan:convert",
+        detect=lambda cfg: generation(cfg) == "baichuan",
+    )
+)
+register_family(
+    BackboneFamily(
+        name="baichuan2",
+        model_types=("baichuan",),
+        description="Baichuan2-7B (converted onto LLaMA classes, NormHead folded in; 13B/ALiBi not supported)",
+        lora_targets=_TARGETS,
+        default_template={"en": "alpaca", "zh": "alpaca_zh"},
+        pad_token_candidates=("<unk>",),
+        converter="llm4rec.models.legacy.baichuan:convert",
+        # Baichuan2 shares its architecture name with the 13B (ALiBi) models, which are detected here too:
+        # the converter tells them apart and rejects them with a clear message
+        detect=lambda cfg: generation(cfg) == "baichuan2",
+    )
+)

@@ -1,0 +1,220 @@
+"""Baichuan-7B / Baichuan2-7B: conversion onto LLaMA, equality with a reference forward pass, tokenizer ids."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm4rec.errors import UserError
+from llm4rec.models.legacy import _tok_baichuan, baichuan
+from llm4rec.models.registry import detect_family, get_family
+from llm4rec.models.templates import TEMPLATES
+
+try:
+    from . import _reference_qwen_baichuan as ref
+except ImportError:  # tests/models/legacy is not a package
+    import _reference_qwen_baichuan as ref
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "models"
+MOVIELENS = ref.movielens_texts(SHARED.parent)
+TOL = 1e-4
+FAMILIES = ["baichuan", "baichuan2"]
+
+
+def _shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present (../shared is only beside the repo on CI and dev machines)")
+    return path
+
+
+def _original_ids(model_file: Path, texts: list[str], add_bos: bool) -> list[list[int]]:
+    """Ids as the original BaichuanTokenizer computes them: special tokens cut out of the text, every other
+    chunk encoded by sentencepiece on its own, BOS in front when configured."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    specials = ["<unk>", "<s>", "</s>"]
+    split = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
+    out = []
+    for text in texts:
+        ids = [sp.bos_id()] if add_bos else []
+        for chunk in split.split(text):
+            if chunk in specials:
+                ids.append(sp.piece_to_id(chunk))
+            elif chunk:
+                ids.extend(sp.encode(chunk))
+        out.append(ids)
+    return out
+
+
+def _corpus() -> list[str]:
+    texts = list(ref.MIXED_CORPUS)
+    for name in ("alpaca", "alpaca_zh", "baichuan2_chat"):
+        t = TEMPLATES[name]
+        texts.append(
+            t.render("判断用户是否喜欢目标电影。Answer Yes. or No.", 'User Preference: "Heat (1995)"\n')
+            + "是"
+        )
+        texts.append(t.render("Only an instruction") + "Yes.")
+    texts += ["a</s>b", "<s>starts with bos", "x<unk>y", "0 starts with a digit", "\nstarts with a newline"]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
+    """Tiny originals (Baichuan-7B as safetensors, Baichuan2 as a pickled .bin) and their conversions."""
+    root = tmp_path_factory.mktemp("baichuan")
+    out = {}
+    for family, fmt, seed in (("baichuan", "safetensors", 1), ("baichuan2", "bin", 2)):
+        src = root / f"{family}-orig"
+        sd = baichuan.make_tiny_original(src, family, seed=seed, fmt=fmt)
+        out[family] = (src, baichuan.convert(src, root / f"{family}-hf", family), sd)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
+    from transformers import AutoModelForCausalLM
+
+    src, out, sd = tiny[family]
+    cfg = json.loads((src / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(model).__name__ == "LlamaForCausalLM"
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
+    norm_head = family == "baichuan2"
+
+    def reference(ids, mask, past, norm_head=norm_head):
+        return ref.baichuan_forward(sd, cfg, ids, mask, past, norm_head=norm_head)
+
+    diffs = ref.compare_with_reference(model, reference, seqs)
+    assert max(diffs.values()) < TOL, diffs
+    # the comparison is sensitive to the head: the other generation's head is far off
+    wrong = ref.compare_with_reference(model, lambda i, m, p: reference(i, m, p, not norm_head), seqs[:1])
+    assert wrong["single"] > 1e-2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_converted_directory_is_an_ordinary_llama_checkpoint(tiny, family):
+    from transformers import AutoTokenizer
+
+    src, out, _ = tiny[family]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and cfg["llm4rec_family"] == family
+    assert cfg["rope_parameters"]["rope_theta"] == 10000.0
+    assert detect_family(out) == family and detect_family(src) == family
+    tok = AutoTokenizer.from_pretrained(out)
+    assert type(tok).__name__ == "TokenizersBackend"
+    assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (1, 2, 0)
+    assert tok("你好")["input_ids"][:1] != [1]  # the checkpoints' tokenizer_config: add_bos_token false
+    role = tok("<reserved_106>用户<reserved_107>")["input_ids"]
+    assert tok.convert_tokens_to_ids("<reserved_106>") in role and role[-1] == tok.convert_tokens_to_ids(
+        "<reserved_107>"
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_tokenizer_ids_equal_sentencepiece(tiny, family):
+    from transformers import AutoTokenizer
+
+    src, out, _ = tiny[family]
+    tok = AutoTokenizer.from_pretrained(out)
+    texts = _corpus()
+    expected = _original_ids(src / "tokenizer.model", texts, add_bos=False)
+    got = [tok(t)["input_ids"] for t in texts]
+    mismatched = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    assert not mismatched, mismatched[:3]
+
+
+@pytest.mark.parametrize("name", ["baichuan-7b", "baichuan2-7b"])
+def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
+    from transformers import AutoTokenizer
+
+    src = _shared(name)
+    _tok_baichuan.save_baichuan_tokenizer(src, tmp_path, 4096)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))  # as convert() writes it
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    add_bos = _tok_baichuan.tokenizer_settings(src)["add_bos_token"]
+    # baichuan-7b's directory has no tokenizer_config.json: the original class default (BOS added) applies
+    assert add_bos == (name == "baichuan-7b")
+    texts = _corpus()
+    expected = _original_ids(src / "tokenizer.model", texts + MOVIELENS, add_bos)
+    got = tok(texts + MOVIELENS)["input_ids"]
+    mismatched = [(t, e, g) for t, e, g in zip(texts + MOVIELENS, expected, got) if e != g]
+    assert not mismatched, mismatched[:3]
+    assert len(tok) == {"baichuan-7b": 64000, "baichuan2-7b": 125696}[name]
+    if name == "baichuan2-7b":
+        assert tok.convert_tokens_to_ids(["<reserved_106>", "<reserved_107>"]) == [195, 196]
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model"))
+    plain = [t for t in texts if "<" not in t]
+    for t in plain:
+        # decoding gives the normalised text back, as sentencepiece's own decode does (nmt_nfkc is lossy)
+        assert tok.decode(tok(t, add_special_tokens=False)["input_ids"]) == sp.decode(sp.encode(t))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_qlora_training_step_lowers_the_loss(tiny, family):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from llm4rec.models.loading import load_tokenizer
+
+    _, out, _ = tiny[family]
+    fam = get_family(family)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(out, quantization_config=q, device_map="cpu")
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=fam.targets("qv"), task_type="CAUSAL_LM"
+        ),
+    )
+    tok = load_tokenizer(out, fam)
+    assert tok.pad_token == "<unk>"
+    tmpl = TEMPLATES["alpaca_zh"]
+    texts = [
+        tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
+        for i in range(4)
+    ]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(4):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_rejects_13b_alibi_and_the_wrong_generation(tmp_path, tiny):
+    src, _, _ = tiny["baichuan2"]
+    with pytest.raises(UserError, match="--family baichuan2"):
+        baichuan.convert(src, tmp_path / "a", "baichuan")
+    cfg = json.loads((src / "config.json").read_text())
+    alibi = tmp_path / "13b"
+    alibi.mkdir()
+    del cfg["max_position_embeddings"]
+    (alibi / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="ALiBi"):
+        baichuan.convert(alibi, tmp_path / "b", "baichuan2")
+    with pytest.raises(UserError, match="family"):
+        baichuan.convert(src, tmp_path / "c", "qwen")
+    partial = tmp_path / "partial"
+    sd = baichuan.make_tiny_original(partial, "baichuan")
+    sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # a buffer: ignored
+    sd["model.layers.0.self_attn.extra.weight"] = torch.ones(2)
+    baichuan.save_original_state_dict(sd, partial, "safetensors")
+    with pytest.raises(UserError, match="extra"):
+        baichuan.convert(partial, tmp_path / "d", "baichuan")
+    assert not any((tmp_path / n).exists() for n in "abcd")
