@@ -8,6 +8,7 @@ import sys
 #: subcommand -> (module:function, one-line help). Modules are imported only when their command runs,
 #: so `llm4rec --help` is instant and a command never pays for another's imports.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "prep": ("llm4rec.data.prep:cli", "turn a log (movielens, amazon, bookcrossing, generic) into samples"),
     "evaluate": ("llm4rec.eval.evaluate:main", "score checkpoints on a JSONL test set and write a report"),
     "tiny-model": (
         "llm4rec.models.tiny:main",

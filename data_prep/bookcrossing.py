@@ -1,0 +1,16 @@
+"""BookCrossing -> canonical tables + instruction samples (TALLRec book format, seeded).
+
+    python data_prep/bookcrossing.py --src BX-CSV-Dump --out data/bx --preset tallrec-book
+
+Options: ``--help``; the pipeline and output layout: :mod:`llm4rec.data.prep`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm4rec.data.prep import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:], source="bookcrossing"))

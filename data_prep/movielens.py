@@ -1,0 +1,16 @@
+"""MovieLens (100K, 1M, 10M, and the CSV releases) -> canonical tables + instruction samples.
+
+    python data_prep/movielens.py --src ml-100k --out data/ml-100k --task tallrec --preset tallrec
+
+Options: ``--help``; the pipeline and output layout: :mod:`llm4rec.data.prep`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm4rec.data.prep import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:], source="movielens"))

@@ -1,0 +1,36 @@
+"""Sample builders, one module per task; this docstring is the sample schema.
+
+Every sample is one JSON object per line of ``OUT/<task>/{train,valid,test}.jsonl``:
+
+=====================  =========================================================================
+field                  meaning
+=====================  =========================================================================
+``instruction``        the task instruction (Alpaca field)
+``input``              the context: history, wishes, candidates (Alpaca field)
+``output``             the answer the model is trained to produce (Alpaca field)
+``task``               ``tallrec`` / ``ranking`` / ``instructrec`` / ``next_item``
+``user_id``            the user's id as in the source (string)
+``item_id``            the item the sample is about (the target; for InstructRec pointwise, the
+                       item shown, which may be a sampled negative), as in the source (string)
+``label``              1 if the user liked ``item_id`` (rating > threshold, or the source's
+                       label), else 0; for InstructRec pointwise, 1 for the target, 0 for a
+                       negative; scoring (AUC, GAUC) reads this field
+``timestamp``          the target event's time (seconds; null where the source has none)
+``history``            item ids of the events shown as history, oldest first
+=====================  =========================================================================
+
+Task-specific fields:
+
+* ``tallrec`` (:mod:`.tallrec`): ``output`` is ``Yes.`` / ``No.`` (``是`` / ``否`` with ``--lang zh``).
+* ``ranking`` (:mod:`.ranking`): ``candidates`` (item ids of the pool, in the order shown),
+  ``candidate_titles`` (their titles), ``target_index`` (0-based position of the target);
+  ``output`` is the target's index letter (``A`` for position 0).
+* ``instructrec`` (:mod:`.instructrec`): ``template_id`` (``<lang>-<form>-<preference>-<intention>``),
+  ``form``, ``preference``, ``intention``; ``candidates`` (pointwise: the item shown; pairwise and
+  reranking: the pool; matching: null) and ``target_index`` (pairwise and reranking, else null).
+  ``output``: Yes/No (pointwise), a letter (pairwise, reranking) or the target's title (matching).
+* ``next_item`` (:mod:`.next_item`): ``output`` is the target's quoted title.
+
+A task module exposes ``build(chunk, ctx)`` returning a polars DataFrame of these columns plus ``split``
+(optionally with a dict of counts for meta.json), and may expose ``prepare_context(ctx)``.
+"""

@@ -1,0 +1,177 @@
+"""What every task builder shares: the context (titles, language, nouns), history columns, base fields."""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from llm4rec.data.splits import Timeline
+from llm4rec.errors import UserError
+
+LANGS = ("en", "zh")
+#: domain noun -> (English singular, English plural, Chinese)
+NOUNS: dict[str, tuple[str, str, str]] = {
+    "movie": ("movie", "movies", "电影"),
+    "book": ("book", "books", "书籍"),
+    "product": ("product", "products", "商品"),
+    "item": ("item", "items", "物品"),
+}
+#: the Yes/No answers of pointwise tasks, per language
+YES_NO = {"en": ("Yes.", "No."), "zh": ("是", "否")}
+QUOTES = {"en": ('"', '"'), "zh": ("“", "”")}
+LIST_SEP = {"en": ", ", "zh": "，"}
+
+
+@dataclass
+class Chunk:
+    """A slice of whole users: ``events`` (all their events, with history columns) and ``targets``."""
+
+    index: int
+    events: pl.DataFrame
+    targets: pl.DataFrame
+
+
+def hist_col(k: int) -> str:
+    """Name of the k-th history item column (0 = oldest of the window)."""
+    return f"_h{k}"
+
+
+def hist_label_col(k: int) -> str:
+    """Name of the k-th history label column."""
+    return f"_hl{k}"
+
+
+@dataclass
+class TaskContext:
+    """Everything a task needs besides the target rows: items, language, nouns, sizes, seed."""
+
+    timeline: Timeline
+    lang: str = "en"
+    domain: str = "item"
+    history: int = 10
+    seed: int = 0
+    #: per-task options (e.g. ranking's ``candidates``), from the command line
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.lang not in LANGS:
+            raise UserError(f"--lang: unknown language {self.lang!r}; choose one of {', '.join(LANGS)}")
+        if self.domain not in NOUNS:
+            raise UserError(f"--domain: unknown domain {self.domain!r}; choose one of {', '.join(NOUNS)}")
+        items = self.timeline.items
+        self.item_ids: pl.Series = items["item"]
+        self.titles: pl.Series = items["title"].fill_null("")
+        lq, rq = QUOTES[self.lang]
+        authors = _attribute(items["attributes"], "author")
+        by = " written by " if self.lang == "en" else "，作者："
+        shown = [f"{lq}{t}{rq}" + (f"{by}{a}" if a else "") for t, a in zip(self.titles.to_list(), authors)]
+        #: how an item is shown in a prompt: the quoted title (plus the author where one is known)
+        self.display: pl.Series = pl.Series("display", shown, dtype=pl.Utf8)
+        self.categories: pl.Series = items["categories"]
+        self.years: list[str | None] = _attribute(items["attributes"], "year")
+
+    @property
+    def noun(self) -> str:
+        """The domain noun in the prompt language."""
+        en, _, zh = NOUNS[self.domain]
+        return zh if self.lang == "zh" else en
+
+    @property
+    def nouns(self) -> str:
+        """The plural domain noun in the prompt language."""
+        _, en, zh = NOUNS[self.domain]
+        return zh if self.lang == "zh" else en
+
+    def rng(self, task: str, chunk: int) -> np.random.Generator:
+        """A generator that depends only on the seed, the task and the chunk (so outputs are reproducible)."""
+        code = sum((k + 1) * ord(c) for k, c in enumerate(task))
+        return np.random.default_rng([self.seed, code, chunk])
+
+
+def _attribute(attrs: pl.Series, key: str) -> list[str | None]:
+    out = []
+    for a in attrs.to_list():
+        v = json.loads(a).get(key) if a else None
+        out.append(str(v) if v not in (None, "") else None)
+    return out
+
+
+def add_history(chunk: pl.DataFrame, length: int, strict_time: bool) -> pl.DataFrame:
+    """Add ``length`` history columns (item index and label, oldest first) from the user's earlier events.
+
+    ``chunk`` holds whole users in timeline order. A slot is null where the user has fewer earlier events,
+    or, with ``strict_time``, where the earlier event is not strictly earlier in time.
+    """
+    cols = []
+    for k in range(length):
+        shift = length - k
+        ok = pl.col("pos") >= shift
+        if strict_time:
+            ok = ok & (pl.col("timestamp").shift(shift) < pl.col("timestamp"))
+        cols.append(pl.when(ok).then(pl.col("i").shift(shift)).alias(hist_col(k)))
+        cols.append(pl.when(ok).then(pl.col("label").shift(shift)).alias(hist_label_col(k)))
+    return chunk.with_columns(cols)
+
+
+def gather(series: pl.Series, idx: str | pl.Expr) -> pl.Expr:
+    """Look up ``series`` (indexed by item index) at the item indices in column ``idx``."""
+    return pl.lit(series).gather(pl.col(idx) if isinstance(idx, str) else idx)
+
+
+def history_matrix(targets: pl.DataFrame, length: int) -> np.ndarray:
+    """The history item indices of each target row as an int64 matrix, -1 where a slot is empty."""
+    cols = [targets[hist_col(k)].fill_null(-1).cast(pl.Int64).to_numpy() for k in range(length)]
+    return np.stack(cols, axis=1) if cols else np.empty((targets.height, 0), dtype=np.int64)
+
+
+def list_of(lookup: pl.Series, matrix: np.ndarray, name: str) -> pl.Series:
+    """Per row, ``lookup`` at the row's non-negative entries of ``matrix`` (a list column)."""
+    rows, width = matrix.shape
+    valid = matrix >= 0
+    if valid.all():
+        flat = lookup.gather(matrix.ravel())
+        return flat.reshape((rows, width)).cast(pl.List(lookup.dtype)).alias(name)
+    flat = lookup.gather(matrix[valid])
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(valid.sum(axis=1), out=offsets[1:])
+    # string_view keeps the arrow round trip zero-copy
+    arr = pa.LargeListArray.from_arrays(
+        pa.array(offsets), flat.to_arrow(compat_level=pl.CompatLevel.newest())
+    )
+    return pl.Series(name, arr)
+
+
+def base_fields(ctx: TaskContext, targets: pl.DataFrame, length: int) -> list[pl.Expr | pl.Series]:
+    """Fields every sample carries after its task fields: ids, label, time and the history's item ids."""
+    return [
+        pl.lit(ctx.timeline.users).gather(pl.col("u")).alias("user_id"),
+        gather(ctx.item_ids, "i").alias("item_id"),
+        pl.col("label").cast(pl.Int64).alias("label"),
+        pl.col("timestamp"),
+        list_of(ctx.item_ids, history_matrix(targets, length), "history"),
+    ]
+
+
+def joined(ctx: TaskContext, parts: list[pl.Expr]) -> pl.Expr:
+    """Join the non-null ``parts`` with the language's list separator ('' when all are null)."""
+    return pl.concat_str(parts, separator=LIST_SEP[ctx.lang], ignore_nulls=True)
+
+
+def fmt(text: str, fields: dict[str, pl.Expr | list[pl.Expr]]) -> pl.Expr:
+    """A vectorised ``text.format(**fields)``: the literal pieces and the field columns concatenated.
+
+    A field given as a list of expressions is spliced in (one flat concatenation copies the text once).
+    """
+    parts: list[pl.Expr] = []
+    for literal, name, _, _ in string.Formatter().parse(text):
+        if literal:
+            parts.append(pl.lit(literal))
+        if name is not None:
+            value = fields[name]
+            parts.extend(value if isinstance(value, list) else [value])
+    return pl.concat_str(parts)

@@ -1,0 +1,155 @@
+"""LlamaRec-style candidate ranking: pick the next item from a lettered pool of K candidates.
+
+The pool is the target plus K-1 negatives drawn uniformly from the items the user never interacted with,
+the target placed at a seeded random position; or, with ``--candidates-file``, a retriever's ranked list
+for the user (kept in the retriever's order; a sample whose target is not among the first K is dropped
+and counted, as LlamaRec does). Each sample records the pool (``candidates``, ``candidate_titles``) and
+``target_index``, so every model is scored on the same pools.
+
+Candidates file: JSON lines ``{"user": ID, "candidates": [ITEM, ...], "split": "test"}``; ``split``
+(train / valid / test, default test) says which split's samples of that user use the list; other samples
+fall back to random negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from llm4rec.data.splits import SPLIT_NAMES
+from llm4rec.data.tasks.common import Chunk, TaskContext, base_fields, fmt, gather, hist_col, joined, list_of
+from llm4rec.data.tasks.negatives import NegativeSampler
+from llm4rec.errors import UserError
+
+NAME = "ranking"
+LETTERS = string.ascii_uppercase
+
+INSTRUCTION = {
+    "en": "Given the user's history in chronological order, recommend the {noun} from the candidate pool "
+    "that the user will choose next. Answer with its index letter only.",
+    "zh": "根据用户按时间顺序排列的历史记录，从候选池中推荐用户接下来最可能选择的{noun}，只需回答其序号字母。",
+}
+INPUT = {
+    "en": "User history: {history}\nCandidate pool:\n{pool}",
+    "zh": "用户历史：{history}\n候选池：\n{pool}",
+}
+
+
+def letters(k: int) -> list[str]:
+    """Index letters of a pool of ``k`` candidates."""
+    if not 2 <= k <= len(LETTERS):
+        raise UserError(f"--candidates: a pool needs 2 to {len(LETTERS)} candidates (index letters), got {k}")
+    return list(LETTERS[:k])
+
+
+def prepare_context(ctx: TaskContext) -> None:
+    """Check the pool size and load the candidates file once."""
+    letters(int(ctx.options.get("candidates", 20)))
+    path = ctx.options.get("candidates_file")
+    ctx.options["_external"] = load_candidates(Path(path), ctx) if path else {}
+
+
+def load_candidates(path: Path, ctx: TaskContext) -> dict[tuple[int, int], np.ndarray]:
+    """(split code, user index) -> item indices of a retriever's ranked list."""
+    if not path.is_file():
+        raise UserError(f"--candidates-file: {path}: no such file")
+    user_index = {u: k for k, u in enumerate(ctx.timeline.users.to_list())}
+    item_index = {it: k for k, it in enumerate(ctx.item_ids.to_list())}
+    k_needed = int(ctx.options.get("candidates", 20))
+    out: dict[tuple[int, int], np.ndarray] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict) or "user" not in rec or "candidates" not in rec:
+                raise UserError(f"{where}: expected an object with 'user' and 'candidates'")
+            split = rec.get("split", "test")
+            if split not in SPLIT_NAMES:
+                raise UserError(f"{where}: split {split!r} is not one of {', '.join(SPLIT_NAMES)}")
+            user = user_index.get(str(rec["user"]))
+            if user is None:
+                continue  # a user the filters removed
+            cands = [str(c) for c in rec["candidates"]]
+            if len(set(cands)) != len(cands):
+                raise UserError(f"{where}: the candidate list repeats an item")
+            unknown = [c for c in cands if c not in item_index]
+            if unknown:
+                raise UserError(f"{where}: candidate {unknown[0]!r} is not an item of the log")
+            if len(cands) < k_needed:
+                raise UserError(f"{where}: {len(cands)} candidates, fewer than --candidates {k_needed}")
+            out[(SPLIT_NAMES.index(split), user)] = np.array([item_index[c] for c in cands[:k_needed]])
+    return out
+
+
+def pools(
+    chunk: Chunk, ctx: TaskContext, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pool item indices (rows, k), target index per row, keep mask) for the chunk's targets."""
+    t = chunk.targets
+    users = t["u"].to_numpy()
+    target = t["i"].to_numpy().astype(np.int64)
+    sampler = NegativeSampler(chunk.events, ctx.timeline.n_items)
+    neg = sampler.sample(users, k - 1, rng)
+    pos = rng.integers(0, k, size=len(users))
+    # slot j holds the target where j == pos, else negative j (before the target) or j - 1 (after it)
+    rows = np.arange(len(users))
+    pool = np.empty((len(users), k), dtype=np.int64)
+    for j in range(k):
+        src = np.clip(np.where(j < pos, j, j - 1), 0, k - 2)
+        pool[:, j] = np.where(j == pos, target, neg[rows, src])
+    keep = np.ones(len(users), dtype=bool)
+    external = ctx.options.get("_external") or {}
+    if external:
+        splits = t["split"].to_numpy()
+        for r in range(len(users)):
+            ext = external.get((int(splits[r]), int(users[r])))
+            if ext is None:
+                continue
+            hit = np.flatnonzero(ext == target[r])
+            if len(hit) == 0:
+                keep[r] = False
+                continue
+            pool[r] = ext
+            pos[r] = hit[0]
+    return pool, pos, keep
+
+
+def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Ranking samples for the chunk's targets, and counts for meta.json."""
+    k = int(ctx.options.get("candidates", 20))
+    labels = letters(k)
+    pool, pos, keep = pools(chunk, ctx, k, ctx.rng(NAME, chunk.index))
+    targets = chunk.targets.with_columns(
+        [pl.Series(f"_c{j}", pool[:, j], dtype=pl.UInt32) for j in range(k)]
+        + [pl.Series("_pos", pos, dtype=pl.Int64), pl.Series("_keep", keep)]
+    ).filter(pl.col("_keep"))
+    kept_pool = pool[keep]
+    n = ctx.history
+    history = joined(ctx, [gather(ctx.display, hist_col(m)) for m in range(n)])
+    # spliced into one flat concatenation: nested ones cost twice as much
+    lines = [
+        part
+        for j in range(k)
+        for part in (pl.lit(("\n" if j else "") + f"({labels[j]}) "), gather(ctx.display, f"_c{j}"))
+    ]
+    rows = targets.select(
+        pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun)).alias("instruction"),
+        fmt(INPUT[ctx.lang], {"history": history, "pool": lines}).alias("input"),
+        pl.lit(pl.Series(labels)).gather(pl.col("_pos")).alias("output"),
+        pl.lit(NAME).alias("task"),
+        *base_fields(ctx, targets, n),
+        list_of(ctx.item_ids, kept_pool, "candidates"),
+        list_of(ctx.titles, kept_pool, "candidate_titles"),
+        pl.col("_pos").alias("target_index"),
+        "split",
+    )
+    return rows, {"dropped_target_not_in_candidates": int((~keep).sum())}

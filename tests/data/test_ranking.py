@@ -1,0 +1,122 @@
+"""Candidate pools: target exactly once, negatives unseen by the user, size K, letters consistent."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+
+from tests.data.logs import random_events, read, run, split_rows, title_of, write_ml100k
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rank")
+    # a small catalogue makes 'unseen' binding: users see up to 30 of 45 items
+    events = random_events(25, 45, seed=11, lo=10, hi=30)
+    src = write_ml100k(d / "src", events, 45)
+    out = d / "out"
+    assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--candidates", "12") == 0
+    return src, events, out
+
+
+def test_pool_invariants(prepared):
+    _, events, out = prepared
+    seen: dict[str, set] = {}
+    for u, i, _, _ in events:
+        seen.setdefault(str(u), set()).add(str(i))
+    rows = [r for g in split_rows(out, "ranking").values() for r in g]
+    assert rows
+    for r in rows:
+        cands = r["candidates"]
+        assert len(cands) == 12 and len(set(cands)) == 12
+        assert cands.count(r["item_id"]) == 1
+        assert cands[r["target_index"]] == r["item_id"]
+        assert r["output"] == string.ascii_uppercase[r["target_index"]]
+        assert not (set(cands) - {r["item_id"]}) & seen[r["user_id"]]
+        assert r["candidate_titles"] == [title_of(int(c)) for c in cands]
+        lines = r["input"].split("Candidate pool:\n")[1].split("\n")
+        assert lines == [f'({string.ascii_uppercase[k]}) "{title_of(int(c))}"' for k, c in enumerate(cands)]
+        assert r["task"] == "ranking"
+
+
+def test_target_position_is_spread(prepared):
+    _, _, out = prepared
+    positions = [r["target_index"] for r in read(out / "ranking" / "train.jsonl")]
+    counts = [positions.count(k) for k in range(12)]
+    assert min(counts) > 0 and max(counts) < 3 * len(positions) / 12
+
+
+def test_external_candidates_file(prepared, tmp_path):
+    src, events, _ = prepared
+    last = {}
+    for u, i, _, t in events:
+        if str(u) not in last or t >= last[str(u)][0]:
+            last[str(u)] = (t, str(i))
+    lines = []
+    for u, (_, target) in sorted(last.items()):
+        others = [str(k) for k in range(1, 46) if str(k) != target][:7]
+        cands = [*others[:3], target, *others[3:]] if int(u) % 2 else others  # odd users: a hit
+        lines.append(json.dumps({"user": u, "candidates": cands, "split": "test"}))
+    path = tmp_path / "cands.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--candidates", "5",
+               "--candidates-file", path) == 0  # fmt: skip
+    test = read(out / "ranking" / "test.jsonl")
+    hits = {u for u in last if int(u) % 2}
+    assert {r["user_id"] for r in test} == hits  # misses are dropped and counted
+    for r in test:
+        assert r["candidates"] == json.loads(lines[sorted(last).index(r["user_id"])])["candidates"][:5]
+        assert r["target_index"] == 3 and r["output"] == "D"
+    meta = json.loads((out / "ranking" / "meta.json").read_text())
+    assert meta["dropped_target_not_in_candidates"] == len(last) - len(hits)
+    # other splits fall back to random pools of the same size
+    assert all(len(r["candidates"]) == 5 for r in read(out / "ranking" / "valid.jsonl"))
+
+
+def test_pool_size_limits(prepared, tmp_path, capsys):
+    src, _, _ = prepared
+    assert (
+        run("movielens", "--src", src, "--out", tmp_path / "o", "--task", "ranking", "--candidates", "27")
+        == 2
+    )
+    assert "--candidates: a pool needs 2 to 26" in capsys.readouterr().err
+    # a user who has seen all 18 items of the log cannot fill a pool of 5
+    events = [(1, i, 4, 1000 + i) for i in range(1, 19)] + [(2, i, 2, 2000 + i) for i in range(1, 6)]
+    small = write_ml100k(tmp_path / "small", events, 20)
+    assert (
+        run("movielens", "--src", small, "--out", tmp_path / "o", "--task", "ranking", "--candidates", "5")
+        == 2
+    )
+    assert (
+        "no event with only 0 of the 18 items in the log, fewer than the 4 negatives"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bitmap", [True, False])
+def test_sampler_is_uniform_over_unseen_items(monkeypatch, bitmap):
+    import numpy as np
+    import polars as pl
+
+    from llm4rec.data.tasks import negatives
+
+    if not bitmap:  # the path for catalogues too large for a users x items bitmap
+        monkeypatch.setattr(negatives, "_BITMAP_LIMIT", 0)
+    # user 0 has seen items 0..29 of 40 (heavy), user 1 only item 0 (light)
+    events = pl.DataFrame(
+        {"u": [0] * 30 + [1], "i": list(range(30)) + [0]}, schema={"u": pl.UInt32, "i": pl.UInt32}
+    )
+    sampler = negatives.NegativeSampler(events, 40)
+    users = np.array([0] * 3000 + [1] * 3000)
+    draw = sampler.sample(users, 5, np.random.default_rng(0))
+    assert all(len(set(row)) == 5 for row in draw)
+    heavy, light = draw[:3000].ravel(), draw[3000:].ravel()
+    assert heavy.min() >= 30 and 0 not in light
+    # every unseen item about equally often (15,000 draws over 10 and over 39 items)
+    for values, items in ((heavy, range(30, 40)), (light, range(1, 40))):
+        counts = np.bincount(values, minlength=40)[list(items)]
+        assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
