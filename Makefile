@@ -26,9 +26,12 @@ lint: install
 
 demo: install  ## synthetic log -> tiny LLaMA -> TALLRec samples -> 4-bit LoRA -> test AUC
 	$(BIN)/llm4rec synth --out $(DEMO)/log
-	$(BIN)/llm4rec tiny-model --family llama --out $(DEMO)/tiny-random --corpus $(DEMO)/log/corpus.txt --layers 4
-	$(BIN)/llm4rec pretrain --model $(DEMO)/tiny-random --corpus $(DEMO)/log/corpus.txt --out $(DEMO)/tiny-base
 	$(BIN)/python data_prep/movielens.py --src $(DEMO)/log --out $(DEMO)/data --task tallrec --preset tallrec
+	$(BIN)/python data_prep/movielens.py --src $(DEMO)/log/pretrain --out $(DEMO)/pretrain_data \
+		--task tallrec --preset tallrec --quiet
+	$(BIN)/llm4rec tiny-model --family llama --out $(DEMO)/tiny-random --corpus $(DEMO)/log/corpus.txt
+	$(BIN)/llm4rec pretrain --model $(DEMO)/tiny-random --out $(DEMO)/tiny-base \
+		--corpus $(DEMO)/log/corpus.txt $(DEMO)/pretrain_data/tallrec/train.jsonl
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		train.py recipes/demo_cpu.yaml train.resume=never
 	$(BIN)/llm4rec evaluate --checkpoint $(DEMO)/adapter --data $(DEMO)/data/tallrec/test.jsonl

@@ -33,6 +33,9 @@ class ModelConfig:
 
     path: str = doc("local directory of the base model (or a hub id; llm4rec never downloads by itself)", "")
     family: str = doc("backbone family from the registry, or 'auto' to read it from config.json", "auto")
+    arch: str = doc(
+        "packaged architecture for `llm4rec plan` when model.path is not local (e.g. llama-7b)", ""
+    )
     template: str = doc("prompt template name, or 'auto' for the family's default for `lang`", "auto")
     lang: Literal["en", "zh"] = doc("prompt and answer language: en (Yes./No.) or zh (是/否)", "en")
     load_in_4bit: bool = doc("quantize the frozen base to 4-bit with bitsandbytes (QLoRA)", True)

@@ -69,7 +69,7 @@ def encode_train_example(
 ) -> TrainExample:
     """Tokenize prompt + answer + suffix + EOS and mask the prompt out of the labels."""
     prompt = render_prompt(template, sample)
-    full_text = prompt + str(sample.get("output", "")) + template.answer_suffix
+    full_text = prompt + template.answer_prefix + str(sample.get("output", "")) + template.answer_suffix
     prompt_ids = encode(tokenizer, prompt)
     full_ids = encode(tokenizer, full_text)
     if tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):

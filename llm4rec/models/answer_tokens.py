@@ -43,7 +43,8 @@ def answer_token_ids(tokenizer: Any, prompt: str, answers: Sequence[str]) -> lis
         if k < len(base):
             raise UserError(
                 f"answer {answer!r}: its first token merges with the end of the prompt under this tokenizer; "
-                "choose a template that ends in whitespace or a newline before the answer"
+                "end the template with a newline (a trailing space merges into the answer's first token; put it in the "
+                "template's answer_prefix instead)"
             )
         if k >= len(full):
             raise UserError(f"answer {answer!r}: tokenizes to nothing after the prompt")

@@ -71,9 +71,14 @@ def resolve_template(family: BackboneFamily, name: str, lang: str) -> PromptTemp
     return TEMPLATES[name]
 
 
-def answer_words(family: BackboneFamily, lang: str) -> tuple[str, str]:
-    """(positive, negative) answer words of ``family`` in ``lang``."""
-    return family.answers.get(lang) or ANSWERS[lang]
+def answer_words(
+    family: BackboneFamily, lang: str, template: PromptTemplate | None = None
+) -> tuple[str, str]:
+    """(positive, negative) answer texts as they follow the prompt: the family's words in ``lang``,
+    preceded by the template's answer prefix."""
+    pos, neg = family.answers.get(lang) or ANSWERS[lang]
+    prefix = template.answer_prefix if template is not None else ""
+    return prefix + pos, prefix + neg
 
 
 def load_tokenizer(path: str | Path, family: BackboneFamily) -> Any:
@@ -209,13 +214,13 @@ def load_checkpoint(
         model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=False)
         tokenizer = load_tokenizer(ckpt, family)
         template = resolve_template(family, m.template, m.lang)
-        answers = answer_words(family, m.lang)
+        answers = answer_words(family, m.lang, template)
     elif (ckpt / "config.json").is_file():
         family = resolve_family(str(ckpt))
         model = load_base_model(ckpt, family, load_in_4bit=bool(load_in_4bit), device=device)
         tokenizer = load_tokenizer(ckpt, family)
         template = resolve_template(family, "auto", "en")
-        answers = answer_words(family, "en")
+        answers = answer_words(family, "en", template)
     else:
         raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
     model.eval()

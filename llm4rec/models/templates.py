@@ -22,6 +22,9 @@ class PromptTemplate:
     answer_suffix: str = ""
     #: the template used when a sample has an empty ``input`` field
     text_no_input: str | None = None
+    #: text between the prompt and the answer words (e.g. the space after ``[/INST]``); it belongs to the
+    #: answer side because tokenizers merge a trailing space into the next word
+    answer_prefix: str = ""
 
     def render(self, instruction: str, input: str = "") -> str:
         """Return the prompt text for one sample, ending exactly where the answer begins."""
@@ -79,8 +82,9 @@ CHATML_ZH = PromptTemplate(
 LLAMA2_CHAT = PromptTemplate(
     name="llama2_chat",
     lang="en",
-    text="[INST] {instruction}\n{input} [/INST] ",
-    text_no_input="[INST] {instruction} [/INST] ",
+    text="[INST] {instruction}\n{input} [/INST]",
+    text_no_input="[INST] {instruction} [/INST]",
+    answer_prefix=" ",
 )
 
 TEMPLATES: dict[str, PromptTemplate] = {

@@ -151,7 +151,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     model_path = resolve_model_path(m.path, family)
     tokenizer = load_tokenizer(model_path, family)
     template = resolve_template(family, m.template, m.lang)
-    answers = answer_words(family, m.lang)
+    answers = answer_words(family, m.lang, template)
     train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
     valid_rows = read_jsonl(d.valid, required=("instruction", "input", "label")) if d.valid else []
     if d.max_valid_samples and len(valid_rows) > d.max_valid_samples:
@@ -168,7 +168,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         try:  # warn, never fail: the plan is an estimate
             from llm4rec.models.planner import plan_recipe
 
-            plan = plan_recipe(recipe)
+            card_gb = torch.cuda.get_device_properties(accelerator.device).total_memory / 2**30
+            plan = plan_recipe(recipe, gpu_gb=card_gb)
             if not plan.fits:
                 accelerator.print(
                     f"warning: memory plan says {plan.total_gb:.1f} GB; " + "; ".join(plan.advice)

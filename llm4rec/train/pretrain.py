@@ -1,71 +1,81 @@
-"""``llm4rec pretrain``: a short full-weight language-model pre-training of a (tiny) base on a corpus.
+"""``llm4rec pretrain``: a short full-weight domain pre-training of a (tiny) base model.
 
-A random tiny model knows no language, so LoRA on top of it learns little. The demo therefore gives its
-tiny base a few hundred steps of next-token training on domain text first, a stand-in for the
-pre-training a real 7B backbone already had. Not meant for real backbones.
+A random tiny model knows no language and nothing about the items, so LoRA on top of it learns little
+in a CPU-sized budget. The demo therefore first trains every weight of its tiny base on domain material
+about a *disjoint* set of users: plain sentences (next-token loss on every token) and instruction samples
+(loss on the answer, as instruction tuning does). It is a stand-in for the pre-training and instruction
+tuning a real 7B backbone already had, and is not meant for real backbones.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from llm4rec.data.tokenize import TrainExample, collate, encode_train_example
 from llm4rec.errors import UserError, exit_on_user_error
-from llm4rec.io import atomic_dir
-from llm4rec.models.tiny import read_corpus
+from llm4rec.io import atomic_dir, read_jsonl
+from llm4rec.models.templates import ALPACA
 
 
-def pack_corpus(tokenizer, lines: list[str], block_size: int) -> torch.Tensor:
-    """Tokenize lines (each followed by EOS) and cut the stream into ``[n_blocks, block_size]``."""
-    ids: list[int] = []
-    eos = tokenizer.eos_token_id
-    for enc in tokenizer(lines, add_special_tokens=True)["input_ids"]:
-        ids.extend(enc)
-        if eos is not None:
-            ids.append(eos)
-    n = len(ids) // block_size
-    if n == 0:
-        raise UserError(f"--corpus: only {len(ids)} tokens, fewer than one block of {block_size}")
-    return torch.tensor(ids[: n * block_size]).view(n, block_size)
+def load_documents(tokenizer, paths: list[str | Path], max_len: int) -> list[TrainExample]:
+    """Tokenize pre-training documents: ``.txt`` lines get a loss on every token, ``.jsonl`` instruction
+    samples a loss on their answer (rendered in TALLRec's Alpaca template)."""
+    docs: list[TrainExample] = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise UserError(f"--corpus: {p}: no such file")
+        if p.suffix == ".jsonl":
+            rows = read_jsonl(p, required=("instruction", "input", "output"))
+            docs += [encode_train_example(tokenizer, ALPACA, r, max_len) for r in rows]
+        else:
+            lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            for ids in tokenizer(lines, add_special_tokens=True)["input_ids"]:
+                ids = (list(ids) + [tokenizer.eos_token_id])[:max_len]
+                docs.append(TrainExample(ids, list(ids)))
+    if not docs:
+        raise UserError("--corpus: no documents")
+    return docs
 
 
 def pretrain(
     model_dir: str | Path,
-    corpus: list[str],
+    corpus: list[str | Path],
     out: str | Path,
     *,
     steps: int = 300,
     batch_size: int = 16,
-    block_size: int = 128,
+    max_len: int = 256,
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Train every weight of ``model_dir`` on ``corpus`` for ``steps`` steps; save to ``out``."""
+    """Train every weight of ``model_dir`` on the ``corpus`` files for ``steps`` steps; save to ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
+    rng = random.Random(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.train()
-    blocks = pack_corpus(tokenizer, corpus, block_size)
+    docs = load_documents(tokenizer, corpus, max_len)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
-    gen = torch.Generator().manual_seed(seed)
     t0, loss_val = time.time(), float("nan")
     bar = tqdm(range(steps), desc="pretrain", disable=not progress)
     for _ in bar:
-        idx = torch.randint(0, len(blocks), (batch_size,), generator=gen)
-        x = blocks[idx]
-        loss = model(input_ids=x, labels=x).loss
+        batch = collate(rng.sample(docs, min(batch_size, len(docs))), pad)
+        loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -76,19 +86,21 @@ def pretrain(
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return {"final_loss": loss_val, "seconds": time.time() - t0, "blocks": len(blocks)}
+    return {"final_loss": loss_val, "seconds": time.time() - t0, "documents": len(docs)}
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> int:
-    """``llm4rec pretrain --model DIR --corpus FILE --out DIR [--steps N]``."""
+    """``llm4rec pretrain --model DIR --corpus FILE [FILE ...] --out DIR [--steps N]``."""
     ap = argparse.ArgumentParser(prog="llm4rec pretrain", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, type=Path, help="base model directory (e.g. from tiny-model)")
-    ap.add_argument("--corpus", required=True, nargs="+", help="text files, one document per line")
+    ap.add_argument(
+        "--corpus", required=True, nargs="+", help=".txt (one document per line) or .jsonl samples"
+    )
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--block-size", type=int, default=128)
+    ap.add_argument("--max-len", type=int, default=256, help="documents are cut to this many tokens")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -96,15 +108,16 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--model: {args.model} is not a model directory (no config.json)")
     stats = pretrain(
         args.model,
-        read_corpus(args.corpus),
+        args.corpus,
         args.out,
         steps=args.steps,
         batch_size=args.batch_size,
-        block_size=args.block_size,
+        max_len=args.max_len,
         lr=args.lr,
         seed=args.seed,
     )
     print(
-        f"pre-trained {args.model} -> {args.out}: loss {stats['final_loss']:.3f} in {stats['seconds']:.0f}s"
+        f"pre-trained {args.model} -> {args.out} on {stats['documents']} documents: "
+        f"loss {stats['final_loss']:.3f} in {stats['seconds']:.0f}s"
     )
     return 0

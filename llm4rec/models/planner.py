@@ -1,0 +1,875 @@
+"""``llm4rec plan``: will a recipe fit the card? Peak training memory by part, before any weight exists.
+
+Parameters are counted exactly: backbones transformers implements are instantiated on the meta device
+from their config (no memory, no download) and their modules are counted by kind; the remote-code legacy
+releases (Qwen-7B v1, Baichuan, ChatGLM) are counted analytically from their config in the layout
+llm4rec converts them to. The package carries the architecture of every shipped 7B backbone
+(``llm4rec/models/arch/*.json``), so planning works offline.
+
+The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
+
+* bitsandbytes stores every decoder ``nn.Linear`` as packed NF4 (half a byte per weight) plus one absmax
+  per 64 weights (fp32, or with double quantization uint8 plus an fp32 constant per 256 blocks);
+* ``peft.prepare_model_for_kbit_training`` casts everything left unquantized (embeddings, output head,
+  norms, biases) to fp32, so the residual stream and therefore the activations are fp32 even when the
+  matmuls run in bf16;
+* LoRA weights, their gradients and AdamW's two moments are fp32 (8-bit AdamW: one byte per moment);
+* activations saved for backward are counted tensor by tensor for a pre-norm decoder block with SDPA
+  attention (grouped key/value heads are repeated because padded batches carry a mask) and LoRA dropout
+  (CUDA saves a 1-byte mask, the CPU kernel a full-width noise tensor); gradient checkpointing keeps one
+  hidden state per layer and recomputes one layer at a time;
+* the loss upcasts logits to fp32 and cross-entropy holds three ``tokens x vocab`` fp32 tensors at once in
+  its backward, which dominates for 150k vocabularies;
+* on CUDA a fixed context (kernels, cuBLAS workspace) and allocator fragmentation are added; on CPU a
+  small fixed overhead (kernel code, Python objects) measured by the validation script.
+
+Validated on CPU against measured peak RSS of real 4-bit training steps (``scripts/validate_planner.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from llm4rec.errors import UserError, exit_on_user_error
+
+ARCH_DIR = Path(__file__).resolve().parent / "arch"
+GIB = 2**30
+
+#: NF4 block size of bitsandbytes and the block size of its second-level (double) quantization
+NF4_BLOCK = 64
+DQ_BLOCK = 256
+#: CUDA context, kernel images and cuBLAS workspace: memory the card loses outside torch's allocator
+CUDA_CONTEXT_BYTES = int(0.6 * GIB)
+#: the caching allocator's fragmentation, as a fraction of the step's transient (activation) memory
+CUDA_FRAGMENTATION = 0.10
+#: on CPU: kernel code paged in on first use and the model's Python objects (11-15 MiB measured by
+#: scripts/validate_planner.py on every configuration, independent of the model's size)
+CPU_RUNTIME_BYTES = 12 * 2**20
+#: fp32 cross-entropy tensors alive together at the peak of the loss backward (log-softmax output, its
+#: gradient and the logits' gradient)
+LOSS_TENSORS = 3
+
+
+# --------------------------------------------------------------------------- parameter counting
+
+
+@dataclass(frozen=True)
+class LinearGroup:
+    """``count`` linear layers of one name and shape (one per decoder layer)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    count: int
+    bias: bool = False
+
+    @property
+    def weights(self) -> int:
+        """Weights of one layer of this group."""
+        return self.in_features * self.out_features
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Exact parameter counts of a backbone by kind, and the shapes the activation model needs."""
+
+    arch: str
+    source: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    gated_mlp: bool
+    #: decoder linear layers (quantized by bitsandbytes in the 4-bit path)
+    linears: tuple[LinearGroup, ...]
+    embedding: int
+    lm_head: int
+    norms: int
+    #: biases of the decoder linear layers
+    linear_bias: int
+    other: int = 0
+
+    @property
+    def linear_weights(self) -> int:
+        """Weights of all decoder linear layers."""
+        return sum(g.weights * g.count for g in self.linears)
+
+    @property
+    def total(self) -> int:
+        """All parameters (tied embeddings counted once)."""
+        return (
+            self.linear_weights + self.embedding + self.lm_head + self.norms + self.linear_bias + self.other
+        )
+
+    def by_kind(self) -> dict[str, int]:
+        """Counts per kind, in display order."""
+        return {
+            "decoder linear weights": self.linear_weights,
+            "embeddings": self.embedding,
+            "output head": self.lm_head,
+            "norms": self.norms,
+            "linear biases": self.linear_bias,
+            "other": self.other,
+        }
+
+    def linear_names(self) -> list[str]:
+        """Names of the decoder linear layers, in block order."""
+        return [g.name for g in self.linears]
+
+
+def count_params(config: dict[str, Any], arch: str = "") -> ParamCount:
+    """Count a backbone's parameters from its ``config.json`` data.
+
+    Model types transformers implements are instantiated on the meta device; the remote-code releases
+    (``qwen``, ``baichuan``, ``chatglm``) are counted analytically in their converted layout.
+    """
+    model_type = config.get("model_type")
+    if model_type in ("qwen", "baichuan", "chatglm"):
+        return count_params_analytic(config, arch)
+    return count_params_meta(config, arch)
+
+
+def _meta_model(config: dict[str, Any]) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from llm4rec.models.registry import list_families
+
+    list_families()  # legacy modules register their own model types with the Auto classes on import
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise UserError(
+            f"model_type {model_type!r}: transformers has no class for it and llm4rec cannot count it; "
+            f"plan with --arch NAME (known: {', '.join(arch_names())})"
+        )
+    kwargs = {k: v for k, v in config.items() if k not in ("model_type", "auto_map", "architectures")}
+    cfg = AutoConfig.for_model(model_type, **kwargs)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(cfg)
+
+
+def count_params_meta(config: dict[str, Any], arch: str = "") -> ParamCount:
+    """Instantiate the backbone on the meta device and count its modules' parameters by kind."""
+    import torch
+
+    model = _meta_model(config)
+    cfg = model.config
+    head = model.get_output_embeddings()
+    seen: set[int] = set()
+    groups: dict[tuple[str, int, int, bool], int] = {}
+    embedding = lm_head = norms = linear_bias = 0
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        n_own = sum(p.numel() for p in own)
+        if module is head:
+            lm_head += n_own  # 0 when tied: the weight was already seen as the input embedding
+        elif isinstance(module, torch.nn.Embedding):
+            embedding += n_own
+        elif isinstance(module, torch.nn.Linear):
+            has_bias = module.bias is not None
+            key = (name.rsplit(".", 1)[-1], module.in_features, module.out_features, has_bias)
+            groups[key] = groups.get(key, 0) + 1
+            linear_bias += module.out_features if has_bias else 0
+        elif "norm" in type(module).__name__.lower():
+            norms += n_own
+        elif own:
+            raise UserError(f"{arch or cfg.model_type}: unexpected parameters in module {name!r}")
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n_heads = text.num_attention_heads
+    linears = tuple(LinearGroup(n, i, o, c, b) for (n, i, o, b), c in groups.items())
+    return ParamCount(
+        arch=arch or cfg.model_type,
+        source="meta",
+        vocab_size=text.vocab_size,
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_layers=text.num_hidden_layers,
+        num_heads=n_heads,
+        num_kv_heads=getattr(text, "num_key_value_heads", None) or n_heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // n_heads,
+        gated_mlp=any(g.name in ("gate_proj", "gate_up_proj") for g in linears),
+        linears=linears,
+        embedding=embedding,
+        lm_head=lm_head,
+        norms=norms,
+        linear_bias=linear_bias,
+    )
+
+
+def _need(config: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if config.get(k) is not None:
+            return config[k]
+    raise UserError(f"config.json (model_type {config.get('model_type')!r}) lacks {' / '.join(keys)}")
+
+
+def count_params_analytic(config: dict[str, Any], arch: str = "") -> ParamCount:
+    """Count a remote-code release from its config: Qwen-7B v1, Baichuan(2), ChatGLM-6B, ChatGLM2/3-6B.
+
+    Linear layers get the names of llm4rec's converted layout (those LoRA targets refer to).
+    """
+    mt = config.get("model_type")
+    H = int(_need(config, "hidden_size"))
+    heads = int(_need(config, "num_attention_heads"))
+    layers = int(_need(config, "num_hidden_layers", "num_layers"))
+    head_dim = int(config.get("kv_channels") or H // heads)
+    q_dim = heads * head_dim
+    tied = bool(config.get("tie_word_embeddings", False))
+    n_norm_params = 1  # RMSNorm: a weight; LayerNorm: weight and bias
+    if mt == "qwen":
+        vocab, kv_heads, gated = int(_need(config, "vocab_size")), heads, True
+        inter = int(_need(config, "intermediate_size")) // 2  # w1 and w2 each take half
+        # c_attn always has a bias; c_proj and the MLP have none unless no_bias is false
+        lin_bias = not config.get("no_bias", True)
+        spec = [
+            ("q_proj", H, q_dim, True), ("k_proj", H, q_dim, True), ("v_proj", H, q_dim, True),
+            ("o_proj", q_dim, H, lin_bias), ("gate_proj", H, inter, lin_bias), ("up_proj", H, inter, lin_bias),
+            ("down_proj", inter, H, lin_bias),
+        ]  # fmt: skip
+    elif mt == "baichuan":
+        vocab, kv_heads, gated = int(_need(config, "vocab_size")), heads, True
+        inter = int(_need(config, "intermediate_size"))
+        spec = [
+            ("q_proj", H, q_dim, False), ("k_proj", H, q_dim, False), ("v_proj", H, q_dim, False),
+            ("o_proj", q_dim, H, False), ("gate_proj", H, inter, False), ("up_proj", H, inter, False),
+            ("down_proj", inter, H, False),
+        ]  # fmt: skip
+    elif mt == "chatglm" and "ffn_hidden_size" in config:  # ChatGLM2 / ChatGLM3
+        vocab = int(_need(config, "padded_vocab_size", "vocab_size"))
+        inter, gated = int(config["ffn_hidden_size"]), True
+        kv_heads = (
+            int(config.get("multi_query_group_num", heads)) if config.get("multi_query_attention") else heads
+        )
+        kv_dim = kv_heads * head_dim
+        qkv_b, lin_b = bool(config.get("add_qkv_bias", False)), bool(config.get("add_bias_linear", False))
+        if not config.get("rmsnorm", True):
+            n_norm_params = 2
+        spec = [
+            ("q_proj", H, q_dim, qkv_b), ("k_proj", H, kv_dim, qkv_b), ("v_proj", H, kv_dim, qkv_b),
+            ("o_proj", q_dim, H, lin_b), ("gate_up_proj", H, 2 * inter, lin_b), ("down_proj", inter, H, lin_b),
+        ]  # fmt: skip
+    elif mt == "chatglm":  # ChatGLM-6B: LayerNorm, biases everywhere, GELU MLP, tied output head
+        vocab = int(_need(config, "vocab_size"))
+        inter = int(config.get("inner_hidden_size") or 4 * H)
+        kv_heads, gated, n_norm_params = heads, False, 2
+        tied = bool(config.get("tie_word_embeddings", True))
+        spec = [
+            ("q_proj", H, q_dim, True), ("k_proj", H, q_dim, True), ("v_proj", H, q_dim, True),
+            ("o_proj", q_dim, H, True), ("up_proj", H, inter, True), ("down_proj", inter, H, True),
+        ]  # fmt: skip
+    else:
+        raise UserError(
+            f"model_type {mt!r}: no analytic parameter count (qwen, baichuan and chatglm have one)"
+        )
+    linears = tuple(LinearGroup(n, i, o, layers, b) for n, i, o, b in spec)
+    glm2_without_final_norm = (
+        mt == "chatglm" and "ffn_hidden_size" in config and not config.get("post_layer_norm", True)
+    )
+    final_norm = 0 if glm2_without_final_norm else 1
+    return ParamCount(
+        arch=arch or str(mt),
+        source="analytic",
+        vocab_size=vocab,
+        hidden_size=H,
+        intermediate_size=inter,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        gated_mlp=gated,
+        linears=linears,
+        embedding=vocab * H,
+        lm_head=0 if tied else vocab * H,
+        norms=(2 * layers + final_norm) * n_norm_params * H,
+        linear_bias=sum(o * layers for _, _, o, b in spec if b),
+    )
+
+
+# --------------------------------------------------------------------------- packaged architectures
+
+
+@cache
+def _arch_index() -> dict[str, dict[str, Any]]:
+    index: dict[str, dict[str, Any]] = {}
+    for path in sorted(ARCH_DIR.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in (data["name"], *data.get("aliases", ())):
+            index[key] = data
+    return index
+
+
+def arch_names() -> list[str]:
+    """Names of the packaged architectures (aliases excluded)."""
+    return sorted({d["name"] for d in _arch_index().values()})
+
+
+def load_arch(name: str) -> dict[str, Any]:
+    """The packaged architecture ``name`` (or an alias): ``{name, family, published_params, config, ...}``."""
+    key = normalize_arch_name(name)
+    index = _arch_index()
+    if key not in index:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(index), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--arch: unknown architecture {name!r}{hint}; known: {', '.join(arch_names())}")
+    return index[key]
+
+
+_SUFFIXES = ("-hf", "-chat", "-instruct", "-base", "-it")
+
+
+def normalize_arch_name(name: str) -> str:
+    """Lower-case a checkpoint name and drop suffixes that do not change the architecture, when that
+    leads to a packaged name: ``Llama-2-7b-chat-hf`` -> ``llama-2-7b``; ``Qwen2.5-7B-Instruct`` -> ``qwen2.5-7b``.
+    """
+    key = name.strip().rstrip("/").rsplit("/", 1)[-1].lower().replace("_", "-")
+    index = _arch_index()
+    cand = key
+    while cand not in index:
+        for suffix in _SUFFIXES:
+            if cand.endswith(suffix):
+                cand = cand[: -len(suffix)]
+                break
+        else:
+            return key
+    return cand
+
+
+def family_default_arch(family: str) -> dict[str, Any] | None:
+    """The packaged architecture planned for ``family`` when nothing names one."""
+    for data in _arch_index().values():
+        if data["family"] == family and data.get("family_default"):
+            return data
+    return None
+
+
+@dataclass
+class ResolvedArch:
+    """Which architecture a plan is for, and where it came from."""
+
+    name: str
+    family: str | None
+    config: dict[str, Any]
+    source: str
+    published_params: int | None = None
+
+
+def resolve_arch(model_path: str, family: str = "auto", arch: str | None = None) -> ResolvedArch:
+    """Find the architecture to plan: ``arch`` by name, else ``model_path``'s config.json, else the packaged
+    architecture named like ``model_path``'s last component, else the family's default 7B.
+
+    A family given in the recipe that disagrees with the architecture is a :class:`UserError`.
+    """
+    from llm4rec.models.registry import detect_family, get_family
+
+    resolved: ResolvedArch | None = None
+    if arch:
+        data = load_arch(arch)
+        resolved = ResolvedArch(
+            data["name"], data["family"], data["config"], "packaged", data.get("published_params")
+        )
+    elif model_path and (Path(model_path) / "config.json").is_file():
+        cfg_path = Path(model_path) / "config.json"
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+        fam = detect_family(model_path)
+        if family != "auto":
+            wanted = get_family(family)
+            if fam is not None and not wanted.matches(cfg):
+                raise UserError(
+                    f"model.family: recipe says {family!r} but {cfg_path} is a {fam!r} checkpoint"
+                )
+            fam = family  # detection may not tell apart same-layout releases (ChatGLM2/3); the recipe does
+        resolved = ResolvedArch(Path(model_path).name, fam, cfg, str(cfg_path))
+    elif model_path and normalize_arch_name(model_path) in _arch_index():
+        data = load_arch(model_path)
+        resolved = ResolvedArch(
+            data["name"], data["family"], data["config"], "packaged", data.get("published_params")
+        )
+    elif family != "auto":
+        data = family_default_arch(family)
+        if data is None:
+            raise UserError(
+                f"model.family: no packaged architecture for family {family!r}; plan with --arch NAME "
+                f"(known: {', '.join(arch_names())})"
+            )
+        where = f"{model_path} is not a local model directory; " if model_path else ""
+        resolved = ResolvedArch(
+            data["name"],
+            data["family"],
+            data["config"],
+            f"{where}the {family} family's default, choose another with --arch",
+            data.get("published_params"),
+        )
+    if resolved is None:
+        raise UserError(
+            f"model.path: {model_path!r} is neither a local model directory nor a known architecture name; "
+            f"set model.family or plan with --arch NAME (known: {', '.join(arch_names())})"
+        )
+    if family != "auto" and resolved.family is not None and resolved.family != family:
+        raise UserError(
+            f"model.family: recipe says {family!r} but the architecture {resolved.name!r} ({resolved.source}) "
+            f"is a {resolved.family!r} backbone"
+        )
+    return resolved
+
+
+# --------------------------------------------------------------------------- the memory model
+
+
+@dataclass
+class Settings:
+    """The recipe knobs the memory depends on, resolved (compute dtype named, LoRA targets as module names)."""
+
+    micro_batch_size: int
+    cutoff_len: int
+    gradient_checkpointing: bool
+    lora_r: int
+    lora_dropout: float
+    lora_targets: list[str]
+    optimizer: str
+    load_in_4bit: bool = True
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    device: str = "cuda"
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in one micro-batch at the worst case (every sample at the cutoff)."""
+        return self.micro_batch_size * self.cutoff_len
+
+    @property
+    def compute_bytes(self) -> int:
+        """Bytes per element of the compute dtype."""
+        return 4 if self.compute_dtype == "float32" else 2
+
+
+def _targeted(params: ParamCount, targets: list[str]) -> list[LinearGroup]:
+    groups = [g for g in params.linears if g.name in targets]
+    missing = [t for t in targets if t not in params.linear_names()]
+    if missing:
+        raise UserError(
+            f"lora.targets: {', '.join(map(repr, missing))} not among the linear layers of {params.arch} "
+            f"({', '.join(params.linear_names())})"
+        )
+    return groups
+
+
+def quantized_bytes(numel: int, double_quant: bool) -> tuple[int, int]:
+    """(packed NF4 weight bytes, quantization-constant bytes) of one quantized weight of ``numel`` elements."""
+    blocks = math.ceil(numel / NF4_BLOCK)
+    packed = (numel + 1) // 2
+    if double_quant:
+        # uint8 absmax per block, fp32 scale per 256 blocks, the 256-entry fp32 code and an fp32 offset
+        consts = blocks + 4 * math.ceil(blocks / DQ_BLOCK) + 4 * 256 + 4
+    else:
+        consts = 4 * blocks
+    return packed, consts + 4 * 16  # + the 16-value NF4 code
+
+
+def lora_params(params: ParamCount, s: Settings) -> int:
+    """Trainable LoRA parameters: r x (in + out) per adapted layer."""
+    return sum(
+        s.lora_r * (g.in_features + g.out_features) * g.count for g in _targeted(params, s.lora_targets)
+    )
+
+
+def layer_activation_bytes(params: ParamCount, s: Settings) -> int:
+    """Bytes one decoder layer saves for backward per token (no checkpointing)."""
+    a = 4 if s.load_in_4bit else s.compute_bytes  # the residual stream's dtype (fp32 after k-bit prep)
+    H, nh, d, inter = params.hidden_size, params.num_heads, params.head_dim, params.intermediate_size
+    norms = 2 * H * 4  # RMSNorm/LayerNorm keep their fp32 input
+    # SDPA keeps q, k, v (k/v repeated to every query head) and its output, plus the log-sum-exp
+    attn = 4 * nh * d * a + nh * 4
+    mlp = (3 if params.gated_mlp else 2) * inter * a  # gate, act(gate), up (or up, act(up))
+    # peft casts a LoRA layer's input to its fp32 weights before the dropout; lora_A keeps the dropped-out
+    # copy, the dropout its mask (CUDA's fused kernel: 1 byte; the CPU kernel: an fp32 noise tensor)
+    lora = 0
+    mask = 1 if s.device == "cuda" else 4
+    for g in _targeted(params, s.lora_targets):
+        lora += s.lora_r * 4  # lora_A's output, kept by lora_B
+        lora += g.in_features * (mask + 4) if s.lora_dropout > 0 else g.in_features * 4
+    if s.attn_implementation == "eager":
+        attn += 2 * nh * s.cutoff_len * a  # the T x T probabilities per head (per token: T entries)
+    return norms + attn + mlp + lora
+
+
+@dataclass
+class MemoryPlan:
+    """A peak-memory estimate: parts in bytes, the verdict, and what to change when it does not fit."""
+
+    arch: str
+    arch_source: str
+    family: str | None
+    device: str
+    gpu_gb: float
+    params: ParamCount
+    published_params: int | None
+    settings: Settings
+    parts: dict[str, int]
+    notes: dict[str, str] = field(default_factory=dict)
+    other_checkpointing_bytes: int = 0
+    advice: list[str] = field(default_factory=list)
+    recipe_path: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        """Estimated peak memory in bytes."""
+        return sum(self.parts.values())
+
+    @property
+    def total_gb(self) -> float:
+        """Estimated peak memory in GiB (2^30 bytes, as nvidia-smi counts a card's memory)."""
+        return self.total_bytes / GIB
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimate is within ``gpu_gb``."""
+        return self.total_gb <= self.gpu_gb
+
+    def table(self) -> str:
+        """A human-readable table of the plan with its verdict."""
+        s, p = self.settings, self.params
+        where = f"a {self.gpu_gb:g} GiB {'GPU' if self.device == 'cuda' else 'CPU RAM budget'}"
+        lines = [f"memory plan{' for ' + self.recipe_path if self.recipe_path else ''} on {where}"]
+        pub = ""
+        if self.published_params:
+            ok = "matches" if self.published_params == p.total else "DIFFERS from"
+            pub = f", {ok} the published {self.published_params:,}"
+        lines.append(f"backbone    {self.arch} ({self.arch_source}; family {self.family or '?'})")
+        lines.append(
+            f"parameters  {p.total:,} counted {'on the meta device' if p.source == 'meta' else 'from the architecture'}{pub}"
+        )
+        for kind, n in p.by_kind().items():
+            if n:
+                lines.append(f"              {kind:<24}{n:>15,}")
+        n_lora = lora_params(p, s)
+        lines.append(
+            f"settings    micro-batch {s.micro_batch_size} x cutoff {s.cutoff_len} = {s.tokens:,} tokens; "
+            f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}; "
+            f"{'4-bit NF4' + (' + double quant' if s.double_quant else '') if s.load_in_4bit else 'no quantization'}; "
+            f"compute {s.compute_dtype}"
+        )
+        lines.append(
+            f"            LoRA r={s.lora_r} on {', '.join(s.lora_targets)} ({n_lora:,} trainable); optimizer {s.optimizer}"
+        )
+        lines.append("")
+        width = max(len(k) for k in self.parts) + 2
+        lines.append(f"  {'part':<{width}}{'GiB':>8}   how")
+        for name, n in self.parts.items():
+            lines.append(f"  {name:<{width}}{n / GIB:>8.2f}   {self.notes.get(name, '')}")
+        lines.append(f"  {'total (peak)':<{width}}{self.total_gb:>8.2f}   of {self.gpu_gb:g} GiB")
+        other = "off" if s.gradient_checkpointing else "on"
+        lines.append(
+            f"  (with gradient checkpointing {other} the activations would be {self.other_checkpointing_bytes / GIB:.2f} GiB)"
+        )
+        lines.append("")
+        if self.fits:
+            lines.append(f"verdict: fits, {self.gpu_gb - self.total_gb:.1f} GiB to spare")
+        else:
+            lines.append(f"verdict: does NOT fit: needs {self.total_gb:.1f} GiB of {self.gpu_gb:g} GiB")
+            if self.advice and self.advice[0].startswith("nothing"):
+                lines.append(self.advice[0])
+            elif self.advice:
+                lines.append("each of these would make it fit (append to the command line):")
+                lines += [f"  {a}" for a in self.advice]
+        return "\n".join(lines)
+
+
+def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
+    """(saved activations, extra transient at the peak, the saved activations under the other checkpointing)."""
+    N, H = s.tokens, p.hidden_size
+    a = 4 if s.load_in_4bit else s.compute_bytes
+    per_layer = layer_activation_bytes(p, s) * N
+    ckpt_saved = p.num_layers * N * H * a
+    full_saved = p.num_layers * per_layer
+    final = N * H * 4  # the final norm's fp32 input
+    # the loss: logits in fp32 (the head is fp32 after k-bit prep, else a copy from the compute dtype)
+    logits = LOSS_TENSORS * N * p.vocab_size * 4 + (0 if a == 4 else N * p.vocab_size * s.compute_bytes)
+    # backward through one layer: the gradients flowing through its MLP and attention, and the weight
+    # bitsandbytes dequantizes for the matmul
+    largest = max(g.weights for g in p.linears)
+    grads = N * (2 * p.intermediate_size + 2 * H) * a
+    dequant = largest * s.compute_bytes if s.load_in_4bit else 0
+    if s.gradient_checkpointing:
+        saved = ckpt_saved + final
+        transient = max(logits, per_layer + grads + dequant)
+        other = full_saved + final
+    else:
+        saved = full_saved + final
+        transient = max(logits, grads + dequant)
+        other = ckpt_saved + final
+    return saved, transient, other
+
+
+def estimate(p: ParamCount, s: Settings) -> tuple[dict[str, int], dict[str, str], int]:
+    """Peak memory of one training step by part (bytes), a note per part, and the other-checkpointing size."""
+    parts: dict[str, int] = {}
+    notes: dict[str, str] = {}
+    c = s.compute_bytes
+    unq = 4 if s.load_in_4bit else c  # k-bit prep casts what bitsandbytes left unquantized to fp32
+    if s.load_in_4bit:
+        packed = consts = 0
+        for g in p.linears:
+            w, q = quantized_bytes(g.weights, s.double_quant)
+            packed += w * g.count
+            consts += q * g.count
+        parts["linear weights (NF4)"] = packed
+        notes["linear weights (NF4)"] = f"{p.linear_weights:,} weights x 4 bits"
+        parts["quantization constants"] = consts
+        notes["quantization constants"] = (
+            "uint8 absmax per 64 weights + fp32 per 256 blocks"
+            if s.double_quant
+            else "fp32 absmax per 64 weights"
+        )
+    else:
+        parts["linear weights"] = p.linear_weights * c
+        notes["linear weights"] = f"{p.linear_weights:,} x {c} bytes ({s.compute_dtype})"
+    dtype = "fp32 (k-bit prep)" if s.load_in_4bit else s.compute_dtype
+    parts["embeddings"] = p.embedding * unq
+    notes["embeddings"] = f"{p.embedding:,} x {unq} bytes, {dtype}"
+    parts["output head"] = p.lm_head * unq
+    notes["output head"] = f"{p.lm_head:,} x {unq} bytes" + ("" if p.lm_head else " (tied to the embeddings)")
+    parts["norms and biases"] = (p.norms + p.linear_bias + p.other) * unq
+    notes["norms and biases"] = f"{p.norms + p.linear_bias + p.other:,} x {unq} bytes"
+    n_lora = lora_params(p, s)
+    parts["LoRA weights"] = n_lora * 4
+    notes["LoRA weights"] = f"{n_lora:,} x 4 bytes (fp32)"
+    parts["LoRA gradients"] = n_lora * 4
+    notes["LoRA gradients"] = "fp32, kept across gradient accumulation"
+    if s.optimizer == "adamw":
+        parts["optimizer states"] = n_lora * 8
+        notes["optimizer states"] = "AdamW: two fp32 moments"
+    else:
+        # bitsandbytes 8-bit Adam: two uint8 moments with an fp32 absmax per 256 values
+        parts["optimizer states"] = n_lora * 2 + 2 * 4 * math.ceil(n_lora / 256)
+        notes["optimizer states"] = "8-bit AdamW: two uint8 moments" + (
+            " (paged: may spill to CPU RAM)" if s.optimizer.startswith("paged") else ""
+        )
+    saved, transient, other = _activation_parts(p, s)
+    parts["activations"] = saved
+    notes["activations"] = (
+        f"{p.num_layers} layer inputs x {s.tokens:,} tokens (checkpointed)"
+        if s.gradient_checkpointing
+        else f"{layer_activation_bytes(p, s):,} bytes/token/layer x {p.num_layers} layers x {s.tokens:,} tokens"
+    )
+    parts["loss / backward peak"] = transient
+    notes["loss / backward peak"] = (
+        f"max of {LOSS_TENSORS} fp32 logits-sized tensors (vocab {p.vocab_size:,}) and one layer's backward"
+    )
+    if s.device == "cuda":
+        parts["CUDA runtime overhead"] = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * (saved + transient))
+        notes["CUDA runtime overhead"] = (
+            f"context + kernels {CUDA_CONTEXT_BYTES / GIB:.1f} GiB + {CUDA_FRAGMENTATION:.0%} allocator fragmentation"
+        )
+    else:
+        parts["CPU runtime overhead"] = CPU_RUNTIME_BYTES
+        notes["CPU runtime overhead"] = "kernel code paged in, Python objects of the model"
+    return parts, notes, other
+
+
+def settings_from_recipe(recipe: Any, params: ParamCount, family: str | None, device: str) -> Settings:
+    """Resolve a recipe's memory-relevant knobs (LoRA target names via the family's registry entry)."""
+    m, lo, t = recipe.model, recipe.lora, recipe.train
+    targets = _resolve_targets(lo.targets, family, params)
+    if m.compute_dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    else:
+        dtype = m.compute_dtype
+    return Settings(
+        micro_batch_size=t.micro_batch_size,
+        cutoff_len=recipe.data.cutoff_len,
+        gradient_checkpointing=m.gradient_checkpointing,
+        lora_r=lo.r,
+        lora_dropout=lo.dropout,
+        lora_targets=targets,
+        optimizer=t.optimizer,
+        load_in_4bit=m.load_in_4bit,
+        double_quant=m.double_quant,
+        compute_dtype=dtype,
+        attn_implementation="sdpa" if m.attn_implementation == "auto" else m.attn_implementation,
+        device=device,
+    )
+
+
+def _resolve_targets(targets: str | list[str], family: str | None, params: ParamCount) -> list[str]:
+    from llm4rec.models.registry import FAMILIES, get_family, list_families
+
+    list_families()
+    if family is not None and family in FAMILIES:
+        names = get_family(family).targets(targets)
+    elif isinstance(targets, str):
+        # a packaged legacy architecture whose family module is not installed: the usual two sets
+        sets = {"qv": ["q_proj", "v_proj"], "all": params.linear_names()}
+        if targets not in sets:
+            raise UserError(
+                f"lora.targets: {targets!r} is not a target set (choose qv, all or a list of names)"
+            )
+        names = sets[targets]
+    else:
+        names = list(targets)
+    _targeted(params, names)
+    return names
+
+
+def build_plan(
+    arch: ResolvedArch, s: Settings, gpu_gb: float, params: ParamCount | None = None, recipe_path: str = ""
+) -> MemoryPlan:
+    """Estimate the plan for fully resolved settings (no advice)."""
+    params = params or count_params(arch.config, arch.name)
+    parts, notes, other = estimate(params, s)
+    return MemoryPlan(
+        arch=arch.name,
+        arch_source=arch.source,
+        family=arch.family,
+        device=s.device,
+        gpu_gb=gpu_gb,
+        params=params,
+        published_params=arch.published_params,
+        settings=s,
+        parts=parts,
+        notes=notes,
+        other_checkpointing_bytes=other,
+        recipe_path=recipe_path,
+    )
+
+
+def advise(plan: MemoryPlan, batch_size: int, all_targets: list[str]) -> list[str]:
+    """Single recipe changes (as ``key=value`` overrides) that bring the plan within the budget."""
+    s, p = plan.settings, plan.params
+
+    def total(**changes: Any) -> float:
+        parts, _, _ = estimate(p, dataclasses.replace(s, **changes))
+        return sum(parts.values()) / GIB
+
+    out: list[str] = []
+    for mb in range(s.micro_batch_size - 1, 0, -1):
+        if batch_size % mb == 0 and total(micro_batch_size=mb) <= plan.gpu_gb:
+            out.append(
+                f"train.micro_batch_size={mb}  ({total(micro_batch_size=mb):.1f} GiB; gradient accumulation "
+                "keeps the effective batch)"
+            )
+            break
+    if not s.gradient_checkpointing and total(gradient_checkpointing=True) <= plan.gpu_gb:
+        out.append(
+            f"model.gradient_checkpointing=true  ({total(gradient_checkpointing=True):.1f} GiB; ~30% slower)"
+        )
+    for cut in (384, 320, 256, 192, 128):
+        if cut < s.cutoff_len and total(cutoff_len=cut) <= plan.gpu_gb:
+            out.append(
+                f"data.cutoff_len={cut}  ({total(cutoff_len=cut):.1f} GiB; longer prompts lose their oldest history)"
+            )
+            break
+    qv = ["q_proj", "v_proj"]
+    if sorted(s.lora_targets) != qv and set(qv) <= set(all_targets) and total(lora_targets=qv) <= plan.gpu_gb:
+        out.append(f"lora.targets=qv  ({total(lora_targets=['q_proj', 'v_proj']):.1f} GiB; TALLRec's choice)")
+    if s.device == "cuda" and s.optimizer == "adamw" and total(optimizer="paged_adamw_8bit") <= plan.gpu_gb:
+        out.append(f"train.optimizer=paged_adamw_8bit  ({total(optimizer='paged_adamw_8bit'):.1f} GiB)")
+    if s.load_in_4bit and not s.double_quant and total(double_quant=True) <= plan.gpu_gb:
+        out.append(f"model.double_quant=true  ({total(double_quant=True):.1f} GiB)")
+    if not s.load_in_4bit and total(load_in_4bit=True) <= plan.gpu_gb:
+        out.append(f"model.load_in_4bit=true  ({total(load_in_4bit=True):.1f} GiB)")
+    if not out:
+        out.append(_combined_advice(plan, batch_size, all_targets, total))
+    return out
+
+
+def _combined_advice(plan: MemoryPlan, batch_size: int, all_targets: list[str], total: Any) -> str:
+    """Greedily combine the changes that save the most until the plan fits (or nothing is left)."""
+    s = plan.settings
+    changes: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    while total(**changes) > plan.gpu_gb:
+        cur = dataclasses.replace(s, **changes)
+        options: list[tuple[str, str, dict[str, Any]]] = []
+        if not cur.gradient_checkpointing:
+            options.append(("ckpt", "model.gradient_checkpointing=true", {"gradient_checkpointing": True}))
+        if not cur.load_in_4bit:
+            options.append(("4bit", "model.load_in_4bit=true", {"load_in_4bit": True}))
+        if sorted(cur.lora_targets) != ["q_proj", "v_proj"] and {"q_proj", "v_proj"} <= set(all_targets):
+            options.append(("targets", "lora.targets=qv", {"lora_targets": ["q_proj", "v_proj"]}))
+        smaller = [mb for mb in range(cur.micro_batch_size // 2, 0, -1) if batch_size % mb == 0]
+        if smaller:
+            mb = smaller[0]
+            options.append(("mb", f"train.micro_batch_size={mb}", {"micro_batch_size": mb}))
+        if cur.device == "cuda" and cur.optimizer == "adamw":
+            options.append(("opt", "train.optimizer=paged_adamw_8bit", {"optimizer": "paged_adamw_8bit"}))
+        if not options:
+            return (
+                f"nothing in the recipe brings it under {plan.gpu_gb:g} GiB (the leanest settings need "
+                f"{total(**changes):.1f} GiB): use a larger card, a shorter data.cutoff_len or a smaller backbone"
+            )
+        key, text, change = min(options, key=lambda o: total(**{**changes, **o[2]}))
+        changes.update(change)
+        keys[key] = text
+    return f"{' '.join(keys.values())}  ({total(**changes):.1f} GiB together)"
+
+
+def plan_recipe(
+    recipe: Any, gpu_gb: float = 24.0, device: str = "cuda", arch: str | None = None
+) -> MemoryPlan:
+    """Plan a loaded recipe (:class:`llm4rec.config.Recipe`) on a ``gpu_gb`` GiB ``device`` ("cuda"/"cpu")."""
+    if device not in ("cuda", "cpu"):
+        raise UserError(f"--device: {device!r} is not cuda or cpu")
+    if gpu_gb <= 0:
+        raise UserError(f"--gpu-gb: must be positive, got {gpu_gb}")
+    # a recipe key model.arch (when the recipe schema has one) names the packaged architecture too
+    arch = arch or getattr(recipe.model, "arch", None) or None
+    resolved = resolve_arch(recipe.model.path, recipe.model.family, arch)
+    params = count_params(resolved.config, resolved.name)
+    s = settings_from_recipe(recipe, params, resolved.family, device)
+    plan = build_plan(resolved, s, gpu_gb, params)
+    if not plan.fits:
+        plan.advice = advise(plan, recipe.train.batch_size, params.linear_names())
+    return plan
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> int:
+    """``llm4rec plan RECIPE [--gpu-gb 24] [--arch NAME] [--device cuda|cpu] [section.key=value ...]``.
+
+    Exit status 0 when the plan fits, 1 when it does not, 2 on a recipe error.
+    """
+    from llm4rec.config import load_recipe
+
+    ap = argparse.ArgumentParser(
+        prog="llm4rec plan",
+        description="Estimate the peak GPU memory of training RECIPE, offline (no weights needed).",
+        epilog=f"packaged architectures: {', '.join(arch_names())}. Exit status 1 when it does not fit.",
+    )
+    ap.add_argument("recipe", help="recipe YAML")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides section.key=value")
+    ap.add_argument("--gpu-gb", type=float, default=24.0, help="card memory in GiB (default 24)")
+    ap.add_argument("--arch", help="packaged architecture to plan instead of model.path's")
+    ap.add_argument(
+        "--device", default="cuda", choices=("cuda", "cpu"), help="plan for a GPU (default) or CPU RAM"
+    )
+    args = ap.parse_intermixed_args(argv)
+    bad = [o for o in args.overrides if not _OVERRIDE.match(o)]
+    if bad:
+        raise UserError(f"override {bad[0]!r}: expected section.key=value")
+    recipe = load_recipe(args.recipe, args.overrides)
+    plan = plan_recipe(recipe, gpu_gb=args.gpu_gb, device=args.device, arch=args.arch)
+    plan.recipe_path = args.recipe
+    print(plan.table())
+    return 0 if plan.fits else 1

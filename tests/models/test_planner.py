@@ -1,0 +1,343 @@
+"""`llm4rec plan`: exact parameter counts, the memory model against real tensors, the CLI, and a measured
+CPU training peak."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm4rec.config import load_recipe
+from llm4rec.models.planner import (
+    GIB,
+    Settings,
+    arch_names,
+    count_params,
+    count_params_analytic,
+    count_params_meta,
+    estimate,
+    layer_activation_bytes,
+    load_arch,
+    main,
+    normalize_arch_name,
+    plan_recipe,
+    quantized_bytes,
+)
+from tests.conftest import REPO, shared_path
+
+#: published parameter totals (model cards and technical reports), written out here rather than read from
+#: the packaged JSON so that a wrong edit to either is caught
+PUBLISHED = {
+    "llama-7b": 6_738_415_616,
+    "llama-2-7b": 6_738_415_616,
+    "llama-3-8b": 8_030_261_248,
+    "qwen2-7b": 7_615_616_512,
+    "qwen1.5-7b": 7_721_324_544,
+    "qwen-7b": 7_721_324_544,
+    "baichuan-7b": 7_000_559_616,
+    "baichuan2-7b": 7_505_973_248,
+    "chatglm-6b": 6_173_286_400,
+    "chatglm2-6b": 6_243_584_000,
+    "chatglm3-6b": 6_243_584_000,
+}
+LEGACY_TYPES = ("qwen", "baichuan", "chatglm")
+RECIPES = REPO / "recipes"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_packaged_architectures_count_exactly_the_published_totals(name):
+    arch = load_arch(name)
+    params = count_params(arch["config"], name)
+    assert params.total == PUBLISHED[name] == arch["published_params"]
+    legacy = arch["config"]["model_type"] in LEGACY_TYPES
+    assert params.source == ("analytic" if legacy else "meta")
+    assert params.linear_weights > 0.8 * params.total  # what 4-bit quantization applies to
+
+
+def test_every_packaged_architecture_is_checked():
+    assert set(arch_names()) == set(PUBLISHED)
+
+
+def test_analytic_counts_agree_with_meta_instantiation_kind_by_kind():
+    # Baichuan-7B is LLaMA-7B's architecture with a 64k vocabulary; Qwen-7B v1 has Qwen1.5-7B's shapes
+    baichuan = count_params_analytic(load_arch("baichuan-7b")["config"])
+    llama_64k = count_params_meta(dict(load_arch("llama-7b")["config"], vocab_size=64000))
+    assert baichuan.by_kind() == llama_64k.by_kind()
+    assert sorted(baichuan.linears, key=str) == sorted(llama_64k.linears, key=str)
+    qwen1 = count_params_analytic(load_arch("qwen-7b")["config"])
+    qwen15 = count_params_meta(load_arch("qwen1.5-7b")["config"])
+    assert qwen1.by_kind() == qwen15.by_kind()
+    assert sorted(qwen1.linears, key=str) == sorted(qwen15.linears, key=str)
+
+
+@pytest.mark.parametrize(
+    "name", ["llama-7b", "llama-2-7b", "qwen-7b", "chatglm-6b", "chatglm2-6b", "chatglm3-6b"]
+)
+def test_packaged_hyperparameters_match_the_release_configs(name):
+    cfg = json.loads(shared_path("models", name, "config.json").read_text())
+    assert count_params(cfg, name).total == PUBLISHED[name]
+
+
+def test_meta_count_equals_a_real_model_and_handles_tied_heads():
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    for cfg in (
+        LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+        Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
+    ):  # fmt: skip
+        real = AutoModelForCausalLM.from_config(cfg)
+        counted = count_params_meta(cfg.to_dict())
+        assert counted.total == sum(p.numel() for p in real.parameters())
+        assert counted.lm_head == (0 if cfg.tie_word_embeddings else 300 * 64)
+        assert counted.linear_bias == (0 if cfg.model_type == "llama" else 2 * (64 + 2 * 32))
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_quantized_bytes_match_bitsandbytes(double_quant):
+    import bitsandbytes.functional as F
+
+    w = torch.randn(384, 1000)  # 384,000 weights: 6,000 NF4 blocks, 24 (rounded up) second-level blocks
+    packed, state = F.quantize_4bit(w, quant_type="nf4", compress_statistics=double_quant)
+    consts = state.absmax.numel() * state.absmax.element_size() + state.code.numel() * 4
+    if double_quant:
+        consts += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4 + state.offset.numel() * 4
+    assert quantized_bytes(w.numel(), double_quant) == (packed.numel() * packed.element_size(), consts)
+
+
+def _saved_activation_bytes(model: torch.nn.Module, ids: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward after one forward pass, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return total
+
+
+@pytest.mark.parametrize("targets", ["qv", "all"])
+def test_layer_activation_model_matches_what_autograd_saves(tmp_path, targets):
+    """Count what a real 4-bit + LoRA LLaMA keeps for backward, tensor by tensor (no checkpointing)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from llm4rec.models.loading import load_base_model
+    from llm4rec.models.registry import get_family
+
+    cfg = LlamaConfig(vocab_size=500, hidden_size=128, intermediate_size=344, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)  # fmt: skip
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    fam = get_family("llama")
+    model = load_base_model(tmp_path, fam, compute_dtype="float32", device="cpu")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets_list = fam.targets(targets)
+    model = get_peft_model(
+        model,
+        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=targets_list, task_type="CAUSAL_LM"),
+    )
+    model.train()
+    B, T = 2, 48
+    saved = _saved_activation_bytes(model, torch.randint(0, 500, (B, T)))
+
+    params = count_params_meta(cfg.to_dict())
+    s = Settings(micro_batch_size=B, cutoff_len=T, gradient_checkpointing=False, lora_r=8, lora_dropout=0.05,
+                 lora_targets=targets_list, optimizer="adamw", compute_dtype="float32", device="cpu")  # fmt: skip
+    N, H = B * T, 128
+    per_layer = layer_activation_bytes(params, s) * N
+    # layer 0's input needs no gradient, so its first norm and the dropout noise on it are not saved; the
+    # final norm's input and the log-softmax output (N x vocab fp32) are
+    n_first = sum(1 for t in targets_list if t in ("q_proj", "k_proj", "v_proj"))
+    layer0 = per_layer - N * H * 4 - n_first * N * H * 4
+    expected = layer0 + 2 * per_layer + N * H * 4 + N * 500 * 4
+    assert saved == pytest.approx(expected, rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def llama7b():
+    return count_params(load_arch("llama-7b")["config"], "llama-7b")
+
+
+@pytest.fixture(scope="module")
+def qwen2_7b():
+    return count_params(load_arch("qwen2-7b")["config"], "qwen2-7b")
+
+
+def _total(params, **changes) -> float:
+    base = dict(micro_batch_size=8, cutoff_len=512, gradient_checkpointing=True, lora_r=8, lora_dropout=0.05,
+                lora_targets=["q_proj", "v_proj"], optimizer="adamw")  # fmt: skip
+    parts, _, _ = estimate(params, Settings(**{**base, **changes}))
+    return sum(parts.values()) / GIB
+
+
+def test_plan_parts_respond_to_each_knob(llama7b, qwen2_7b):
+    parts, _, other = estimate(llama7b, Settings(8, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw"))
+    # 4-bit: half a byte per linear weight; what stays unquantized is fp32 after k-bit preparation
+    assert parts["linear weights (NF4)"] == llama7b.linear_weights // 2
+    assert parts["embeddings"] == parts["output head"] == 32000 * 4096 * 4
+    assert parts["LoRA weights"] == 32 * 2 * 8 * (4096 + 4096) * 4
+    assert parts["optimizer states"] == 2 * parts["LoRA weights"]
+    # checkpointing keeps one fp32 hidden state per layer and token (+ the final norm's input)
+    assert parts["activations"] == (32 + 1) * 8 * 512 * 4096 * 4
+    assert other > 10 * parts["activations"]
+    assert _total(llama7b, gradient_checkpointing=False) > _total(llama7b) + 20
+    assert _total(llama7b, micro_batch_size=4) < _total(llama7b) < _total(llama7b, micro_batch_size=16)
+    assert _total(llama7b, cutoff_len=256) < _total(llama7b)
+    assert _total(llama7b, lora_targets=list(llama7b.linear_names())) > _total(llama7b)
+    assert _total(llama7b, optimizer="paged_adamw_8bit") < _total(llama7b)
+    assert _total(llama7b, double_quant=False) - _total(llama7b) == pytest.approx(0.28, abs=0.02)
+    bf16, _, _ = estimate(
+        llama7b, Settings(8, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw", load_in_4bit=False)
+    )
+    assert bf16["linear weights"] == 2 * llama7b.linear_weights and bf16["embeddings"] == 32000 * 4096 * 2
+    assert _total(llama7b, load_in_4bit=False) > _total(llama7b) + 6
+    # the loss tensors scale with the vocabulary: Qwen2's 152k against LLaMA's 32k
+    q_parts, _, _ = estimate(qwen2_7b, Settings(8, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw"))
+    assert q_parts["loss / backward peak"] == 3 * 8 * 512 * 152064 * 4
+    # on CPU the dropout keeps a full fp32 noise tensor instead of CUDA's 1-byte mask, and there is no
+    # CUDA context
+    cpu, _, _ = estimate(
+        llama7b, Settings(8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", device="cpu")
+    )
+    gpu, _, _ = estimate(
+        llama7b, Settings(8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", device="cuda")
+    )
+    assert cpu["activations"] - gpu["activations"] == 32 * 2 * 4096 * 3 * 8 * 512
+    assert (
+        "CUDA runtime overhead" in gpu
+        and "CUDA runtime overhead" not in cpu
+        and "CPU runtime overhead" in cpu
+    )
+
+
+def _shipped_7b_recipes() -> list[Path]:
+    return sorted(p for p in RECIPES.glob("tallrec_*.yaml"))
+
+
+def test_every_shipped_7b_recipe_plans_within_22_gib():
+    recipes = _shipped_7b_recipes()
+    assert {"tallrec_ml1m_llama2_7b.yaml", "tallrec_ml1m_qwen2_7b.yaml", "tallrec_ml1m_qwen2_7b_zh.yaml"} <= {
+        p.name for p in recipes
+    }
+    for path in recipes:
+        plan = plan_recipe(load_recipe(path), gpu_gb=24)
+        assert plan.params.total > 6e9, path  # a real 7B architecture, not a fallback
+        assert plan.total_gb <= 22.0, f"{path.name}: {plan.total_gb:.2f} GiB"
+
+
+def test_arch_names_from_checkpoint_directories():
+    assert normalize_arch_name("/models/Llama-2-7b-chat-hf/") == "llama-2-7b"
+    assert normalize_arch_name("Qwen2.5-7B-Instruct") == "qwen2.5-7b"
+    assert normalize_arch_name("Baichuan2-7B-Chat") == "baichuan2-7b"
+    assert normalize_arch_name("my-finetune-hf") == "my-finetune-hf"  # unknown names are left alone
+    assert load_arch("Qwen2.5-7B-Instruct")["name"] == "qwen2-7b"
+
+
+def _advice_overrides(out: str) -> list[list[str]]:
+    lines = out.split("append to the command line):")[1].splitlines()
+    return [
+        [t for t in ln.split("  (")[0].split() if re.match(r"^[a-z_]+\.[a-z_]+=", t)]
+        for ln in lines
+        if ln.strip()
+    ]
+
+
+def test_cli_verdicts_exit_codes_and_advice_that_works(capsys):
+    recipe = str(RECIPES / "tallrec_ml1m_qwen2_7b.yaml")
+    assert main([recipe, "--gpu-gb", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: fits" in out and "7,615,616,512" in out and "matches the published" in out
+
+    for extra in ([], ["lora.targets=all", "model.gradient_checkpointing=false"]):
+        assert main([recipe, "--gpu-gb", "12", *extra]) == 1
+        out = capsys.readouterr().out
+        assert "does NOT fit" in out
+        advice = _advice_overrides(out)
+        assert advice and all(advice)
+        for overrides in advice:  # every suggestion, applied as printed, must bring the plan under 12 GiB
+            assert plan_recipe(load_recipe(recipe, extra + overrides), gpu_gb=12).fits, overrides
+        if extra:  # no single change is enough: one combined suggestion
+            assert len(advice) == 1 and len(advice[0]) >= 2
+
+    assert main([recipe, "--gpu-gb", "6"]) == 1
+    assert "nothing in the recipe brings it under 6 GiB" in capsys.readouterr().out
+
+
+def test_cli_user_errors_exit_2(capsys):
+    recipe = str(RECIPES / "tallrec_ml1m_llama2_7b.yaml")
+    with pytest.raises(SystemExit) as exc:
+        main([recipe, "--arch", "lama-7b"])
+    assert exc.value.code == 2
+    assert "did you mean 'llama-7b'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([recipe, "model.family=qwen2"])  # the path names a Llama-2 checkpoint
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'qwen2'" in err and "'llama'" in err
+    with pytest.raises(SystemExit) as exc:
+        main([recipe, "lora.targets=[q_proj,w_pack]"])
+    assert exc.value.code == 2
+    assert "w_pack" in capsys.readouterr().err
+
+
+def test_plan_reads_a_local_checkpoint_config(tmp_path):
+    from transformers import Qwen2Config
+
+    Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2).save_pretrained(tmp_path / "m")  # fmt: skip
+    recipe = load_recipe(
+        RECIPES / "tallrec_ml1m_qwen2_7b.yaml", [f"model.path={tmp_path / 'm'}", "model.family=auto"]
+    )
+    plan = plan_recipe(recipe, device="cpu")
+    assert plan.family == "qwen2" and "config.json" in plan.arch_source
+    assert plan.params.vocab_size == 1000 and plan.params.num_kv_heads == 2
+    # a release directory of a remote-code model is counted from its own config.json
+    glm = tmp_path / "chatglm2-6b"
+    glm.mkdir()
+    shutil.copy(shared_path("models", "chatglm2-6b", "config.json"), glm / "config.json")
+    recipe = load_recipe(
+        RECIPES / "tallrec_ml1m_qwen2_7b.yaml", [f"model.path={glm}", "model.family=chatglm2"]
+    )
+    assert plan_recipe(recipe).params.total == PUBLISHED["chatglm2-6b"]
+
+
+def _validation_script():
+    spec = importlib.util.spec_from_file_location(
+        "validate_planner", REPO / "scripts" / "validate_planner.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_plan_within_20_percent_of_measured_training_peak(tmp_path):
+    """Real 4-bit QLoRA steps through llm4rec's training loop in a fresh process; peak RSS vs the plan."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset and read the peak RSS")
+    script = _validation_script()
+    result = script.measure(script.QUICK[0], tmp_path, steps=2)
+    assert 0.8 <= result["ratio"] <= 1.2, result
+
+
+def test_weights_reproduce_the_published_4bit_footprint_of_qwen25_7b(qwen2_7b):
+    """Qwen2.5-7B loaded with NF4 + double quant and fp16 compute reports get_memory_footprint() 5.44 GB
+    (dev.to/sumanpro, "QLoRA: Fine-Tuning a 7B Model on a 16GB GPU"): packed 4-bit linear weights plus the
+    fp16 embeddings, head, norms and biases, before k-bit preparation casts those to fp32."""
+    parts, _, _ = estimate(qwen2_7b, Settings(1, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw"))
+    unquantized = parts["embeddings"] + parts["output head"] + parts["norms and biases"]  # fp32 here
+    footprint = parts["linear weights (NF4)"] + unquantized // 2
+    assert round(footprint / 1e9, 2) == 5.44
