@@ -1,0 +1,469 @@
+"""``llm4rec evaluate``: score one or more checkpoints on the same JSONL test set and write one report.
+
+    llm4rec evaluate --checkpoint runs/a runs/b --data data/ml100k/tallrec/test.jsonl
+    accelerate launch -m llm4rec.eval --checkpoint runs/a --data test.jsonl      # shards across processes
+
+The task follows from the data: Yes/No samples (``label`` or a Yes/No ``output``) get AUC and GAUC by
+``user_id``; ranking samples (``candidates`` + ``target_index``) get NDCG/HR@K and MRR, scored by the
+index letters (``--rank-method letters``, LlamaRec) or candidate by candidate (``pointwise``). A Yes/No
+file with ``--group-by FIELD`` is also ranked within each group (candidates of one user share their
+history prefix, computed once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.eval import report as rep
+from llm4rec.eval.scoring import (
+    ScoringStats,
+    pointwise_samples,
+    score_binary,
+    score_choices,
+    score_pointwise,
+)
+from llm4rec.io import atomic_dir, read_jsonl
+
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _line_numbers(path: Path) -> list[int]:
+    """File line number of each sample (read_jsonl skips blank lines)."""
+    with open(path, encoding="utf-8") as f:
+        return [i for i, line in enumerate(f, 1) if line.strip()]
+
+
+def detect_task(rows: Sequence[dict[str, Any]]) -> str:
+    """'ranking' when samples carry candidates, else 'binary'."""
+    first = rows[0]
+    return "ranking" if first.get("task") == "ranking" or "candidates" in first else "binary"
+
+
+def binary_labels(rows: Sequence[dict[str, Any]], answers: Sequence[str], path: Path) -> list[int]:
+    """0/1 labels from ``label``, else from ``output`` matching one of the answers; errors name file:line."""
+    lines = _line_numbers(path)
+    labels = []
+    for i, r in enumerate(rows):
+        where = f"{path}:{lines[i] if i < len(lines) else i + 1}"
+        if "label" in r:
+            v = r["label"]
+            if isinstance(v, bool) or v in (0, 1, "0", "1"):
+                labels.append(int(v))
+                continue
+            raise UserError(f"{where}: label must be 0 or 1, got {v!r}")
+        out = str(r.get("output", "")).strip()
+        if out in answers:
+            labels.append(int(out == answers[0]))
+            continue
+        raise UserError(
+            f"{where}: sample has no 'label' and its 'output' {out!r} is neither of {list(answers)}; "
+            "add a 0/1 label field"
+        )
+    return labels
+
+
+def ranking_targets(rows: Sequence[dict[str, Any]], path: Path) -> list[int]:
+    """Target positions of ranking samples; errors name file:line."""
+    lines = _line_numbers(path)
+    out = []
+    for i, r in enumerate(rows):
+        where = f"{path}:{lines[i] if i < len(lines) else i + 1}"
+        cands = r.get("candidates")
+        if not isinstance(cands, list) or not cands:
+            raise UserError(f"{where}: ranking sample lacks a non-empty 'candidates' list")
+        t = r.get("target_index")
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < len(cands):
+            raise UserError(f"{where}: 'target_index' must be an integer in [0, {len(cands)}), got {t!r}")
+        out.append(t)
+    return out
+
+
+def _check_fields(rows: Sequence[dict[str, Any]], path: Path, fields: Sequence[str]) -> None:
+    lines = _line_numbers(path)
+    for i, r in enumerate(rows):
+        for f in fields:
+            if f not in r:
+                raise UserError(
+                    f"{path}:{lines[i] if i < len(lines) else i + 1}: sample lacks the field {f!r} "
+                    f"(has: {', '.join(r)})"
+                )
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metric values as JSON-safe floats, ints or strings (NaN becomes an explicit 'undefined')."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        if isinstance(v, float) and v != v:
+            v = "undefined"
+        if hasattr(v, "__dataclass_fields__"):
+            v = {f: getattr(v, f) for f in v.__dataclass_fields__}
+        out[k] = v
+    return out
+
+
+def binary_metrics(scores: torch.Tensor, labels: torch.Tensor, groups: Any | None) -> dict[str, Any]:
+    """AUC (and GAUC/UAUC by ``groups``) through :mod:`llm4rec.eval.metrics`."""
+    from llm4rec.eval.metrics import compute_binary_metrics
+
+    return _plain(compute_binary_metrics(scores, labels, groups=groups))
+
+
+def ranking_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
+    """NDCG/HR@K and MRR of a [N, K] score matrix with one target per row."""
+    from llm4rec.eval.metrics import compute_ranking_metrics
+
+    return _plain(compute_ranking_metrics(scores, targets, ks=tuple(ks)))
+
+
+def at_k_curves(scores: torch.Tensor, relevance: torch.Tensor, ks: Sequence[int]) -> dict[str, list[float]]:
+    """NDCG@K and HR@K for every K in ``ks`` (for the plot)."""
+    from llm4rec.eval.metrics import hit_rate_at_k, ndcg_at_k
+
+    return {
+        "ndcg": [float(ndcg_at_k(scores, relevance, k)) for k in ks],
+        "hr": [float(hit_rate_at_k(scores, relevance, k)) for k in ks],
+    }
+
+
+def group_matrix(
+    scores: torch.Tensor, labels: torch.Tensor, groups: Sequence[Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group [G, Kmax] score and relevance matrices from flat Yes/No scores (padding ranks last)."""
+    index: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    width = max(len(v) for v in index.values())
+    low = float(scores.min()) - 1.0 if scores.numel() else 0.0
+    s = torch.full((len(index), width), low, dtype=torch.float32, device=scores.device)
+    rel = torch.zeros((len(index), width), dtype=torch.float32, device=scores.device)
+    for r, members in enumerate(index.values()):
+        idx = torch.tensor(members, device=scores.device)
+        s[r, : len(members)] = scores[idx]
+        rel[r, : len(members)] = labels[idx].float()
+    return s, rel
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def _names(paths: Sequence[Path]) -> list[str]:
+    """Short distinct names for checkpoints (directory name, with parents added where names clash)."""
+    names = [p.name or str(p) for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 6:
+        depth += 1
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
+def _cutoff_len(ckpt: Path, default: int) -> int:
+    """The training cutoff from the checkpoint's recipe (prompts are truncated as in training)."""
+    recipe = ckpt / "recipe.yaml"
+    if recipe.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+            return int(data.get("data", {}).get("cutoff_len", default))
+        except (yaml.YAMLError, TypeError, ValueError, AttributeError):
+            return default
+    return default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``llm4rec evaluate`` argument parser."""
+    ap = argparse.ArgumentParser(
+        prog="llm4rec evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    ap.add_argument("--checkpoint", nargs="+", required=True, type=Path, help="adapter or model directories")
+    ap.add_argument("--data", required=True, type=Path, help="test JSONL (Yes/No or ranking samples)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="report directory (default: FIRST_CHECKPOINT/eval-DATASTEM); a path ending in .json names\n"
+        "report.json itself and the other files go beside it",
+    )
+    ap.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (about; see below)")
+    ap.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=0,
+        help="padded tokens per forward pass (0 = batch size x mean)",
+    )
+    ap.add_argument("--max-samples", type=int, default=0, help="score only the first N samples (0 = all)")
+    ap.add_argument(
+        "--cutoff-len", type=int, default=0, help="prompt token limit (default: the recipe's, else 512)"
+    )
+    ap.add_argument(
+        "--rank-method",
+        choices=("letters", "pointwise"),
+        default="letters",
+        help="ranking samples: index-letter logits in one pass (LlamaRec), or Yes/No per candidate",
+    )
+    ap.add_argument("--group-by", help="Yes/No samples: also rank within groups of this field (e.g. user_id)")
+    ap.add_argument(
+        "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
+    )
+    ap.add_argument("--scores-format", choices=("parquet", "jsonl"), default="parquet")
+    ap.add_argument(
+        "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
+    )
+    ap.add_argument("--progress", action="store_true", help="show a progress bar while scoring")
+    return ap
+
+
+def _positive(value: int, name: str) -> None:
+    if value < 0 or (name == "--batch-size" and value == 0):
+        raise UserError(f"{name}: must be positive, got {value}")
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``llm4rec evaluate`` (and ``python -m llm4rec.eval``)."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    for name in ("batch_size", "max_batch_tokens", "max_samples", "cutoff_len"):
+        _positive(getattr(args, name), "--" + name.replace("_", "-"))
+    try:
+        ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
+    except ValueError:
+        raise UserError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
+    if not ks or ks[0] < 1:
+        raise UserError(f"--ks: cut-offs must be positive integers, got {args.ks!r}")
+    for ckpt in args.checkpoint:
+        if not ckpt.is_dir():
+            raise UserError(f"{ckpt}: checkpoint directory not found")
+
+    rows = read_jsonl(args.data)
+    if args.max_samples:
+        rows = rows[: args.max_samples]
+    task = detect_task(rows)
+    _check_fields(rows, args.data, ("instruction", "input"))
+    targets = ranking_targets(rows, args.data) if task == "ranking" else None
+    if task == "ranking" and args.rank_method == "pointwise":
+        pointwise_samples(rows)  # fails before loading any model when the fields are missing
+    if args.group_by and task == "binary":
+        _check_fields(rows, args.data, (args.group_by,))
+
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    device = state.device
+    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
+    names = _names(args.checkpoint)
+    results = []
+    columns: dict[str, Any] = {"index": list(range(len(rows)))}
+    for key in ("user_id", "item_id"):
+        if all(key in r for r in rows):
+            columns[key] = [r[key] for r in rows]
+    roc_curves: dict[str, Any] = {}
+    k_curves: dict[str, Any] = {}
+    method = ""
+    for ckpt, name in zip(args.checkpoint, names):
+        from llm4rec.models.loading import load_checkpoint
+
+        bundle = load_checkpoint(ckpt, device=device, load_in_4bit=False if args.no_4bit else None)
+        cutoff = args.cutoff_len or _cutoff_len(ckpt, 512)
+        stats = ScoringStats()
+        common = dict(
+            batch_size=args.batch_size,
+            cutoff_len=cutoff,
+            max_batch_tokens=args.max_batch_tokens or None,
+            stats=stats,
+            progress=args.progress and state.is_local_main_process,
+            distributed=True,
+        )
+        notes: list[str] = []
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if task == "binary":
+                labels = binary_labels(rows, bundle.answers, args.data)
+                if args.group_by:
+                    groups = [json.dumps(r[args.group_by]) for r in rows]
+                    scores = score_pointwise(
+                        bundle.model,
+                        bundle.tokenizer,
+                        bundle.template,
+                        rows,
+                        groups,
+                        bundle.answers,
+                        **common,
+                    )
+                    method = "pointwise Yes/No, shared prefix and per-group prefixes computed once"
+                else:
+                    scores = score_binary(
+                        bundle.model, bundle.tokenizer, bundle.template, rows, bundle.answers, **common
+                    )
+                    method = "Yes/No first-token probability, shared prefix computed once"
+            elif args.rank_method == "letters":
+                scores = score_choices(bundle.model, bundle.tokenizer, bundle.template, rows, **common)
+                method = "listwise: index-letter probabilities in one pass per sample (LlamaRec verbalizer)"
+            else:
+                flat, owner, counts = pointwise_samples(rows)
+                p = score_pointwise(
+                    bundle.model, bundle.tokenizer, bundle.template, flat, owner, bundle.answers, **common
+                )
+                scores = torch.full((len(rows), max(counts)), -1.0, device=p.device)
+                col = torch.tensor([j for c in counts for j in range(c)], device=p.device)
+                scores[torch.tensor(owner, device=p.device), col] = p
+                method = "pointwise: Yes/No per candidate, each user's history computed once"
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        if task == "binary":
+            lab = torch.tensor(labels, device=scores.device)
+            user = [r["user_id"] for r in rows] if "user_id" in columns else None
+            metrics = binary_metrics(scores, lab, user)
+            if args.group_by:
+                smat, rel = group_matrix(scores, lab, groups)
+                metrics.update(_grouped_ranking(smat, rel, ks))
+            columns["label"] = labels
+            columns[f"score:{name}"] = scores.float().cpu().numpy()
+            roc_curves[name] = (
+                *rep.roc_points(scores.float().cpu().numpy(), np.array(labels)),
+                metrics.get("auc"),
+            )
+        else:
+            tgt = torch.tensor(targets, device=scores.device)
+            kk = [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]
+            metrics = ranking_metrics(scores, tgt, kk)
+            rel = torch.zeros_like(scores).scatter_(1, tgt[:, None], 1.0)
+            k_curves[name] = at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
+            columns["target_index"] = targets
+            columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
+            columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
+        results.append(
+            {
+                "name": name,
+                "path": str(ckpt),
+                "family": bundle.family.name,
+                "template": bundle.template.name,
+                "answers": list(bundle.answers),
+                "metrics": metrics,
+                "scoring": {
+                    "seconds": round(seconds, 3),
+                    "samples_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None,
+                    "tokens_run": stats.tokens_run,
+                    "unique_prompt_tokens": stats.unique_tokens,
+                    "prompt_tokens": stats.prompt_tokens,
+                    "shared_prefix_tokens": stats.shared_prefix_tokens,
+                    "fast_path": stats.fast_path,
+                    "processes": state.num_processes,
+                    "device": str(device),
+                },
+                "notes": notes,
+            }
+        )
+        del bundle
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    if not state.is_main_process:
+        return 0
+    report = {
+        "data": str(args.data),
+        "n_samples": len(rows),
+        "task": task if not (task == "binary" and args.group_by) else f"binary, ranked by {args.group_by}",
+        "method": method,
+        "ks": ks,
+        "checkpoints": results,
+    }
+    metric_names = list(
+        dict.fromkeys(k for r in results for k, v in r["metrics"].items() if not isinstance(v, dict))
+    )
+    _write(out_dir, report, metric_names, columns, roc_curves, k_curves, args.scores_format)
+    _print_summary(report, metric_names, task)
+    print(f"report: {out_dir}")
+    return 0
+
+
+def _grouped_ranking(scores: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
+    from llm4rec.eval.metrics import hit_rate_at_k, mrr, ndcg_at_k
+
+    out: dict[str, Any] = {}
+    for k in [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]:
+        out[f"ndcg@{k}"] = float(ndcg_at_k(scores, rel, k))
+        out[f"hr@{k}"] = float(hit_rate_at_k(scores, rel, k))
+    out["mrr"] = float(mrr(scores, rel))
+    return out
+
+
+def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_format) -> None:
+    """Write every report file; a directory is replaced atomically, a .json target gets files beside it."""
+    scores_file = f"scores.{scores_format}"
+
+    def fill(d: Path, json_name: str) -> None:
+        plots = []
+        if roc_curves:
+            rep.plot_roc(d / "roc.png", roc_curves)
+            plots.append("roc.png")
+        if k_curves:
+            rep.plot_at_k(
+                d / "ndcg_hr_at_k.png", k_curves, range(1, 1 + len(next(iter(k_curves.values()))["hr"]))
+            )
+            plots.append("ndcg_hr_at_k.png")
+        rep.write_scores(d / scores_file, columns)
+        (d / "report.md").write_text(rep.markdown(report, metric_names, plots, scores_file), encoding="utf-8")
+        (d / json_name).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    if out.suffix == ".json":
+        # the parent may hold other files: build in a temporary sibling, then move each file in atomically
+        import os
+        import shutil
+        import tempfile
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
+        try:
+            fill(tmp, out.name)
+            for f in tmp.iterdir():
+                os.replace(f, out.parent / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with atomic_dir(out) as tmp:
+            fill(tmp, "report.json")
+
+
+def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -> None:
+    ckpts = report["checkpoints"]
+    rows = [
+        [c["name"]] + [c["metrics"].get(m, "n/a") for m in metric_names] + [c["scoring"]["seconds"]]
+        for c in ckpts
+    ]
+    print(rep.table(["checkpoint", *metric_names, "seconds"], rows))
+    if len(ckpts) == 1:
+        m = ckpts[0]["metrics"]
+        if task == "binary":
+            print(f"test AUC: {rep.fmt_value(m.get('auc'))}")
+        else:
+            key = next((k for k in m if k.startswith("ndcg@")), None)
+            if key:
+                print(f"test {key.upper().replace('NDCG', 'NDCG')}: {rep.fmt_value(m[key])}")

@@ -1,0 +1,137 @@
+"""The evaluation report: ``report.json``, ``report.md``, per-sample scores and PNG plots in one directory.
+
+Metric values are floats, or a string saying why a metric is undefined (never NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def fmt_value(v: Any, digits: int = 4) -> str:
+    """A metric as text: floats with ``digits`` decimals, anything else as is (e.g. 'undefined: ...')."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "undefined" if math.isnan(v) else f"{v:.{digits}f}"
+    if v is None:
+        return "undefined"
+    return str(v)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+    """A plain-text (aligned) or Markdown table."""
+    cells = [[str(h) for h in header]] + [[fmt_value(c) for c in r] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    out = []
+    for k, r in enumerate(cells):
+        out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct score threshold, from (0, 0) to (1, 1)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(np.float64)
+    # one point per distinct score: tied samples cross the threshold together
+    last_of_run = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[last_of_run]
+    fp = (last_of_run + 1) - tp
+    pos, neg = y.sum(), len(y) - y.sum()
+    tpr = np.r_[0.0, tp / pos] if pos else np.zeros(len(tp) + 1)
+    fpr = np.r_[0.0, fp / neg] if neg else np.zeros(len(fp) + 1)
+    return fpr, tpr
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, Any]]) -> None:
+    """One ROC curve per checkpoint ({name: (fpr, tpr, auc)}) in one PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {fmt_value(auc)})", lw=1.5)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_at_k(path: Path, curves: dict[str, dict[str, list[float]]], ks: Sequence[int]) -> None:
+    """NDCG@K and HR@K against K, one line per checkpoint ({name: {"ndcg": [...], "hr": [...]}})."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "ndcg", "NDCG@K"), (axes[1], "hr", "HR@K")):
+        for name, c in curves.items():
+            ax.plot(list(ks), c[key], marker="o", ms=3, label=name)
+        ax.set(xlabel="K", ylabel=title, title=title, ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_scores(path: Path, columns: dict[str, Any]) -> None:
+    """Per-sample scores as Parquet (``.parquet``) or JSON lines (``.jsonl``)."""
+    import polars as pl
+
+    frame = pl.DataFrame(columns)
+    if path.suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            for row in frame.iter_rows(named=True):
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def markdown(
+    report: dict[str, Any], metric_names: Sequence[str], plots: Sequence[str], scores_file: str
+) -> str:
+    """``report.md``: what was scored, the comparison table, the plots."""
+    lines = [
+        "# llm4rec evaluation report",
+        "",
+        f"- data: `{report['data']}` ({report['n_samples']} samples, task: {report['task']})",
+        f"- scoring: {report['method']}",
+        f"- per-sample scores: `{scores_file}`",
+        "",
+        "## Metrics",
+        "",
+    ]
+    rows = [
+        [c["name"]] + [c["metrics"].get(m, "n/a") for m in metric_names] + [c["scoring"]["seconds"]]
+        for c in report["checkpoints"]
+    ]
+    lines.append(table(["checkpoint", *metric_names, "seconds"], rows, markdown=True))
+    lines += ["", "| checkpoint | path |", "|---|---|"]
+    lines += [f"| {c['name']} | `{c['path']}` |" for c in report["checkpoints"]]
+    notes = [f"- {c['name']}: {n}" for c in report["checkpoints"] for n in c.get("notes", [])]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"

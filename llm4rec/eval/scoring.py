@@ -1,0 +1,683 @@
+"""The scoring core: answer probabilities from one forward pass per prompt, and less where prompts share text.
+
+Every task reduces to "the logits of a few answer tokens at the last prompt position":
+
+* binary (TALLRec): P(Yes) = softmax over the first tokens of ("Yes.", "No.") — :func:`score_binary`;
+* listwise ranking (LlamaRec's verbalizer): the K index letters' logits in one pass per user —
+  :func:`score_choices`;
+* pointwise ranking: P(Yes) of every candidate's Yes/No prompt, with the user's history computed once
+  and the candidate suffixes batched — :func:`score_pointwise`.
+
+How the work is cut (see :func:`score_token_sequences`):
+
+1. prompts are tokenized exactly as training tokenizes them, then split token-exactly into the longest
+   common prefix of *all* prompts (template + instruction), optionally a per-group prefix (a user's
+   history shared by that user's candidates), and a suffix;
+2. the common prefix runs once; its key/value cache is broadcast to every batch; group prefixes run once
+   per group on top of it and are gathered per row;
+3. suffixes are sorted by length and packed into token-budget batches (right padding, explicit
+   ``position_ids``, a 2-D mask that also hides the padding inside group prefixes);
+4. the decoder trunk returns hidden states; only each row's last real position is kept and multiplied
+   by the answer tokens' rows of the output head (a few dot products instead of a vocabulary-wide matmul);
+5. everything is queued on the device: index tensors are built on the host ahead of time (pinned and
+   copied without blocking on CUDA), scores are written into one preallocated device tensor, and nothing
+   reads a value back until the caller does.
+
+Models whose positions are not plain 1-D (ChatGLM-6B), that scale their logits, or that are not a
+LoRA-style peft model fall back to the generic path: whole prompts, left padding, ``logits_to_keep=1``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from llm4rec.data.tokenize import render_prompt, truncate_left
+from llm4rec.errors import UserError
+from llm4rec.models.answer_tokens import answer_token_ids
+from llm4rec.models.templates import PromptTemplate
+
+#: model types whose decoder takes 1-D ``position_ids`` and a transformers ``Cache`` and whose logits are
+#: exactly ``lm_head(hidden)``: prefix reuse and the sliced output head are exact for them.
+PREFIX_SAFE_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral", "baichuan", "qwen"})
+
+#: config attributes that transform logits after the output head; any of them set disables head slicing
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+#: prefixes shorter than this are not worth a separate forward pass
+MIN_PREFIX_TOKENS = 4
+
+#: index labels for listwise ranking (LlamaRec shows candidates as A., B., ...)
+INDEX_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass
+class ScoringStats:
+    """What the core computed, for benchmarks and reports (token counts are positions run through the model)."""
+
+    method: str = ""
+    prompts: int = 0
+    #: sum of prompt lengths: what scoring each prompt on its own costs
+    prompt_tokens: int = 0
+    #: distinct token prefixes over all prompts (trie nodes): the least any exact method must compute
+    unique_tokens: int = 0
+    #: positions actually run through the model, padding included
+    tokens_run: int = 0
+    padding_tokens: int = 0
+    forward_passes: int = 0
+    shared_prefix_tokens: int = 0
+    group_prefix_tokens: int = 0
+    fast_path: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def work_ratio(self) -> float:
+        """tokens_run / unique_tokens (1.0 = every unique token computed exactly once)."""
+        return self.tokens_run / self.unique_tokens if self.unique_tokens else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
+    """Token ids of many prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt` per prompt."""
+    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    out = []
+    for seq in ids:
+        seq = list(seq)
+        keep = 1 if bos is not None and seq and seq[0] == bos else 0
+        out.append(truncate_left(seq, cutoff_len - 1, keep))
+    return out
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all ``seqs``."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+def unique_prefix_tokens(seqs: Sequence[Sequence[int]]) -> int:
+    """Number of distinct non-empty prefixes among ``seqs``: tokens an ideal prefix-sharing scorer computes."""
+    root: dict[int, Any] = {}
+    n = 0
+    for seq in seqs:
+        node = root
+        for t in seq:
+            nxt = node.get(t)
+            if nxt is None:
+                nxt = node[t] = {}
+                n += 1
+            node = nxt
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+@dataclass
+class _Parts:
+    """How to run a model: its trunk and output rows (fast path) or the whole model (generic path)."""
+
+    model: Any
+    device: torch.device
+    decoder: Any | None = None
+    head: Any | None = None
+    #: 1-D positions may be passed (and prefixes reused)
+    plain_positions: bool = False
+    accepts_logits_to_keep: bool = False
+
+
+def _unwrap_peft(model: Any) -> tuple[Any, bool]:
+    """The transformers model inside a peft wrapper, and whether calling its trunk keeps the adapter active."""
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        cfg = getattr(model, "active_peft_config", None)
+        if cfg is None or getattr(cfg, "is_prompt_learning", False):
+            return model, False  # prompt tuning adds virtual tokens in PeftModel.forward: keep it
+        return model.get_base_model(), True
+    return model, True
+
+
+def _resolve(model: Any, fast: bool = True) -> _Parts:
+    base, trunk_ok = _unwrap_peft(model)
+    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    device = emb.weight.device if emb is not None else next(model.parameters()).device
+    config = getattr(base, "config", None)
+    model_type = getattr(config, "model_type", None)
+    plain = model_type in PREFIX_SAFE_MODEL_TYPES
+    try:
+        accepts = "logits_to_keep" in inspect.signature(model.forward).parameters or trunk_ok
+    except (TypeError, ValueError):
+        accepts = False
+    parts = _Parts(model=model, device=device, plain_positions=plain, accepts_logits_to_keep=accepts)
+    if not (fast and trunk_ok and plain) or any(getattr(config, a, None) for a in _LOGIT_TRANSFORMS):
+        return parts
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or decoder is base or head is None:
+        return parts
+    parts.decoder, parts.head = decoder, head
+    return parts
+
+
+def _head_rows(head: Any, answer_ids: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """hidden [B, H] -> answer logits [B, A], reading only the answer rows when the head is a plain Linear."""
+    if type(head) is torch.nn.Linear:
+        w = head.weight.index_select(0, answer_ids)
+        b = head.bias.index_select(0, answer_ids) if head.bias is not None else None
+        return lambda h: torch.nn.functional.linear(h.to(w.dtype), w, b)
+    # quantized or adapted head: run it on the kept positions only, then pick the answer columns
+    return lambda h: head(h).index_select(-1, answer_ids)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _pack(
+    lengths: Sequence[int], order: Sequence[int], budget: int, max_rows: int, extra: int = 0
+) -> list[list[int]]:
+    """Cut ``order`` (sorted by length, longest first) into batches of at most ``budget`` padded tokens
+    (each row counting ``extra`` more). A small last batch joins the one before: a forward pass has a fixed
+    cost (kernel launches, 4-bit dequantization) that a handful of rows does not repay."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
+    for i in order:
+        w = max(width, lengths[i])
+        if cur and ((w + extra) * (len(cur) + 1) > budget or len(cur) >= max_rows):
+            batches.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    if cur:
+        if batches and (width + extra) * len(cur) < budget // 4 and len(batches[-1]) + len(cur) <= max_rows:
+            batches[-1].extend(cur)
+        else:
+            batches.append(cur)
+    return batches
+
+
+def _new_cache(
+    config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, keep: bool = True
+) -> Any:
+    """A cache holding ``past``. ``keep=False``: the forward's new keys/values are returned to attention but
+    not stored (nothing reads them later), so memory stays at one layer's worth and ``past`` is read, never
+    copied into the cache."""
+    if past is None:
+        return DynamicCache(config=config)
+    cache = DynamicCache(config=config)
+    if keep or len(cache.layers) != len(past) or any(type(x) is not DynamicLayer for x in cache.layers):
+        # the cache concatenates into new tensors, so the shared prefix tensors are never written to
+        return DynamicCache(ddp_cache_data=list(past), config=config)
+    layers = []
+    for k, v in past:
+        layer = _ReadOnlyLayer()
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+        layers.append(layer)
+    cache.layers = layers
+    return cache
+
+
+class _ReadOnlyLayer(DynamicLayer):
+    """A cache layer whose stored keys/values never change: ``update`` returns past + new, stores nothing."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+def _broadcast(kv: Any, rows: int) -> Any:
+    """A batch-1 cache's tensors viewed as ``rows`` rows (no copy until the cache concatenates)."""
+    if kv is None:
+        return None
+    return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
+
+
+def _kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+
+def score_token_sequences(
+    model: Any,
+    seqs: Sequence[Sequence[int]],
+    answer_ids: Sequence[int],
+    *,
+    groups: Sequence[Any] | None = None,
+    batch_size: int = 16,
+    max_batch_tokens: int | None = None,
+    pad_token_id: int = 0,
+    reuse_prefix: bool = True,
+    fast: bool = True,
+    stats: ScoringStats | None = None,
+    progress: bool = False,
+    distributed: bool = False,
+) -> torch.Tensor:
+    """Answer-token logits [N, A] (float32, model device) at the last position of each token sequence.
+
+    ``groups`` (one key per sequence) marks sequences that share more than the global prefix (a user's
+    candidates); each group's common prefix is computed once. ``max_batch_tokens`` bounds padded tokens
+    per forward pass (default ``batch_size`` x mean suffix length); ``batch_size`` also caps rows per batch
+    at 4x its value. ``fast=False`` / ``reuse_prefix=False`` switch optimisations off (for comparisons).
+    With ``distributed`` and an initialised process group, each process scores its shard (whole groups)
+    and every process receives all rows in the original order.
+    """
+    if distributed:
+        from llm4rec.eval.distributed import gather_in_order, shard_assignment, world
+
+        rank, size = world()
+        if size > 1:
+            shards = shard_assignment(len(seqs), size, groups)
+            mine = shards[rank]
+            kwargs = dict(
+                batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens,
+                pad_token_id=pad_token_id,
+                reuse_prefix=reuse_prefix,
+                fast=fast,
+                stats=stats,
+                progress=progress,
+            )
+            if mine:
+                local = score_token_sequences(
+                    model,
+                    [seqs[i] for i in mine],
+                    answer_ids,
+                    groups=[groups[i] for i in mine] if groups is not None else None,
+                    **kwargs,
+                )
+            else:
+                local = torch.empty(0, len(answer_ids), device=_resolve(model, fast).device)
+            return gather_in_order(local, shards, len(seqs))
+    if not seqs:
+        raise UserError("no samples to score")
+    if any(len(s) == 0 for s in seqs):
+        raise UserError("a prompt tokenized to nothing")
+    parts = _resolve(model, fast)
+    device = parts.device
+    ans = torch.tensor(list(answer_ids), dtype=torch.long)
+    out = torch.empty(len(seqs), len(answer_ids), dtype=torch.float32, device=device)
+    if stats is not None:
+        stats.prompts += len(seqs)
+        stats.prompt_tokens += sum(len(s) for s in seqs)
+        stats.unique_tokens += unique_prefix_tokens(seqs)
+        stats.fast_path = parts.decoder is not None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seqs), desc="score", unit="prompt")
+    if parts.decoder is None:
+        _run_generic(parts, seqs, ans.to(device), out, batch_size, max_batch_tokens, pad_token_id, stats, bar)
+    else:
+        _run_fast(
+            parts,
+            seqs,
+            ans.to(device),
+            out,
+            groups,
+            batch_size,
+            max_batch_tokens,
+            pad_token_id,
+            reuse_prefix,
+            stats,
+            bar,
+        )
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _budget(batch_size: int, max_batch_tokens: int | None, lengths: Sequence[int]) -> int:
+    if max_batch_tokens:
+        return max_batch_tokens
+    return max(1, batch_size * math.ceil(sum(lengths) / max(1, len(lengths))))
+
+
+def _run_generic(parts, seqs, ans, out, batch_size, max_batch_tokens, pad, stats, bar) -> None:
+    """Whole prompts, left padding, last position only: works for any causal LM."""
+    lengths = [len(s) for s in seqs]
+    order = sorted(range(len(seqs)), key=lambda i: -lengths[i])
+    budget = _budget(batch_size, max_batch_tokens, lengths)
+    for rows in _pack(lengths, order, budget, 4 * batch_size):
+        width = lengths[rows[0]]
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, width - lengths[i] :] = torch.tensor(seqs[i])
+            mask[r, width - lengths[i] :] = 1
+        kwargs: dict[str, Any] = {
+            "input_ids": _to_device(ids, parts.device),
+            "attention_mask": _to_device(mask, parts.device),
+        }
+        if parts.plain_positions:
+            kwargs["position_ids"] = _to_device((mask.cumsum(-1) - 1).clamp(min=0), parts.device)
+        if parts.accepts_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        logits = parts.model(**kwargs).logits[:, -1]
+        out[_to_device(torch.tensor(rows), parts.device)] = logits.index_select(-1, ans).float()
+        if stats is not None:
+            stats.tokens_run += ids.numel()
+            stats.padding_tokens += ids.numel() - sum(lengths[i] for i in rows)
+            stats.forward_passes += 1
+        if bar is not None:
+            bar.update(len(rows))
+
+
+def _run_fast(
+    parts, seqs, ans, out, groups, batch_size, max_batch_tokens, pad, reuse_prefix, stats, bar
+) -> None:
+    """Shared prefix once, group prefixes once per group, suffixes batched; answer rows of the head only."""
+    device, decoder = parts.device, parts.decoder
+    config = decoder.config
+    head = _head_rows(parts.head, ans)
+    n = len(seqs)
+    lengths = [len(s) for s in seqs]
+    # Every row keeps at least its last token in the suffix, so its hidden state is computed in a batch.
+    p0 = min(common_prefix(seqs), min(lengths) - 1) if reuse_prefix else 0
+    if p0 < MIN_PREFIX_TOKENS:
+        p0 = 0
+    prefix_kv = None
+    if p0:
+        cache = _new_cache(config, None)
+        ids = _to_device(torch.tensor([list(seqs[0][:p0])]), device)
+        decoder(
+            input_ids=ids,
+            position_ids=torch.arange(p0, device=device)[None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        prefix_kv = _kv(cache)
+        if stats is not None:
+            stats.tokens_run += p0
+            stats.forward_passes += 1
+            stats.shared_prefix_tokens = p0
+
+    # group prefixes: per group, the common prefix of its members beyond p0
+    if groups is not None and reuse_prefix:
+        members: dict[Any, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        group_list = list(members.values())
+        gend = []
+        for rows in group_list:
+            k = common_prefix([seqs[i] for i in rows])
+            k = min(k, min(lengths[i] for i in rows) - 1)
+            gend.append(k if k - p0 >= MIN_PREFIX_TOKENS else p0)
+    else:
+        group_list = [list(range(n))]
+        gend = [p0]
+
+    budget_rows = 8 * batch_size
+    suffix_len = [0] * n
+    for rows, k in zip(group_list, gend):
+        for i in rows:
+            suffix_len[i] = lengths[i] - k
+    # the budget is in new tokens per pass, sized like `batch_size` whole prompts: prefix reuse turns the
+    # same memory into more rows per pass
+    budget = _budget(batch_size, max_batch_tokens, lengths)
+
+    # process groups in chunks whose group-prefix caches fit the budget (all when there are no groups)
+    rem = [k - p0 for k in gend]
+    gorder = sorted(range(len(group_list)), key=lambda g: -rem[g])
+    with_rem = [g for g in gorder if rem[g] > 0]
+    # Groups with nothing beyond the shared prefix go in a chunk of their own: a group-prefix row made
+    # only of padding would attend to nothing and could fill the cache with NaN.
+    # a chunk's group caches are kept while its suffixes run: bound them like one batch of whole prompts
+    chunks = _pack(rem, with_rem, budget, 1 << 30, extra=p0) if with_rem else []
+    if len(with_rem) < len(gorder):
+        chunks.append([g for g in gorder if rem[g] == 0])
+    for chunk in chunks:
+        chunk_rows = [i for g in chunk for i in group_list[g]]
+        # --- run this chunk's group prefixes (one row per group) on top of the shared prefix
+        gkv = None
+        gmask = None
+        row_slot = {}
+        rmax = max(rem[g] for g in chunk)
+        if rmax > 0:
+            gids = torch.full((len(chunk), rmax), pad, dtype=torch.long)
+            gm = torch.zeros((len(chunk), rmax), dtype=torch.long)
+            for slot, g in enumerate(chunk):
+                first = seqs[group_list[g][0]]
+                gids[slot, : rem[g]] = torch.tensor(first[p0 : gend[g]])
+                gm[slot, : rem[g]] = 1
+                for i in group_list[g]:
+                    row_slot[i] = slot
+            cache = _new_cache(config, _broadcast(prefix_kv, len(chunk)))
+            full_mask = torch.cat([torch.ones((len(chunk), p0), dtype=torch.long), gm], 1)
+            decoder(
+                input_ids=_to_device(gids, device),
+                attention_mask=_to_device(full_mask, device),
+                position_ids=_to_device(p0 + torch.arange(rmax)[None].expand(len(chunk), -1), device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            gkv = _kv(cache)
+            gmask = gm
+            if stats is not None:
+                stats.tokens_run += gids.numel()
+                stats.padding_tokens += gids.numel() - sum(rem[g] for g in chunk)
+                stats.group_prefix_tokens += sum(rem[g] for g in chunk)
+                stats.forward_passes += 1
+        start = {i: gend[g] for g in chunk for i in group_list[g]}
+        order = sorted(chunk_rows, key=lambda i: -suffix_len[i])
+        for rows in _pack(suffix_len, order, budget, budget_rows):
+            b = len(rows)
+            width = suffix_len[rows[0]]
+            ids = torch.full((b, width), pad, dtype=torch.long)
+            smask = torch.zeros((b, width), dtype=torch.long)
+            pos = torch.empty((b, width), dtype=torch.long)
+            last = torch.empty(b, dtype=torch.long)
+            for r, i in enumerate(rows):
+                s = start[i]
+                m = suffix_len[i]
+                ids[r, :m] = torch.tensor(seqs[i][s:])
+                smask[r, :m] = 1
+                pos[r] = s + torch.arange(width)
+                last[r] = m - 1
+            if gkv is not None:
+                slots = torch.tensor([row_slot[i] for i in rows])
+                dslots = _to_device(slots, device)
+                past = [(k.index_select(0, dslots), v.index_select(0, dslots)) for k, v in gkv]
+                mask = torch.cat([torch.ones((b, p0), dtype=torch.long), gmask[slots], smask], 1)
+            elif prefix_kv is not None:
+                past = _broadcast(prefix_kv, b)
+                mask = torch.cat([torch.ones((b, p0), dtype=torch.long), smask], 1)
+            else:
+                past = None
+                mask = smask
+            padded = bool((smask == 0).any()) or (gkv is not None and bool((gmask == 0).any()))
+            hidden = decoder(
+                input_ids=_to_device(ids, device),
+                attention_mask=_to_device(mask, device) if padded else None,
+                position_ids=_to_device(pos, device),
+                past_key_values=_new_cache(config, past, keep=False) if past is not None else None,
+                use_cache=past is not None,
+            ).last_hidden_state
+            dlast = _to_device(last, device)
+            h = hidden[torch.arange(b, device=device), dlast]
+            out[_to_device(torch.tensor(rows), device)] = head(h).float()
+            if stats is not None:
+                stats.tokens_run += ids.numel()
+                stats.padding_tokens += ids.numel() - sum(suffix_len[i] for i in rows)
+                stats.forward_passes += 1
+            if bar is not None:
+                bar.update(b)
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+def score_binary(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    samples: Sequence[dict[str, Any]],
+    answers: Sequence[str] = ("Yes.", "No."),
+    *,
+    batch_size: int = 16,
+    cutoff_len: int = 512,
+    progress: bool = False,
+    **options: Any,
+) -> torch.Tensor:
+    """P(first answer) per sample: softmax over the answers' first-token logits at the last prompt position.
+
+    Returns a float32 tensor on the model's device, one score per sample, in the samples' order.
+    ``options`` go to :func:`score_token_sequences` (``max_batch_tokens``, ``reuse_prefix``, ``stats``...).
+    """
+    if not samples:
+        raise UserError("no samples to score")
+    prompts = [render_prompt(template, s) for s in samples]
+    ids = answer_token_ids(tokenizer, prompts[0], answers)
+    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
+    logits = score_token_sequences(
+        model,
+        seqs,
+        ids,
+        batch_size=batch_size,
+        pad_token_id=_pad_id(tokenizer),
+        progress=progress,
+        **options,
+    )
+    return torch.softmax(logits, dim=-1)[:, 0]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        v = getattr(tokenizer, name, None)
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def score_choices(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    samples: Sequence[dict[str, Any]],
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 16,
+    cutoff_len: int = 512,
+    progress: bool = False,
+    **options: Any,
+) -> torch.Tensor:
+    """Listwise ranking (LlamaRec's verbalizer): P(candidate k) [N, K] from the index letters' logits.
+
+    Each sample's prompt lists its candidates under index labels (``A``, ``B``, ...); one pass per sample
+    reads the labels' first-token logits at the answer position. Samples with fewer candidates than the
+    widest one get probability 0 for the missing labels.
+    """
+    if not samples:
+        raise UserError("no samples to score")
+    counts = [_n_candidates(s, i) for i, s in enumerate(samples)]
+    k = max(counts)
+    labels = list(labels or INDEX_LETTERS)
+    if k > len(labels):
+        raise UserError(f"a sample has {k} candidates but only {len(labels)} index labels exist")
+    labels = labels[:k]
+    prompts = [render_prompt(template, s) for s in samples]
+    ids = answer_token_ids(tokenizer, prompts[0], labels)
+    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
+    logits = score_token_sequences(
+        model, seqs, ids, batch_size=batch_size, pad_token_id=_pad_id(tokenizer), progress=progress, **options
+    )
+    if min(counts) < k:
+        valid = torch.arange(k)[None] < torch.tensor(counts)[:, None]
+        logits = logits.masked_fill(~_to_device(valid, logits.device), float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def _n_candidates(sample: dict[str, Any], i: int) -> int:
+    cands = sample.get("candidates")
+    if not isinstance(cands, list) or not cands:
+        raise UserError(f"sample {i + 1}: a ranking sample needs a non-empty 'candidates' list")
+    return len(cands)
+
+
+def score_pointwise(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    samples: Sequence[dict[str, Any]],
+    groups: Sequence[Any],
+    answers: Sequence[str] = ("Yes.", "No."),
+    *,
+    batch_size: int = 16,
+    cutoff_len: int = 512,
+    progress: bool = False,
+    **options: Any,
+) -> torch.Tensor:
+    """Pointwise ranking: P(first answer) per sample, where samples with the same ``groups`` key (one user's
+    candidates) share their history; each group's common prompt prefix is computed once.
+
+    Same values as :func:`score_binary` on the same samples (the grouping only saves work).
+    """
+    if not samples:
+        raise UserError("no samples to score")
+    if len(groups) != len(samples):
+        raise ValueError("one group key per sample is required")
+    prompts = [render_prompt(template, s) for s in samples]
+    ids = answer_token_ids(tokenizer, prompts[0], answers)
+    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
+    logits = score_token_sequences(
+        model,
+        seqs,
+        ids,
+        groups=groups,
+        batch_size=batch_size,
+        pad_token_id=_pad_id(tokenizer),
+        progress=progress,
+        **options,
+    )
+    return torch.softmax(logits, dim=-1)[:, 0]
+
+
+def pointwise_samples(samples: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    """Expand listwise ranking samples into one Yes/No sample per candidate.
+
+    Each ranking sample must carry ``pointwise_inputs`` (one input text per candidate, in candidate
+    order) and may carry ``pointwise_instruction``; returns (samples, owner index per row, candidates per
+    sample).
+    """
+    rows: list[dict[str, Any]] = []
+    owner: list[int] = []
+    counts: list[int] = []
+    for i, s in enumerate(samples):
+        inputs = s.get("pointwise_inputs")
+        n = _n_candidates(s, i)
+        if not isinstance(inputs, list) or len(inputs) != n:
+            raise UserError(
+                f"sample {i + 1}: pointwise ranking needs 'pointwise_inputs', one Yes/No input per candidate "
+                f"({n}); use --rank-method letters, or score a grouped Yes/No file with --group-by"
+            )
+        instruction = s.get("pointwise_instruction", s.get("instruction", ""))
+        rows.extend({"instruction": instruction, "input": text} for text in inputs)
+        owner.extend([i] * n)
+        counts.append(n)
+    return rows, owner, counts

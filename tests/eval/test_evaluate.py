@@ -1,0 +1,247 @@
+"""`llm4rec evaluate`: reports on several checkpoints, per-sample scores, plots, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from llm4rec.eval.evaluate import main
+from tests.conftest import REPO, make_tallrec_samples
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_llama, tmp_path_factory) -> Path:
+    """An adapter directory as train.py writes it (adapter, tokenizer, recipe), with a non-zero LoRA."""
+    from peft import LoraConfig, get_peft_model
+
+    from llm4rec.config import recipe_from_dict, save_recipe
+    from llm4rec.models.loading import load_base_model, load_tokenizer
+    from llm4rec.models.registry import get_family
+
+    out = tmp_path_factory.mktemp("ckpt") / "run-a"
+    fam = get_family("llama")
+    base = load_base_model(tiny_llama, fam, load_in_4bit=False, compute_dtype="float32", device="cpu")
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.3)
+    model.save_pretrained(out)
+    load_tokenizer(tiny_llama, fam).save_pretrained(out)
+    recipe = recipe_from_dict(
+        {
+            "model": {"path": str(tiny_llama), "family": "llama", "compute_dtype": "float32"},
+            "data": {"train": "unused.jsonl", "cutoff_len": 256},
+            "train": {"output_dir": str(out)},
+        }
+    )
+    save_recipe(recipe, out / "recipe.yaml")
+    return out
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_compare_two_checkpoints_binary(adapter, tiny_llama, tmp_path, capsys):
+    rows = make_tallrec_samples(40, seed=11)
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    code, out, err = run(["--checkpoint", str(adapter), str(tiny_llama), "--data", str(data)], capsys)
+    assert code == 0, err
+    report_dir = adapter / "eval-test"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert [c["name"] for c in report["checkpoints"]] == ["run-a", "llama"]
+    assert {"report.md", "roc.png", "scores.parquet"} <= {p.name for p in report_dir.iterdir()}
+    scores = pl.read_parquet(report_dir / "scores.parquet")
+    assert scores["label"].to_list() == [r["label"] for r in rows]
+    assert scores["user_id"].to_list() == [r["user_id"] for r in rows]
+    for c in report["checkpoints"]:
+        s = scores[f"score:{c['name']}"].to_numpy()
+        assert ((s > 0) & (s < 1)).all()
+        assert c["metrics"]["auc"] == pytest.approx(roc_auc_score(scores["label"].to_numpy(), s), abs=1e-6)
+        assert c["scoring"]["fast_path"] and c["scoring"]["tokens_run"] < c["scoring"]["prompt_tokens"]
+    # the adapter changes the scores, so the two columns differ
+    assert (scores["score:run-a"] - scores["score:llama"]).abs().max() > 1e-3
+    assert "run-a" in out and "llama" in out and f"report: {report_dir}" in out
+    assert "test AUC" not in out  # one summary line only when a single checkpoint is scored
+    md = (report_dir / "report.md").read_text()
+    assert "| run-a |" in md and "![roc.png](roc.png)" in md
+
+
+def test_single_checkpoint_line_and_json_out(adapter, tmp_path, capsys):
+    rows = make_tallrec_samples(30, seed=12)
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    target = tmp_path / "reports" / "ours.json"
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "keep.txt").write_text("user file")
+    code, out, err = run(
+        ["--checkpoint", str(adapter), "--data", str(data), "--out", str(target), "--max-samples", "20"],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads(target.read_text())
+    assert report["n_samples"] == 20
+    auc = report["checkpoints"][0]["metrics"]["auc"]
+    assert f"test AUC: {auc:.4f}" in out
+    assert (tmp_path / "reports" / "keep.txt").read_text() == "user file"  # beside it, nothing removed
+    assert (tmp_path / "reports" / "roc.png").is_file()
+    assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+
+
+def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
+    rows = []
+    for i, r in enumerate(make_tallrec_samples(12, seed=13)):
+        cands = [f"Film {j} (Drama)" for j in range(5)]
+        listing = "\n".join(f"{chr(65 + j)}. {c}" for j, c in enumerate(cands))
+        rows.append(
+            {
+                "instruction": "Pick the film the user likes.",
+                "input": r["input"] + "\n" + listing,
+                "candidates": list(range(5)),
+                "candidate_titles": cands,
+                "target_index": i % 5,
+                "user_id": i,
+                "task": "ranking",
+            }
+        )
+    data = write_jsonl(tmp_path / "rank.jsonl", rows)
+    code, out, err = run(
+        ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "r"), "--ks", "1,3,5"],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    m = report["checkpoints"][0]["metrics"]
+    scores = pl.read_parquet(tmp_path / "r" / "scores.parquet")
+    mat = torch.tensor(scores["scores:llama"].to_list())
+    target = torch.tensor(scores["target_index"].to_list())
+    assert mat.shape == (12, 5)
+    rank = 1 + (mat > mat.gather(1, target[:, None])).sum(1)
+    assert scores["rank:llama"].to_list() == rank.tolist()
+    assert m["hr@5"] == pytest.approx(1.0)  # every target is among all 5 candidates
+    assert (tmp_path / "r" / "ndcg_hr_at_k.png").is_file()
+
+    # Yes/No samples ranked within users: candidates of one user share their history prefix
+    flat = []
+    for u, r in enumerate(make_tallrec_samples(4, seed=14)):
+        head = r["input"].rsplit('"', 2)[0]
+        for j, t in enumerate(["Film 1 (Action)", "Film 2 (Comedy)", "Film 3 (Horror)"]):
+            flat.append(
+                {
+                    "instruction": r["instruction"],
+                    "input": f'{head}"{t}"?',
+                    "label": int(j == u % 3),
+                    "user_id": u,
+                }
+            )
+    data = write_jsonl(tmp_path / "flat.jsonl", flat)
+    code, out, err = run(
+        [
+            "--checkpoint",
+            str(tiny_llama),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "g"),
+            "--group-by",
+            "user_id",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    m = json.loads((tmp_path / "g" / "report.json").read_text())["checkpoints"][0]["metrics"]
+    assert "auc" in m and "ndcg@1" in m and "mrr" in m
+    assert m["hr@3"] == pytest.approx(1.0)
+
+
+def test_bad_inputs_are_one_line_errors(adapter, tiny_llama, tmp_path, capsys):
+    good = write_jsonl(tmp_path / "good.jsonl", make_tallrec_samples(6))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    nolabel = write_jsonl(
+        tmp_path / "nolabel.jsonl", [{"instruction": "x", "input": "y", "output": "Maybe."}]
+    )
+    noinput = write_jsonl(tmp_path / "noinput.jsonl", [{"instruction": "x", "label": 1}])
+    no_tok = tmp_path / "no-tokenizer"
+    shutil.copytree(adapter, no_tok)
+    for f in no_tok.glob("tokenizer*"):
+        f.unlink()
+    not_ckpt = tmp_path / "plain-dir"
+    not_ckpt.mkdir()
+    cases = [
+        (["--checkpoint", str(adapter), "--data", str(tmp_path / "missing.jsonl")], "no such file"),
+        (["--checkpoint", str(adapter), "--data", str(empty)], "holds no samples"),
+        (["--checkpoint", str(adapter), "--data", str(nolabel)], "nolabel.jsonl:1: sample has no 'label'"),
+        (
+            ["--checkpoint", str(adapter), "--data", str(noinput)],
+            "noinput.jsonl:1: sample lacks the field 'input'",
+        ),
+        (["--checkpoint", str(no_tok), "--data", str(good)], "no tokenizer saved beside the adapter"),
+        (["--checkpoint", str(not_ckpt), "--data", str(good)], "neither an adapter"),
+        (["--checkpoint", str(tmp_path / "nope"), "--data", str(good)], "checkpoint directory not found"),
+        (["--checkpoint", str(adapter), "--data", str(good), "--batch-size", "0"], "--batch-size"),
+    ]
+    for argv, message in cases:
+        code, out, err = run([*argv, "--out", str(tmp_path / "o")], capsys)
+        assert code == 2, (argv, err)
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_class_labels_report_undefined_auc(tiny_llama, tmp_path, capsys):
+    rows = [dict(r, label=1, output="Yes.") for r in make_tallrec_samples(5)]
+    data = write_jsonl(tmp_path / "pos.jsonl", rows)
+    code, out, err = run(
+        ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "u")], capsys
+    )
+    assert code == 0, err
+    auc = json.loads((tmp_path / "u" / "report.json").read_text())["checkpoints"][0]["metrics"]["auc"]
+    assert isinstance(auc, str) and "undefined" in auc
+    assert "test AUC: undefined" in out and "nan" not in out.lower()
+
+
+@pytest.mark.slow
+def test_accelerate_two_processes_gather_in_order(tiny_llama, tmp_path, capsys):
+    """`accelerate launch --num_processes 2 --cpu -m llm4rec.eval` gives the single-process scores, in order."""
+    rows = make_tallrec_samples(21, seed=15)
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    code, _, err = run(
+        ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "one")], capsys
+    )
+    assert code == 0, err
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "llm4rec.eval", "--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "two"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("report:") == 1  # only the main process reports
+    one = pl.read_parquet(tmp_path / "one" / "scores.parquet")
+    two = pl.read_parquet(tmp_path / "two" / "scores.parquet")
+    assert two["index"].to_list() == list(range(21))
+    assert (one["score:llama"] - two["score:llama"]).abs().max() < 1e-5
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["checkpoints"][0]["scoring"]["processes"] == 2

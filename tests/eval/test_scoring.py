@@ -1,0 +1,196 @@
+"""The scoring core against the plain definition: one full forward per prompt, softmax over answer logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm4rec.data.tokenize import encode_prompt, render_prompt
+from llm4rec.errors import UserError
+from llm4rec.eval.scoring import (
+    ScoringStats,
+    common_prefix,
+    encode_prompts,
+    score_binary,
+    score_choices,
+    score_pointwise,
+    score_token_sequences,
+    unique_prefix_tokens,
+)
+from llm4rec.models.answer_tokens import answer_token_ids
+from llm4rec.models.loading import load_base_model, load_tokenizer
+from llm4rec.models.registry import get_family
+from llm4rec.models.templates import ALPACA
+from tests.conftest import make_tallrec_samples
+
+
+def _load(path, family, four_bit=True):
+    fam = get_family(family)
+    model = load_base_model(path, fam, load_in_4bit=four_bit, compute_dtype="float32", device="cpu")
+    return model.eval(), load_tokenizer(path, fam)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama):
+    return _load(tiny_llama, "llama")
+
+
+@pytest.fixture(scope="module")
+def lora_llama(tiny_llama):
+    """A LoRA model whose adapter changes the outputs (B initialised non-zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = _load(tiny_llama, "llama")
+    torch.manual_seed(1)
+    peft = get_peft_model(
+        model,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0),
+    )
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    return peft.eval(), tok
+
+
+def naive_logits(model, tok, prompts, ids, cutoff=512):
+    """The definition: each prompt alone through the whole model, last position's answer logits."""
+    out = []
+    with torch.no_grad():
+        for p in prompts:
+            x = torch.tensor([encode_prompt(tok, p, cutoff)])
+            out.append(model(input_ids=x).logits[0, -1, ids].float())
+    return torch.stack(out)
+
+
+def varied_samples(n, seed=0):
+    """TALLRec-style samples with histories of very different lengths."""
+    rows = make_tallrec_samples(n, seed=seed)
+    for i, r in enumerate(rows):
+        r["input"] = ("Extra history line. " * (i % 5)) + r["input"]
+    return rows
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_binary_equals_one_prompt_at_a_time(family, tiny_llama, tiny_qwen2):
+    model, tok = _load(tiny_llama if family == "llama" else tiny_qwen2, family)
+    rows = varied_samples(13, seed=2)
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
+    stats = ScoringStats()
+    with torch.no_grad():
+        got = score_binary(model, tok, ALPACA, rows, batch_size=4, stats=stats)
+    want = torch.softmax(naive_logits(model, tok, prompts, ids), -1)[:, 0]
+    assert got.dtype == torch.float32 and got.shape == (13,)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert stats.fast_path and stats.shared_prefix_tokens > 20
+    # the preamble ran once: fewer positions than the prompts hold, none of them padding-heavy
+    assert stats.tokens_run < stats.prompt_tokens
+    assert stats.tokens_run >= stats.unique_tokens
+
+
+def test_lora_model_fast_path_keeps_the_adapter(lora_llama):
+    model, tok = lora_llama
+    rows = varied_samples(12, seed=3)
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
+    seqs = encode_prompts(tok, prompts, 512)
+    with torch.no_grad():
+        fast = score_token_sequences(model, seqs, ids, batch_size=3)
+        generic = score_token_sequences(model, seqs, ids, batch_size=3, fast=False)
+        want = naive_logits(model, tok, prompts, ids)
+        with model.disable_adapter():
+            base = naive_logits(model, tok, prompts, ids)
+    assert (want - base).abs().max() > 1e-2  # the adapter matters, so the comparison below means something
+    torch.testing.assert_close(fast, want, atol=1e-4, rtol=0)
+    torch.testing.assert_close(generic, want, atol=1e-4, rtol=0)
+
+
+def test_encode_prompts_matches_training_truncation(llama):
+    _, tok = llama
+    prompts = [render_prompt(ALPACA, r) for r in varied_samples(9)]
+    for cutoff in (512, 40):
+        assert encode_prompts(tok, prompts, cutoff) == [encode_prompt(tok, p, cutoff) for p in prompts]
+
+
+def test_truncated_prompts_share_only_bos_and_still_score_right(llama):
+    model, tok = llama
+    rows = varied_samples(10, seed=4)
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
+    stats = ScoringStats()
+    with torch.no_grad():
+        got = score_binary(model, tok, ALPACA, rows, cutoff_len=48, batch_size=4, stats=stats)
+    want = torch.softmax(naive_logits(model, tok, prompts, ids, cutoff=48), -1)[:, 0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    full = ScoringStats()
+    with torch.no_grad():
+        score_binary(model, tok, ALPACA, rows, batch_size=4, stats=full)
+    # cut from the left, prompts share only their first tokens, not the template preamble
+    assert stats.shared_prefix_tokens < 10 < full.shared_prefix_tokens
+
+
+def test_pointwise_groups_compute_each_history_once(llama):
+    model, tok = llama
+    users = make_tallrec_samples(5, seed=5)
+    titles = ["Film 1 (Action)", "Film 2 (Comedy)", "Film 11 (Horror)", "Film 7 (Drama)"]
+    rows, groups = [], []
+    for u, r in enumerate(users):
+        head = r["input"].rsplit('"', 2)[0]
+        # groups of 1 to 4 candidates; group 0 has one member (no group prefix of its own)
+        for t in titles[: 1 + u % 4]:
+            rows.append({"instruction": r["instruction"], "input": f'{head}"{t}"?'})
+            groups.append(u)
+    # interleave the groups so batching cannot rely on file order
+    order = sorted(range(len(rows)), key=lambda i: (i * 7) % len(rows))
+    rows, groups = [rows[i] for i in order], [groups[i] for i in order]
+    stats = ScoringStats()
+    with torch.no_grad():
+        got = score_pointwise(model, tok, ALPACA, rows, groups, batch_size=3, stats=stats)
+        alone = score_binary(model, tok, ALPACA, rows, batch_size=3)
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
+    want = torch.softmax(naive_logits(model, tok, prompts, ids), -1)[:, 0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone, want, atol=1e-5, rtol=0)
+    assert stats.group_prefix_tokens > 0
+    seqs = encode_prompts(tok, prompts, 512)
+    # work close to the unique tokens: shared preamble + each history once + suffixes (+ a little padding)
+    assert stats.tokens_run < 1.3 * unique_prefix_tokens(seqs) < sum(len(s) for s in seqs)
+
+
+def test_choices_read_the_index_letters(llama):
+    model, tok = llama
+    rows = []
+    for i, r in enumerate(make_tallrec_samples(6, seed=6)):
+        k = 3 + i % 3
+        cands = [f"Film {j} (Drama)" for j in range(k)]
+        listing = "\n".join(f"{chr(65 + j)}. {c}" for j, c in enumerate(cands))
+        rows.append(
+            {"instruction": "Pick the film.", "input": r["input"] + "\n" + listing, "candidates": cands}
+        )
+    with torch.no_grad():
+        probs = score_choices(model, tok, ALPACA, rows, batch_size=2)
+    assert probs.shape == (6, 5)
+    torch.testing.assert_close(probs.sum(1), torch.ones(6))
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    ids = answer_token_ids(tok, prompts[0], list("ABCDE"))
+    logits = naive_logits(model, tok, prompts, ids)
+    for i, r in enumerate(rows):
+        k = len(r["candidates"])
+        torch.testing.assert_close(probs[i, :k], torch.softmax(logits[i, :k], -1), atol=1e-5, rtol=0)
+        assert (probs[i, k:] == 0).all()
+
+
+def test_answers_without_distinct_first_tokens_are_named(llama):
+    model, tok = llama
+    with pytest.raises(UserError, match="distinct"):
+        score_binary(model, tok, ALPACA, make_tallrec_samples(2), answers=("Yes.", "Yes!"))
+    with pytest.raises(UserError, match="no samples"):
+        score_binary(model, tok, ALPACA, [])
+
+
+def test_prefix_helpers():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[7], [8]]) == 0
+    # trie nodes: 1,2,3 / 2->5 / 9,9
+    assert unique_prefix_tokens([[1, 2, 3], [1, 2, 5], [9, 9], [1, 2]]) == 6
