@@ -10,7 +10,7 @@ Generative model (all draws from one seeded ``numpy.random.Generator``):
   at increasing timestamps.
 
 The *oracle AUC* is the AUC of the noiseless appeal ``s`` for the label ``rating > 3``: no model can
-beat it in expectation. It is written to ``synth.json`` (about 0.84 at the defaults).
+beat it in expectation. It is written to ``synth.json`` (about 0.96 at the defaults).
 
 The same process also simulates a disjoint set of *corpus users* on the same items. Their log is written
 in the same layout under ``pretrain/`` and as plain sentences in ``corpus.txt`` ("Loved "X". Disliked
@@ -61,11 +61,11 @@ class SynthConfig:
     """Parameters of the synthetic log."""
 
     users: int = 900
-    items: int = 200
-    min_ratings: int = 20
-    max_ratings: int = 60
-    quality_weight: float = 1.0
-    affinity_weight: float = 1.4
+    items: int = 40
+    min_ratings: int = 15
+    max_ratings: int = 38
+    quality_weight: float = 1.6
+    affinity_weight: float = 1.2
     noise: float = 0.7
     corpus_users: int = 1500
     seed: int = 0

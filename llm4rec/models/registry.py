@@ -78,6 +78,7 @@ FAMILIES: dict[str, BackboneFamily] = {}
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
     """Add ``family`` to the registry (its name and model types must be new)."""
+    _register_core_families()  # keep llama and qwen2 first whatever module registers first
     if family.name in FAMILIES:
         raise ValueError(f"backbone family {family.name!r} is already registered")
     FAMILIES[family.name] = family
@@ -154,14 +155,15 @@ def _tiny_qwen2(vocab_size: int) -> Any:
 
 
 _BUILTINS_LOADED = False
+_CORE_REGISTERED = False
 
 
-def _load_builtin_families() -> None:
-    """Register the families shipped with llm4rec (idempotent; modules may add more on import)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
+def _register_core_families() -> None:
+    """Register the families transformers loads directly (idempotent)."""
+    global _CORE_REGISTERED
+    if _CORE_REGISTERED:
         return
-    _BUILTINS_LOADED = True
+    _CORE_REGISTERED = True
     register_family(
         BackboneFamily(
             name="llama",
@@ -188,6 +190,15 @@ def _load_builtin_families() -> None:
             tiny_config=_tiny_qwen2,
         )
     )
+
+
+def _load_builtin_families() -> None:
+    """Register the families shipped with llm4rec (idempotent; modules may add more on import)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    _register_core_families()
     # Families contributed by other modules (legacy Chinese backbones) register themselves on import.
     import importlib
 
