@@ -81,25 +81,16 @@ def tallrec_input(history: list[tuple[str, int, int]], target_title: str, titles
     )
 
 
-def tallrec_splits(src: Path) -> dict[str, list[dict]]:
-    """TALLRec's ML-100K samples: 10-item history windows, last 10,000, split 80/10/10 in order."""
-    users, titles = ml100k_sequences(src)
-    rows = []
-    for u, seq in users.items():
-        for k in range(10, len(seq)):
-            item, liked, _ = seq[k]
-            rows.append(
-                {
-                    "instruction": INSTRUCTION,
-                    "input": tallrec_input(seq[k - 10 : k], titles[int(item) - 1], titles),
-                    "output": "Yes." if liked else "No.",
-                    "label": liked,
-                    "user_id": int(u),
-                    "item_id": int(item),
-                }
-            )
-    rows = rows[-10000:]
-    return {"train": rows[:8000], "valid": rows[8000:9000], "test": rows[9000:]}
+def tallrec_splits(src: Path, work: Path) -> dict[str, list[dict]]:
+    """TALLRec's ML-100K samples as llm4rec's data prep writes them (``--preset tallrec`` reproduces
+    TALLRec's published valid/test sets sample for sample)."""
+    from llm4rec.data.prep import main as prep
+    from llm4rec.io import read_jsonl
+
+    out = work / "ml100k"
+    if not (out / "tallrec" / "test.jsonl").is_file():
+        prep(["--src", str(src), "--out", str(out), "--task", "tallrec", "--preset", "tallrec"])
+    return {name: read_jsonl(out / "tallrec" / f"{name}.jsonl") for name in ("train", "valid", "test")}
 
 
 def ranking_requests(src: Path, n_users: int, k: int, seed: int) -> list[dict]:
@@ -295,7 +286,7 @@ def auc(scores: torch.Tensor, labels: list[int]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/llm4rec-bench-scoring"))
-    ap.add_argument("--n-test", type=int, default=256, help="TALLRec test prompts scored per contender")
+    ap.add_argument("--n-test", type=int, default=1000, help="TALLRec test prompts scored per contender")
     ap.add_argument("--n-nostop", type=int, default=64, help="prompts for the never-stopping generate run")
     ap.add_argument("--users", type=int, default=24, help="users in the 20-candidate ranking benchmark")
     ap.add_argument("--candidates", type=int, default=20)
@@ -326,7 +317,7 @@ def main() -> None:
 
     from llm4rec.models.loading import load_checkpoint
 
-    splits = tallrec_splits(ml)
+    splits = tallrec_splits(ml, args.work)
     adapter = build_adapter(args.work, splits, args)
     bundle = load_checkpoint(adapter, device="cpu")
     model, tok, template, answers = bundle.model, bundle.tokenizer, bundle.template, bundle.answers

@@ -65,11 +65,12 @@ def binary_labels(rows: Sequence[dict[str, Any]], answers: Sequence[str], path: 
                 continue
             raise UserError(f"{where}: label must be 0 or 1, got {v!r}")
         out = str(r.get("output", "")).strip()
-        if out in answers:
-            labels.append(int(out == answers[0]))
+        words = [a.strip() for a in answers]  # answers may carry the template's answer prefix (a space)
+        if out in words:
+            labels.append(int(out == words[0]))
             continue
         raise UserError(
-            f"{where}: sample has no 'label' and its 'output' {out!r} is neither of {list(answers)}; "
+            f"{where}: sample has no 'label' and its 'output' {out!r} is neither of {words}; "
             "add a 0/1 label field"
         )
     return labels
@@ -210,12 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="report directory (default: FIRST_CHECKPOINT/eval-DATASTEM); a path ending in .json names\n"
         "report.json itself and the other files go beside it",
     )
-    ap.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (about; see below)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="memory scale of a forward pass: about this many whole prompts' tokens (prefix reuse fits more rows)",
+    )
     ap.add_argument(
         "--max-batch-tokens",
         type=int,
         default=0,
-        help="padded tokens per forward pass (0 = batch size x mean)",
+        help="new (padded) tokens per forward pass (0 = batch size x mean prompt length)",
     )
     ap.add_argument("--max-samples", type=int, default=0, help="score only the first N samples (0 = all)")
     ap.add_argument(
@@ -231,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
     )
-    ap.add_argument("--scores-format", choices=("parquet", "jsonl"), default="parquet")
+    ap.add_argument(
+        "--scores-format",
+        choices=("parquet", "jsonl"),
+        default="parquet",
+        help="per-sample scores file format",
+    )
     ap.add_argument(
         "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
     )
@@ -268,10 +279,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = ranking_targets(rows, args.data) if task == "ranking" else None
     if task == "ranking" and args.rank_method == "pointwise":
         pointwise_samples(rows)  # fails before loading any model when the fields are missing
+    if task == "binary":
+        # fail before loading any model; the exact answer words come with the checkpoint
+        from llm4rec.models.templates import ANSWERS
+
+        binary_labels(rows, [a for pair in ANSWERS.values() for a in pair], args.data)  # values unused
     if args.group_by and task == "binary":
         _check_fields(rows, args.data, (args.group_by,))
 
     from accelerate import PartialState
+    from transformers.utils import logging as hf_logging
+
+    if not args.progress:
+        hf_logging.disable_progress_bar()  # one line per event on the terminal; --progress shows the bars
 
     state = PartialState(cpu=not torch.cuda.is_available())
     device = state.device
@@ -358,6 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             columns["target_index"] = targets
             columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
             columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
+        notes += [
+            f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
+        ]
+        counts = [stats.tokens_run, stats.unique_tokens, stats.prompt_tokens]
+        if state.num_processes > 1:  # every process scored its shard: report the totals
+            t = torch.tensor(counts, dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(t)
+            counts = [int(x) for x in t.tolist()]
         results.append(
             {
                 "name": name,
@@ -369,9 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "scoring": {
                     "seconds": round(seconds, 3),
                     "samples_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None,
-                    "tokens_run": stats.tokens_run,
-                    "unique_prompt_tokens": stats.unique_tokens,
-                    "prompt_tokens": stats.prompt_tokens,
+                    "tokens_run": counts[0],
+                    "unique_prompt_tokens": counts[1],
+                    "prompt_tokens": counts[2],
                     "shared_prefix_tokens": stats.shared_prefix_tokens,
                     "fast_path": stats.fast_path,
                     "processes": state.num_processes,
@@ -395,9 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ks": ks,
         "checkpoints": results,
     }
-    metric_names = list(
-        dict.fromkeys(k for r in results for k, v in r["metrics"].items() if not isinstance(v, dict))
-    )
+    metric_names = table_metrics(results)
     _write(out_dir, report, metric_names, columns, roc_curves, k_curves, args.scores_format)
     _print_summary(report, metric_names, task)
     print(f"report: {out_dir}")
@@ -452,6 +478,16 @@ def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_form
             fill(tmp, "report.json")
 
 
+def table_metrics(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The metrics shown in the comparison table, in reading order (reasons and counts stay in report.json)."""
+    keys = [k for r in results for k in r["metrics"]]
+    order = ["auc", "gauc", "uauc"]
+    order += sorted({k for k in keys if k.startswith("ndcg@")}, key=lambda k: int(k[5:]))
+    order += sorted({k for k in keys if k.startswith("hr@")}, key=lambda k: int(k[3:]))
+    order += ["mrr", "n_samples", "n_queries"]
+    return [k for k in order if k in keys]
+
+
 def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -> None:
     ckpts = report["checkpoints"]
     rows = [
@@ -459,11 +495,13 @@ def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -
         for c in ckpts
     ]
     print(rep.table(["checkpoint", *metric_names, "seconds"], rows))
-    if len(ckpts) == 1:
-        m = ckpts[0]["metrics"]
-        if task == "binary":
-            print(f"test AUC: {rep.fmt_value(m.get('auc'))}")
-        else:
-            key = next((k for k in m if k.startswith("ndcg@")), None)
-            if key:
-                print(f"test {key.upper().replace('NDCG', 'NDCG')}: {rep.fmt_value(m[key])}")
+    if len(ckpts) != 1:
+        return
+    m = ckpts[0]["metrics"]
+    if task == "binary":
+        reason = m.get("auc_undefined_reason")
+        print(f"test AUC: {rep.fmt_value(m.get('auc'))}" + (f" ({reason})" if reason else ""))
+    else:
+        ks = sorted(int(k[5:]) for k in m if k.startswith("ndcg@"))
+        k = 10 if 10 in ks else ks[-1]
+        print(f"test NDCG@{k}: {rep.fmt_value(m[f'ndcg@{k}'])}  HR@{k}: {rep.fmt_value(m[f'hr@{k}'])}")

@@ -83,11 +83,14 @@ def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, Any]]) 
 def plot_at_k(path: Path, curves: dict[str, dict[str, list[float]]], ks: Sequence[int]) -> None:
     """NDCG@K and HR@K against K, one line per checkpoint ({name: {"ndcg": [...], "hr": [...]}})."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "ndcg", "NDCG@K"), (axes[1], "hr", "HR@K")):
         for name, c in curves.items():
             ax.plot(list(ks), c[key], marker="o", ms=3, label=name)
         ax.set(xlabel="K", ylabel=title, title=title, ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()

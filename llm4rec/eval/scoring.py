@@ -14,7 +14,7 @@ How the work is cut (see :func:`score_token_sequences`):
    common prefix of *all* prompts (template + instruction), optionally a per-group prefix (a user's
    history shared by that user's candidates), and a suffix;
 2. the common prefix runs once; its key/value cache is broadcast to every batch; group prefixes run once
-   per group on top of it and are gathered per row;
+   per group on top of it and are gathered per row straight into each layer's attention input;
 3. suffixes are sorted by length and packed into token-budget batches (right padding, explicit
    ``position_ids``, a 2-D mask that also hides the padding inside group prefixes);
 4. the decoder trunk returns hidden states; only each row's last real position is kept and multiplied
@@ -25,12 +25,19 @@ How the work is cut (see :func:`score_token_sequences`):
 
 Models whose positions are not plain 1-D (ChatGLM-6B), that scale their logits, or that are not a
 LoRA-style peft model fall back to the generic path: whole prompts, left padding, ``logits_to_keep=1``.
+
+Devices: one code path. The model's device and dtype decide (``load_checkpoint`` loads bf16/fp16 on
+CUDA, with SDPA or flash attention as the recipe says); host-built index tensors are pinned and copied
+``non_blocking`` on CUDA. Shared-prefix caches are read, never written: the suffix passes use a cache
+layer that returns past + new keys/values to attention without storing them. Verified on CPU (fp32 and
+bitsandbytes NF4); the CUDA path has not been run by these tests.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,8 +169,8 @@ def _resolve(model: Any, fast: bool = True) -> _Parts:
     config = getattr(base, "config", None)
     model_type = getattr(config, "model_type", None)
     plain = model_type in PREFIX_SAFE_MODEL_TYPES
-    try:
-        accepts = "logits_to_keep" in inspect.signature(model.forward).parameters or trunk_ok
+    try:  # a peft wrapper passes keyword arguments through to the model it wraps
+        accepts = "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         accepts = False
     parts = _Parts(model=model, device=device, plain_positions=plain, accepts_logits_to_keep=accepts)
@@ -197,21 +204,34 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _pack(
-    lengths: Sequence[int], order: Sequence[int], budget: int, max_rows: int, extra: int = 0
+    lengths: Sequence[int],
+    order: Sequence[int],
+    budget: int,
+    max_rows: int,
+    extra: int = 0,
+    max_padding: float = 0.15,
 ) -> list[list[int]]:
     """Cut ``order`` (sorted by length, longest first) into batches of at most ``budget`` padded tokens
-    (each row counting ``extra`` more). A small last batch joins the one before: a forward pass has a fixed
-    cost (kernel launches, 4-bit dequantization) that a handful of rows does not repay."""
+    (each row counting ``extra`` more), starting a new batch early when padding would pass
+    ``max_padding`` of a batch that already has a few rows. A small last batch joins the one before: a
+    forward pass has a fixed cost (kernel launches, 4-bit dequantization) that a handful of rows does not
+    repay."""
     batches: list[list[int]] = []
     cur: list[int] = []
-    width = 0
+    width = real = 0
     for i in order:
         w = max(width, lengths[i])
-        if cur and ((w + extra) * (len(cur) + 1) > budget or len(cur) >= max_rows):
+        n = len(cur) + 1
+        if cur and (
+            (w + extra) * n > budget
+            or len(cur) >= max_rows
+            or (len(cur) >= 8 and w * n > (1 + max_padding) * (real + lengths[i]))
+        ):
             batches.append(cur)
-            cur, w = [], lengths[i]
+            cur, w, real = [], lengths[i], 0
         cur.append(i)
         width = w
+        real += lengths[i]
     if cur:
         if batches and (width + extra) * len(cur) < budget // 4 and len(batches[-1]) + len(cur) <= max_rows:
             batches[-1].extend(cur)
@@ -221,32 +241,54 @@ def _pack(
 
 
 def _new_cache(
-    config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, keep: bool = True
+    config: Any,
+    past: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+    keep: bool = True,
+    rows: torch.Tensor | None = None,
 ) -> Any:
-    """A cache holding ``past``. ``keep=False``: the forward's new keys/values are returned to attention but
-    not stored (nothing reads them later), so memory stays at one layer's worth and ``past`` is read, never
-    copied into the cache."""
+    """A cache holding ``past`` (its ``rows`` only, when given).
+
+    ``keep=False``: the forward's new keys/values go to attention but are not stored (nothing reads them
+    later), so ``past`` is read once into each layer's attention input and never copied into the cache.
+    """
     if past is None:
         return DynamicCache(config=config)
     cache = DynamicCache(config=config)
     if keep or len(cache.layers) != len(past) or any(type(x) is not DynamicLayer for x in cache.layers):
+        if rows is not None:
+            past = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in past]
         # the cache concatenates into new tensors, so the shared prefix tensors are never written to
         return DynamicCache(ddp_cache_data=list(past), config=config)
     layers = []
     for k, v in past:
         layer = _ReadOnlyLayer()
         layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k, v
+        layer.keys, layer.values, layer.rows = k, v, rows
         layers.append(layer)
     cache.layers = layers
     return cache
 
 
 class _ReadOnlyLayer(DynamicLayer):
-    """A cache layer whose stored keys/values never change: ``update`` returns past + new, stores nothing."""
+    """A cache layer whose stored keys/values never change: ``update`` returns past + new, stores nothing.
+
+    With ``rows``, past row ``rows[i]`` serves batch row ``i``: gathered straight into the attention
+    input (one copy, no intermediate tensor).
+    """
+
+    rows: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
-        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+        if self.rows is None:
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+        return self._gather(self.keys, key_states), self._gather(self.values, value_states)
+
+    def _gather(self, past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        p = past.shape[-2]
+        out = new.new_empty((new.shape[0], new.shape[1], p + new.shape[2], new.shape[3]))
+        torch.index_select(past, 0, self.rows, out=out[:, :, :p])
+        out[:, :, p:] = new
+        return out
 
 
 def _broadcast(kv: Any, rows: int) -> Any:
@@ -491,19 +533,16 @@ def _run_fast(
             width = suffix_len[rows[0]]
             ids = torch.full((b, width), pad, dtype=torch.long)
             smask = torch.zeros((b, width), dtype=torch.long)
-            pos = torch.empty((b, width), dtype=torch.long)
-            last = torch.empty(b, dtype=torch.long)
             for r, i in enumerate(rows):
-                s = start[i]
-                m = suffix_len[i]
-                ids[r, :m] = torch.tensor(seqs[i][s:])
-                smask[r, :m] = 1
-                pos[r] = s + torch.arange(width)
-                last[r] = m - 1
+                ids[r, : suffix_len[i]] = torch.tensor(seqs[i][start[i] :])
+                smask[r, : suffix_len[i]] = 1
+            pos = torch.tensor([start[i] for i in rows])[:, None] + torch.arange(width)
+            last = torch.tensor([suffix_len[i] - 1 for i in rows])
+            gather_rows = None
             if gkv is not None:
                 slots = torch.tensor([row_slot[i] for i in rows])
-                dslots = _to_device(slots, device)
-                past = [(k.index_select(0, dslots), v.index_select(0, dslots)) for k, v in gkv]
+                gather_rows = _to_device(slots, device)
+                past = gkv
                 mask = torch.cat([torch.ones((b, p0), dtype=torch.long), gmask[slots], smask], 1)
             elif prefix_kv is not None:
                 past = _broadcast(prefix_kv, b)
@@ -516,7 +555,9 @@ def _run_fast(
                 input_ids=_to_device(ids, device),
                 attention_mask=_to_device(mask, device) if padded else None,
                 position_ids=_to_device(pos, device),
-                past_key_values=_new_cache(config, past, keep=False) if past is not None else None,
+                past_key_values=None
+                if past is None
+                else _new_cache(config, past, keep=False, rows=gather_rows),
                 use_cache=past is not None,
             ).last_hidden_state
             dlast = _to_device(last, device)
@@ -658,25 +699,52 @@ def score_pointwise(
     return torch.softmax(logits, dim=-1)[:, 0]
 
 
+#: the Yes/No question asked per candidate when a ranking sample brings no ``pointwise_inputs``
+POINTWISE_INSTRUCTION = 'Given the user\'s history, identify whether the user will choose the candidate by answering "Yes." or "No.".'
+_POOL_LINE = re.compile(r"^[A-Z][.)] ")
+
+
+def history_text(ranking_input: str) -> str | None:
+    """The part of a listwise prompt's input before its lettered candidate pool (and the pool's header line)."""
+    lines = ranking_input.split("\n")
+    first = next((j for j, line in enumerate(lines) if _POOL_LINE.match(line)), None)
+    if first is None:
+        return None
+    head = lines[:first]
+    if head and head[-1].rstrip().endswith(":"):
+        head = head[:-1]
+    return "\n".join(head).strip() or None
+
+
 def pointwise_samples(samples: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
     """Expand listwise ranking samples into one Yes/No sample per candidate.
 
-    Each ranking sample must carry ``pointwise_inputs`` (one input text per candidate, in candidate
-    order) and may carry ``pointwise_instruction``; returns (samples, owner index per row, candidates per
-    sample).
+    A sample's ``pointwise_inputs`` (one input per candidate, with an optional ``pointwise_instruction``)
+    are used as given. Otherwise the input is derived from the listwise prompt: its history (the text
+    before the lettered pool) and ``Candidate: "<title>"`` from ``candidate_titles``, under
+    :data:`POINTWISE_INSTRUCTION` (English). All candidates of a sample share the history, so
+    :func:`score_pointwise` computes it once. Returns (samples, owner index per row, candidates per sample).
     """
     rows: list[dict[str, Any]] = []
     owner: list[int] = []
     counts: list[int] = []
     for i, s in enumerate(samples):
-        inputs = s.get("pointwise_inputs")
         n = _n_candidates(s, i)
-        if not isinstance(inputs, list) or len(inputs) != n:
-            raise UserError(
-                f"sample {i + 1}: pointwise ranking needs 'pointwise_inputs', one Yes/No input per candidate "
-                f"({n}); use --rank-method letters, or score a grouped Yes/No file with --group-by"
-            )
+        inputs = s.get("pointwise_inputs")
         instruction = s.get("pointwise_instruction", s.get("instruction", ""))
+        if inputs is None:
+            titles = s.get("candidate_titles")
+            history = history_text(str(s.get("input", "")))
+            if not isinstance(titles, list) or len(titles) != n or history is None:
+                raise UserError(
+                    f"sample {i + 1}: pointwise ranking needs 'pointwise_inputs' (one Yes/No input per candidate), "
+                    "or 'candidate_titles' and an input whose candidates are lettered lines ('A. ...'); use "
+                    "--rank-method letters, or score a grouped Yes/No file with --group-by"
+                )
+            inputs = [f'{history}\nCandidate: "{t}"' for t in titles]
+            instruction = POINTWISE_INSTRUCTION
+        if not isinstance(inputs, list) or len(inputs) != n:
+            raise UserError(f"sample {i + 1}: 'pointwise_inputs' must hold one input per candidate ({n})")
         rows.extend({"instruction": instruction, "input": text} for text in inputs)
         owner.extend([i] * n)
         counts.append(n)

@@ -140,6 +140,25 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
     assert m["hr@5"] == pytest.approx(1.0)  # every target is among all 5 candidates
     assert (tmp_path / "r" / "ndcg_hr_at_k.png").is_file()
 
+    # the same pools scored candidate by candidate (history computed once per user)
+    argv = ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "p")]
+    code, out, err = run([*argv, "--rank-method", "pointwise", "--ks", "1,3,5"], capsys)
+    assert code == 0, err
+    point = pl.read_parquet(tmp_path / "p" / "scores.parquet")
+    pmat = torch.tensor(point["scores:llama"].to_list())
+    from llm4rec.eval.scoring import pointwise_samples, score_binary
+    from llm4rec.models.loading import load_checkpoint
+
+    flat_rows, _, _ = pointwise_samples(rows)
+    assert flat_rows[0]["input"].startswith("User Preference:") and flat_rows[1]["input"].endswith(
+        '"Film 1 (Drama)"'
+    )
+    bundle = load_checkpoint(tiny_llama, device="cpu")
+    with torch.no_grad():
+        alone = score_binary(bundle.model, bundle.tokenizer, bundle.template, flat_rows, bundle.answers)
+    torch.testing.assert_close(pmat, alone.view(12, 5), atol=1e-5, rtol=0)
+    assert "test NDCG@5" in out
+
     # Yes/No samples ranked within users: candidates of one user share their history prefix
     flat = []
     for u, r in enumerate(make_tallrec_samples(4, seed=14)):
@@ -164,6 +183,8 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
             str(tmp_path / "g"),
             "--group-by",
             "user_id",
+            "--ks",
+            "1,3",
         ],
         capsys,
     )
@@ -221,18 +242,19 @@ def test_one_class_labels_report_undefined_auc(tiny_llama, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_accelerate_two_processes_gather_in_order(tiny_llama, tmp_path, capsys):
-    """`accelerate launch --num_processes 2 --cpu -m llm4rec.eval` gives the single-process scores, in order."""
+    """`accelerate launch --multi_gpu --num_processes 2 -m llm4rec.eval` on CPU: single-process scores, in order."""
     rows = make_tallrec_samples(21, seed=15)
     data = write_jsonl(tmp_path / "test.jsonl", rows)
     code, _, err = run(
         ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "one")], capsys
     )
     assert code == 0, err
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
+    # `--cpu` alone makes accelerate start ONE process (multi-CPU runs need mpirun); `--multi_gpu` goes
+    # through torchrun, and without visible CUDA devices the processes join a gloo (CPU) process group.
+    path = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path)
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "llm4rec.eval", "--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "two"),
     ]  # fmt: skip
