@@ -46,14 +46,14 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from llm4rec.data.tokenize import render_prompt, truncate_left
+from llm4rec.data.tokenize import render_prompt, special_prefix_len, truncate_left
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.templates import PromptTemplate
 
 #: model types whose decoder takes 1-D ``position_ids`` and a transformers ``Cache`` and whose logits are
 #: exactly ``lm_head(hidden)``: prefix reuse and the sliced output head are exact for them.
-PREFIX_SAFE_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral", "baichuan", "qwen"})
+PREFIX_SAFE_MODEL_TYPES = frozenset({"glm", "llama", "qwen2", "qwen3", "mistral", "baichuan", "qwen"})
 
 #: config attributes that transform logits after the output head; any of them set disables head slicing
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -96,13 +96,7 @@ class ScoringStats:
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
     """Token ids of many prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt` per prompt."""
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    bos = getattr(tokenizer, "bos_token_id", None)
-    out = []
-    for seq in ids:
-        seq = list(seq)
-        keep = 1 if bos is not None and seq and seq[0] == bos else 0
-        out.append(truncate_left(seq, cutoff_len - 1, keep))
-    return out
+    return [truncate_left(list(seq), cutoff_len - 1, special_prefix_len(tokenizer, list(seq))) for seq in ids]
 
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
