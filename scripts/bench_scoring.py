@@ -1,7 +1,8 @@
 """Scoring throughput, side by side in one process: llm4rec's core against what the field runs.
 
-    python scripts/bench_scoring.py                 # ~10 minutes on 2 CPU cores (adapter cached in --work)
-    python scripts/bench_scoring.py --quick         # smaller sizes, a smoke run
+    python scripts/bench_scoring.py             # first run ~15-20 min on 2 cores (base pre-training and
+                                                # adapter training, cached in --work), then ~5 min
+    python scripts/bench_scoring.py --quick     # smaller sizes, a smoke run (~1 min once cached)
 
 Setup (cached under ``--work``): TALLRec prompts built from real MovieLens-100K (``../shared/data/ml-100k``),
 a tiny random LLaMA (a few layers) carrying the real LLaMA-7B tokenizer (``../shared/models/llama-7b``), and
