@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.eval.metrics import auc
 from llm4rec.io import atomic_dir
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Western")
@@ -99,19 +100,6 @@ def _simulate(
         yield u, items, ratings, appeal
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    s = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    pos = labels == 1
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def generate(out: Path, cfg: SynthConfig) -> dict:
     """Write ``u.data``, ``u.item``, ``u.genre``, ``pretrain/``, ``corpus.txt`` and ``synth.json`` into ``out``."""
     rng = np.random.default_rng(cfg.seed)
@@ -145,7 +133,7 @@ def generate(out: Path, cfg: SynthConfig) -> dict:
         "config": asdict(cfg),
         "ratings": len(data_lines),
         "positive_rate": float(labels.mean()),
-        "oracle_auc": _auc(appeal, labels),
+        "oracle_auc": auc(appeal, labels),
         "genres": list(GENRES),
     }
     with atomic_dir(out) as tmp:

@@ -37,12 +37,12 @@ def truncate_left(ids: list[int], limit: int, keep_head: int) -> list[int]:
     return ids[:keep_head] + ids[len(ids) - (limit - keep_head) :]
 
 
-def special_prefix_len(tokenizer: Any, ids: list[int]) -> int:
+def special_prefix_len(tokenizer: Any, ids: list[int], prefix: list[int] | None = None) -> int:
     """How many leading ids are the tokenizer's own prefix (BOS for LLaMA, ``[gMASK] sop`` for ChatGLM2/3).
 
     Truncation keeps them: a prompt that lost its prefix is out of distribution for the model.
     """
-    prefix = encode(tokenizer, "")
+    prefix = encode(tokenizer, "") if prefix is None else prefix
     return len(prefix) if prefix and ids[: len(prefix)] == prefix else 0
 
 

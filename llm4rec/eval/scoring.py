@@ -96,7 +96,11 @@ class ScoringStats:
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
     """Token ids of many prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt` per prompt."""
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    return [truncate_left(list(seq), cutoff_len - 1, special_prefix_len(tokenizer, list(seq))) for seq in ids]
+    prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])  # tokenized once, not per prompt
+    return [
+        truncate_left(list(seq), cutoff_len - 1, special_prefix_len(tokenizer, list(seq), prefix))
+        for seq in ids
+    ]
 
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
