@@ -10,6 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llm4rec.data.allocator import keep_freed_pages  # noqa: E402
+
+keep_freed_pages()  # before polars is imported
+
 from llm4rec.data.prep import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"error: unknown command {name!r}{hint}; run `llm4rec --help`", file=sys.stderr)
         return 2
+    if name == "prep":
+        from llm4rec.data.allocator import keep_freed_pages
+
+        keep_freed_pages()  # must precede the first polars import
     module, func = COMMANDS[name][0].split(":")
     return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
 
