@@ -31,9 +31,13 @@ demo: install  ## synthetic log -> tiny LLaMA -> TALLRec samples -> 4-bit LoRA -
 		--task tallrec --preset tallrec --quiet
 	$(BIN)/llm4rec tiny-model --family llama --out $(DEMO)/tiny-random --corpus $(DEMO)/log/corpus.txt
 	$(BIN)/llm4rec pretrain --model $(DEMO)/tiny-random --out $(DEMO)/tiny-base \
-		--corpus $(DEMO)/log/corpus.txt $(DEMO)/pretrain_data/tallrec/train.jsonl
+		--corpus $(DEMO)/pretrain_data/tallrec/train.jsonl --steps 400 --batch-size 32 --tail-tokens 40
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		train.py recipes/demo_cpu.yaml train.resume=never
+	@echo "== zero-shot: the pre-trained tiny base alone, no adapter =="
+	$(BIN)/llm4rec evaluate --checkpoint $(DEMO)/tiny-base --data $(DEMO)/data/tallrec/test.jsonl \
+		--out $(DEMO)/report-base
+	@echo "== the LoRA adapter on that base =="
 	$(BIN)/llm4rec evaluate --checkpoint $(DEMO)/adapter --data $(DEMO)/data/tallrec/test.jsonl
 
 clean:

@@ -18,10 +18,15 @@ ENV = "_RJEM_MALLOC_CONF"
 KEEP_PAGES = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
+#: what ``import polars`` itself puts in ENV when it finds nothing there (so child processes inherit it)
+POLARS_DEFAULT = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+
+
 def keep_freed_pages() -> bool:
     """Ask polars' jemalloc to reuse freed pages. Returns False (and changes nothing) when polars is
-    already imported or the user set their own jemalloc options."""
-    if "polars" in sys.modules or ENV in os.environ:
+    already imported in this process or the user set their own jemalloc options."""
+    if "polars" in sys.modules or os.environ.get(ENV, POLARS_DEFAULT) != POLARS_DEFAULT:
         return False
+    # polars puts its defaults first and appends ours; jemalloc lets the later setting win
     os.environ[ENV] = KEEP_PAGES
     return True

@@ -559,8 +559,10 @@ def _write_tasks(
 ) -> None:
     """Build every task chunk by chunk into ``tmp/<task>/``; add per-task facts to ``meta``."""
     strict = settings["split"] == "temporal"
-    pool = ThreadPoolExecutor(max_workers=1)
-    writers = {name: _SplitWriter(tmp / name, pool) for name in modules}
+    # one writer thread per task: each task's blocks stay in order, and one task's big JSON encoding
+    # (ranking's pools) does not hold up the others'
+    pools = {name: ThreadPoolExecutor(max_workers=1) for name in modules}
+    writers = {name: _SplitWriter(tmp / name, pools[name]) for name in modules}
     stats: dict[str, dict[str, Any]] = {name: {} for name in modules}
     try:
         for k, (a, b) in enumerate(_chunks(tl.frame)):
@@ -583,7 +585,8 @@ def _write_tasks(
             for w in writers.values():
                 w.close()
         finally:
-            pool.shutdown()
+            for pool in pools.values():
+                pool.shutdown()
     shared = {k: v for k, v in meta.items() if k != "tasks"}
     for name, w in writers.items():
         for split_name, n in w.counts.items():

@@ -6,6 +6,7 @@ Everything backbone-specific comes from the registry entry; this module only app
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from llm4rec.models.registry import (
     read_model_config,
 )
 from llm4rec.models.templates import ANSWERS, TEMPLATES, PromptTemplate
+
+# peft reads transformers' renamed `is_gradient_checkpointing` attribute; the notice is for peft, not users
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def default_device() -> torch.device:

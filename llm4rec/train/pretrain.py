@@ -24,16 +24,39 @@ from llm4rec.io import atomic_dir, read_jsonl
 from llm4rec.models.templates import ALPACA
 
 
-def load_documents(tokenizer, paths: list[str | Path], max_len: int) -> list[TrainExample]:
+def tail_window(example: TrainExample, tokens: int, bos_id: int | None) -> TrainExample:
+    """The last ``tokens`` tokens of ``example`` (BOS kept in front when the sequence starts with it)."""
+    ids, labels = example.input_ids, example.labels
+    if tokens <= 0 or len(ids) <= tokens:
+        return example
+    head = 1 if bos_id is not None and ids and ids[0] == bos_id else 0
+    keep = tokens - head
+    return TrainExample(ids[:head] + ids[-keep:], [-100] * head + labels[-keep:])
+
+
+def load_documents(
+    tokenizer, paths: list[str | Path], max_len: int, tail_tokens: int = 0
+) -> list[TrainExample]:
     """Tokenize pre-training documents: ``.txt`` lines get a loss on every token, ``.jsonl`` instruction
-    samples a loss on their answer (rendered in TALLRec's Alpaca template)."""
+    samples a loss on their answer (rendered in TALLRec's Alpaca template).
+
+    ``tail_tokens`` > 0 keeps only the last that many tokens of each instruction sample (plus BOS). In a
+    TALLRec prompt the target item and the answer sit at the end; a random tiny model cannot find the
+    target among ~130 tokens in a CPU budget, while in a short window it does within a few hundred steps,
+    and what it learns carries over to full prompts.
+    """
     docs: list[TrainExample] = []
     for p in map(Path, paths):
         if not p.is_file():
             raise UserError(f"--corpus: {p}: no such file")
         if p.suffix == ".jsonl":
             rows = read_jsonl(p, required=("instruction", "input", "output"))
-            docs += [encode_train_example(tokenizer, ALPACA, r, max_len) for r in rows]
+            docs += [
+                tail_window(
+                    encode_train_example(tokenizer, ALPACA, r, max_len), tail_tokens, tokenizer.bos_token_id
+                )
+                for r in rows
+            ]
         else:
             lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
             for ids in tokenizer(lines, add_special_tokens=True)["input_ids"]:
@@ -53,6 +76,7 @@ def pretrain(
     batch_size: int = 16,
     max_len: int = 256,
     lr: float = 3e-3,
+    tail_tokens: int = 0,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -65,7 +89,7 @@ def pretrain(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.train()
-    docs = load_documents(tokenizer, corpus, max_len)
+    docs = load_documents(tokenizer, corpus, max_len, tail_tokens)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -102,8 +126,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=256, help="documents are cut to this many tokens")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument(
+        "--tail-tokens",
+        type=int,
+        default=0,
+        help="train on the last N tokens of each .jsonl sample only (0: whole samples); see load_documents",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.tail_tokens < 0:
+        raise UserError(f"--tail-tokens: must be 0 or more, got {args.tail_tokens}")
     if not (args.model / "config.json").is_file():
         raise UserError(f"--model: {args.model} is not a model directory (no config.json)")
     stats = pretrain(
@@ -114,6 +146,7 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         max_len=args.max_len,
         lr=args.lr,
+        tail_tokens=args.tail_tokens,
         seed=args.seed,
     )
     print(

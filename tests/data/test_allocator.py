@@ -63,3 +63,11 @@ def test_llm4rec_prep_command_keeps_freed_pages():
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1].endswith(KEEP_PAGES)
+
+
+def test_polars_default_inherited_from_a_parent_is_not_a_user_choice():
+    """A parent that imported polars passes polars' own default down; the child still tunes."""
+    from llm4rec.data.allocator import KEEP_PAGES, POLARS_DEFAULT
+
+    env = {**os.environ, "_RJEM_MALLOC_CONF": POLARS_DEFAULT}
+    assert _conf_seen_by(REPO / "data_prep" / "movielens.py", env).endswith(KEEP_PAGES)

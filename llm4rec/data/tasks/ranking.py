@@ -101,11 +101,10 @@ def pools(
     neg = sampler.sample(users, k - 1, rng)
     pos = rng.integers(0, k, size=len(users))
     # slot j holds the target where j == pos, else negative j (before the target) or j - 1 (after it)
-    rows = np.arange(len(users))
-    pool = np.empty((len(users), k), dtype=np.int64)
-    for j in range(k):
-        src = np.clip(np.where(j < pos, j, j - 1), 0, k - 2)
-        pool[:, j] = np.where(j == pos, target, neg[rows, src])
+    slot = np.arange(k)[None, :]
+    src = np.minimum(slot - (slot > pos[:, None]), k - 2)
+    pool = np.take_along_axis(neg, src, axis=1)
+    pool[np.arange(len(users)), pos] = target
     keep = np.ones(len(users), dtype=bool)
     external = ctx.options.get("_external") or {}
     if external:
