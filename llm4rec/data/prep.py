@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from llm4rec.data import canonical
 from llm4rec.data.canonical import Canonical
@@ -488,9 +489,16 @@ def _timeline(enc: canonical.Encoded, settings: dict[str, Any], filtered: dict[s
 
 
 def prepare(
-    canon: Canonical, settings: dict[str, Any], out: Path, args_meta: dict[str, Any], log=print
+    canon: Canonical,
+    settings: dict[str, Any],
+    out: Path,
+    args_meta: dict[str, Any],
+    log=print,
+    progress: bool = False,
 ) -> dict:
     """Filter, split and build every task into ``out`` (replaced atomically); return the top-level meta.
+
+    ``progress`` shows a bar over the events on a terminal (never in pipes or logs).
 
     ``canon.interactions`` is emptied once written, to keep peak memory down at scale.
     """
@@ -543,7 +551,7 @@ def prepare(
             split=split_info,
             tasks={},
         )
-        _write_tasks(tl, ctx, modules, settings, tmp, meta)
+        _write_tasks(tl, ctx, modules, settings, tmp, meta, progress)
     log(_summary(meta, out, time.perf_counter() - t0))
     return meta
 
@@ -555,7 +563,7 @@ def _umask() -> int:
 
 
 def _write_tasks(
-    tl, ctx: TaskContext, modules: dict, settings: dict[str, Any], tmp: Path, meta: dict
+    tl, ctx: TaskContext, modules: dict, settings: dict[str, Any], tmp: Path, meta: dict, progress: bool
 ) -> None:
     """Build every task chunk by chunk into ``tmp/<task>/``; add per-task facts to ``meta``."""
     strict = settings["split"] == "temporal"
@@ -564,6 +572,14 @@ def _write_tasks(
     pools = {name: ThreadPoolExecutor(max_workers=1) for name in modules}
     writers = {name: _SplitWriter(tmp / name, pools[name]) for name in modules}
     stats: dict[str, dict[str, Any]] = {name: {} for name in modules}
+    # disable=None: tqdm switches itself off when stderr is not a terminal
+    bar = tqdm(
+        total=tl.frame.height,
+        unit="event",
+        unit_scale=True,
+        desc="samples",
+        disable=None if progress else True,
+    )
     try:
         for k, (a, b) in enumerate(_chunks(tl.frame)):
             events = add_history(tl.frame.slice(a, b - a), ctx.history, strict)
@@ -580,7 +596,9 @@ def _write_tasks(
                         for key, v in extra.items():
                             stats[name][key] = stats[name].get(key, 0) + v
                     writers[name].write(rows.drop("split"), split)
+            bar.update(b - a)
     finally:
+        bar.close()
         try:
             for w in writers.values():
                 w.close()
@@ -646,7 +664,7 @@ def main(argv: list[str] | None = None, source: str = "movielens") -> int:
     log(
         f"read {canon.interactions.height} events, {canon.items.height} items in {time.perf_counter() - t0:.1f} s"
     )
-    prepare(canon, settings, args.out, _meta_args(args, settings), log=log)
+    prepare(canon, settings, args.out, _meta_args(args, settings), log=log, progress=not args.quiet)
     return 0
 
 
