@@ -17,6 +17,8 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     recipe = load_recipe(argv[0], argv[1:])
     summary = train(recipe)
+    if not summary["main_process"]:
+        return 0
     auc = summary["best_valid_auc"]
     best = (
         f"best valid AUC {auc:.4f} at step {summary['best_step']}" if auc is not None else "no validation AUC"

@@ -274,6 +274,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 answers,
                 batch_size=recipe.eval.batch_size,
                 cutoff_len=d.cutoff_len,
+                # with several processes each scores a shard; every one gets all scores back, in order
+                distributed=accelerator.num_processes > 1,
             )
         model.train()
         try:
@@ -385,4 +387,5 @@ def train(recipe: Recipe) -> dict[str, Any]:
         wandb_run.summary.update(summary)
         wandb_run.finish()
     accelerator.wait_for_everyone()
-    return summary
+    # callers print the summary once, from the main process
+    return {**summary, "main_process": accelerator.is_main_process}

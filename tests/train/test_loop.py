@@ -148,3 +148,36 @@ def test_train_py_prints_one_line_for_a_bad_recipe_key(tmp_path, tiny_llama):
     assert res.stderr.strip().splitlines() == [
         f"error: {path}: unknown recipe key 'train.lerning_rate' (did you mean 'learning_rate'?)"
     ]
+
+
+def test_two_processes_shard_validation_and_keep_the_best_adapter(tmp_path, tiny_llama):
+    """`accelerate launch --multi_gpu --num_processes 2 train.py` on CPU (gloo): validation is scored in
+    shards, and the AUC it reports is the AUC of the adapter it kept, scored again in one process."""
+    from llm4rec.eval.evaluate import main as evaluate
+
+    data = _recipe(tmp_path, tiny_llama, max_steps=4, eval_every=2, save_every=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "train.py"), str(path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 4 steps") == 1  # the summary comes from the main process only
+    out = tmp_path / "out"
+    summary = json.loads((out / "train_summary.json").read_text())
+    aucs = [
+        json.loads(x)["valid_auc"]
+        for x in (out / "metrics.jsonl").read_text().splitlines()
+        if "valid_auc" in x
+    ]
+    assert len(aucs) == 2 and summary["best_valid_auc"] == max(aucs)
+    assert (
+        evaluate(["--checkpoint", str(out), "--data", data["data"]["valid"], "--out", str(tmp_path / "r")])
+        == 0
+    )
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert abs(report["checkpoints"][0]["metrics"]["auc"] - summary["best_valid_auc"]) < 1e-6
