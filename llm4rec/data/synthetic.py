@@ -14,8 +14,9 @@ beat it in expectation. It is written to ``synth.json`` (about 0.96 at the defau
 
 The same process also simulates a disjoint set of *corpus users* on the same items. Their log is written
 in the same layout under ``pretrain/`` and as plain sentences in ``corpus.txt`` ("Loved "X". Disliked
-"Y". ..."). That is the domain text the demo pre-trains its tiny base on, a stand-in for what a real LLM
-has read before fine-tuning; it never contains the users the adapter is trained or evaluated on.
+"Y". ..."). The demo trains its tokenizer on ``corpus.txt`` and pre-trains its tiny base on the corpus
+users' TALLRec samples, a stand-in for what a real LLM has learned before fine-tuning; neither contains
+the users the adapter is trained or evaluated on.
 """
 
 from __future__ import annotations
