@@ -31,23 +31,14 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from llm4rec.data.sources.movielens import ML100K_GENRES  # noqa: E402
+
 SHAPES = {
     "1m": {"users": 6040, "items": 3706, "ratings": 1_000_209, "layout": "dat", "min": 20},
     "20m": {"users": 138_493, "items": 26_744, "ratings": 20_000_263, "layout": "csv", "min": 20},
 }
-GENRES = [
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-]
+# the first eleven real genres of the 100K release
+GENRES = ML100K_GENRES[1:12]
 
 
 def synthesize(out: Path, shape: dict, seed: int = 0) -> Path:

@@ -43,6 +43,13 @@ class ReadReport:
         self.skipped[path.name] = self.skipped.get(path.name, 0) + 1
         self.examples.setdefault(path.name, message)
 
+    def bad_line(self, path: Path, lineno: int, problem: str, skip: bool) -> None:
+        """A malformed line: stop with ``file:line: problem``, or with ``skip`` (--skip-bad-lines) count it."""
+        msg = f"{path.name}:{lineno}: {problem}"
+        if not skip:
+            raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
+        self.skip(path, msg)
+
     @property
     def total(self) -> int:
         """Skipped lines over all files."""
@@ -170,10 +177,7 @@ def read_delimited(
         fields = line.split(sep)
         problem = _describe(fields, schema, sep, names)
         if problem is not None:
-            msg = f"{path.name}:{lineno}: {problem}"
-            if not skip_bad_lines:
-                raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
-            report.skip(path, msg)
+            report.bad_line(path, lineno, problem, skip_bad_lines)
             continue
         rows.append([p(v) for p, v in zip(parsers, fields)])
     return pl.DataFrame(rows, schema=schema, orient="row")
@@ -321,10 +325,7 @@ def _slow_csv(
                             problem = f"column {c!r} is empty"
                             break
                 if problem is not None:
-                    msg = f"{path.name}:{lineno}: {problem}"
-                    if not skip_bad_lines:
-                        raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
-                    report.skip(path, msg)
+                    report.bad_line(path, lineno, problem, skip_bad_lines)
                     continue
                 for c in head:
                     data[c].append(values[c])
@@ -466,10 +467,7 @@ def _json_block(
                     problem = f"field {key!r} is {rec.get(key)!r}: {exc}"
                     break
         if problem is not None:
-            msg = f"{path.name}:{lineno}: {problem}"
-            if not skip_bad_lines:
-                raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
-            report.skip(path, msg)
+            report.bad_line(path, lineno, problem, skip_bad_lines)
             continue
         for out in fields:
             cols[out].append(values[out])

@@ -589,21 +589,37 @@ def score_binary(
     Returns a float32 tensor on the model's device, one score per sample, in the samples' order.
     ``options`` go to :func:`score_token_sequences` (``max_batch_tokens``, ``reuse_prefix``, ``stats``...).
     """
+    logits = answer_logits(
+        model,
+        tokenizer,
+        template,
+        samples,
+        answers,
+        cutoff_len,
+        batch_size=batch_size,
+        progress=progress,
+        **options,
+    )
+    return torch.softmax(logits, dim=-1)[:, 0]
+
+
+def answer_logits(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    samples: Sequence[dict[str, Any]],
+    answers: Sequence[str],
+    cutoff_len: int,
+    **options: Any,
+) -> torch.Tensor:
+    """Logits [N, A] of the answers' first tokens after each sample's rendered prompt (the shared core of
+    the ``score_*`` functions); ``options`` go to :func:`score_token_sequences`."""
     if not samples:
         raise UserError("no samples to score")
     prompts = [render_prompt(template, s) for s in samples]
     ids = answer_token_ids(tokenizer, prompts[0], answers)
     seqs = encode_prompts(tokenizer, prompts, cutoff_len)
-    logits = score_token_sequences(
-        model,
-        seqs,
-        ids,
-        batch_size=batch_size,
-        pad_token_id=_pad_id(tokenizer),
-        progress=progress,
-        **options,
-    )
-    return torch.softmax(logits, dim=-1)[:, 0]
+    return score_token_sequences(model, seqs, ids, pad_token_id=_pad_id(tokenizer), **options)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -639,12 +655,16 @@ def score_choices(
     labels = list(labels or INDEX_LETTERS)
     if k > len(labels):
         raise UserError(f"a sample has {k} candidates but only {len(labels)} index labels exist")
-    labels = labels[:k]
-    prompts = [render_prompt(template, s) for s in samples]
-    ids = answer_token_ids(tokenizer, prompts[0], labels)
-    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
-    logits = score_token_sequences(
-        model, seqs, ids, batch_size=batch_size, pad_token_id=_pad_id(tokenizer), progress=progress, **options
+    logits = answer_logits(
+        model,
+        tokenizer,
+        template,
+        samples,
+        labels[:k],
+        cutoff_len,
+        batch_size=batch_size,
+        progress=progress,
+        **options,
     )
     if min(counts) < k:
         valid = torch.arange(k)[None] < torch.tensor(counts)[:, None]
@@ -677,24 +697,20 @@ def score_pointwise(
 
     Same values as :func:`score_binary` on the same samples (the grouping only saves work).
     """
-    if not samples:
-        raise UserError("no samples to score")
     if len(groups) != len(samples):
         raise ValueError("one group key per sample is required")
-    prompts = [render_prompt(template, s) for s in samples]
-    ids = answer_token_ids(tokenizer, prompts[0], answers)
-    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
-    logits = score_token_sequences(
+    return score_binary(
         model,
-        seqs,
-        ids,
+        tokenizer,
+        template,
+        samples,
+        answers,
         groups=groups,
         batch_size=batch_size,
-        pad_token_id=_pad_id(tokenizer),
+        cutoff_len=cutoff_len,
         progress=progress,
         **options,
     )
-    return torch.softmax(logits, dim=-1)[:, 0]
 
 
 #: the Yes/No question asked per candidate when a ranking sample brings no ``pointwise_inputs``

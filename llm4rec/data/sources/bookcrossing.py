@@ -46,10 +46,8 @@ def _books(path: Path, encoding: str, skip_bad_lines: bool, report: ReadReport) 
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
             if len(fields) != len(header):
-                msg = f"{path.name}:{reader.line_num}: expected {len(header)} fields (header), got {len(fields)}"
-                if not skip_bad_lines:
-                    raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
-                report.skip(path, msg)
+                problem = f"expected {len(header)} fields (header), got {len(fields)}"
+                report.bad_line(path, reader.line_num, problem, skip_bad_lines)
                 continue
             isbn.append(fields[idx["ISBN"]].strip())
             title.append(fields[idx["Book-Title"]].strip())

@@ -103,10 +103,8 @@ def _split_lines(
             continue
         fields = line.split(sep)
         if len(fields) < min_fields or not fields[0].strip():
-            msg = f"{path.name}:{lineno}: expected at least {min_fields} {sep!r}-separated fields, got {len(fields)}"
-            if not skip_bad_lines:
-                raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
-            report.skip(path, msg)
+            problem = f"expected at least {min_fields} {sep!r}-separated fields, got {len(fields)}"
+            report.bad_line(path, lineno, problem, skip_bad_lines)
             continue
         out.append((lineno, fields))
     return out

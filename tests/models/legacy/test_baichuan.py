@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_baichuan, baichuan
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
     from . import _reference_qwen_baichuan as ref
@@ -162,15 +163,12 @@ def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_qlora_training_step_lowers_the_loss(tiny, family):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from llm4rec.models.loading import load_tokenizer
 
     _, out, _ = tiny[family]
     fam = get_family(family)
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(out, quantization_config=q, device_map="cpu")
-    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    model = load_4bit(out)
     model = get_peft_model(
         model,
         LoraConfig(
@@ -184,16 +182,7 @@ def test_qlora_training_step_lowers_the_loss(tiny, family):
         tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
         for i in range(4)
     ]
-    batch = tok(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(4):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
     assert losses[-1] < losses[0] - 0.05, losses
 
 

@@ -10,6 +10,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm2 as cg2
+from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
     from . import _reference_chatglm as ref
@@ -222,15 +223,12 @@ def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
 
 def test_4bit_lora_training_step_lowers_loss(tiny):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
 
     from llm4rec.models.registry import get_family
 
     _, out = tiny["chatglm3"]
-    bnb = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
-    )
-    model = AutoModelForCausalLM.from_pretrained(out, quantization_config=bnb, device_map="cpu")
+    model = load_4bit(out)
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     targets = get_family("chatglm3").targets("qv")
     model = get_peft_model(
@@ -242,15 +240,7 @@ def test_4bit_lora_training_step_lowers_loss(tiny):
         padding=True,
         return_tensors="pt",
     )
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(4):
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, enc, lr=1e-2)
     assert losses[-1] < losses[0]
 
 
