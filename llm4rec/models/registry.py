@@ -128,7 +128,7 @@ def _tiny_llama(vocab_size: int) -> Any:
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=128,
-        intermediate_size=344,
+        intermediate_size=384,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
@@ -144,7 +144,7 @@ def _tiny_qwen2(vocab_size: int) -> Any:
     return Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=128,
-        intermediate_size=344,
+        intermediate_size=384,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

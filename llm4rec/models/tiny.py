@@ -132,8 +132,14 @@ def build_tiny_model(
         tokenizer = train_tokenizer(family, corpus, vocab_size)
     cfg = fam.tiny_config(len(tokenizer))
     if hidden_size:
+        if hidden_size % 64:
+            raise UserError(
+                f"--hidden-size: {hidden_size} is not a multiple of 64; bitsandbytes' CPU 4-bit kernels "
+                "need layer widths in multiples of 64 (try 64, 128 or 256)"
+            )
         cfg.hidden_size = hidden_size
-        cfg.intermediate_size = int(hidden_size * 8 / 3 // 8 * 8)
+        # ~8/3 of the hidden size as in LLaMA, rounded up to a multiple of 64 for the 4-bit CPU kernels
+        cfg.intermediate_size = -(-hidden_size * 8 // 3 // 64) * 64
     if layers:
         cfg.num_hidden_layers = layers
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
