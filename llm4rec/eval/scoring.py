@@ -449,7 +449,7 @@ def _run_fast(
         decoder(
             input_ids=ids,
             position_ids=torch.arange(p0, device=device)[None],
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         prefix_kv = _kv(cache)
@@ -514,7 +514,7 @@ def _run_fast(
                 input_ids=_to_device(gids, device),
                 attention_mask=_to_device(full_mask, device),
                 position_ids=_to_device(p0 + torch.arange(rmax)[None].expand(len(chunk), -1), device),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             gkv = _kv(cache)
@@ -553,9 +553,7 @@ def _run_fast(
                 input_ids=_to_device(ids, device),
                 attention_mask=_to_device(mask, device) if padded else None,
                 position_ids=_to_device(pos, device),
-                past_key_values=None
-                if past is None
-                else _new_cache(config, past, keep=False, rows=gather_rows),
+                cache=None if past is None else _new_cache(config, past, keep=False, rows=gather_rows),
                 use_cache=past is not None,
             ).last_hidden_state
             dlast = _to_device(last, device)

@@ -189,9 +189,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
     )
     model.config.use_cache = False
     if m.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+        # non-reentrant checkpointing: torch's recommended mode, and the one that works with frozen inputs
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=m.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     resume_dir = _find_resume(recipe)
     if resume_dir is not None:

@@ -400,7 +400,8 @@ def test_cuda_matches_cpu():
     g = torch.from_numpy(rng.integers(0, 20, 200))
     cu = torch.device("cuda")
     assert auc(s[:, 0].to(cu), y.to(cu)) == pytest.approx(auc(s[:, 0], y), abs=1e-12)
-    assert gauc(s[:, 0].to(cu), y.to(cu), g.to(cu)) == gauc(s[:, 0], y, g)
+    # reductions run in another order on the GPU: equal to float precision, not bit for bit
+    assert gauc(s[:, 0].to(cu), y.to(cu), g.to(cu)) == pytest.approx(gauc(s[:, 0], y, g), abs=1e-12)
     for fn in (ndcg_at_k, hit_rate_at_k, recall_at_k):
         assert fn(s.to(cu), rel.to(cu), 5) == pytest.approx(fn(s, rel, 5), abs=1e-12)
     assert mrr(s.to(cu), rel.to(cu)) == pytest.approx(mrr(s, rel), abs=1e-12)

@@ -262,7 +262,7 @@ def make_tiny_original(
     hidden: int = 64,
     heads: int = 4,
     layers: int = 2,
-    intermediate: int = 160,
+    intermediate: int = 192,
     seed: int = 0,
     fmt: str = "safetensors",
     scale: float = 0.15,

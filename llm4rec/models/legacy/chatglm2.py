@@ -514,7 +514,7 @@ def make_tiny_original(
     hidden_size: int = 64,
     num_attention_heads: int = 4,
     multi_query_group_num: int = 2,
-    ffn_hidden_size: int = 96,
+    ffn_hidden_size: int = 128,
     vocab_size: int = 600,
     fmt: str = "safetensors",
     multi_query: bool = True,

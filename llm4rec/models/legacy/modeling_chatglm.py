@@ -45,7 +45,7 @@ class ChatGLM6BConfig(PreTrainedConfig):
     """Configuration of the native ChatGLM-6B (first generation)."""
 
     model_type = MODEL_TYPE
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
 
     vocab_size: int = 130528
     hidden_size: int = 4096
@@ -166,7 +166,7 @@ class ChatGLM6BAttention(nn.Module):
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
         b, n, _ = hidden_states.shape
         shape = (b, n, self.heads, self.head_dim)
@@ -175,8 +175,8 @@ class ChatGLM6BAttention(nn.Module):
         v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         cos, sin = rotary
         q, k = apply_2d_rotary(q, cos, sin), apply_2d_rotary(k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         if self.config._attn_implementation == "eager":
             scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
             scores = scores.float().masked_fill(~attention_mask, float("-inf"))
@@ -215,11 +215,11 @@ class ChatGLM6BBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         x = self.input_layernorm(hidden_states)
-        h = x * self.alpha + self.self_attn(x, rotary, attention_mask, past_key_values)
+        h = x * self.alpha + self.self_attn(x, rotary, attention_mask, cache)
         y = self.post_attention_layernorm(h)
         return y * self.alpha + self.mlp(y)
 
@@ -232,7 +232,7 @@ class ChatGLM6BPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["ChatGLM6BBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
 
 
@@ -261,7 +261,7 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Any,
@@ -277,10 +277,10 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         b, n = inputs_embeds.shape[:2]
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         device = inputs_embeds.device
         release_mask = None
         if attention_mask is not None and attention_mask.dim() == 4:
@@ -296,7 +296,7 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
             if real.shape[1] != past + n:
                 raise ValueError(f"attention_mask covers {real.shape[1]} tokens, expected {past + n}")
         rel = real.long().cumsum(-1) - 1  # index among real tokens, over past + new
-        state = getattr(past_key_values, "llm4rec_glm", None) if past else None
+        state = getattr(cache, "llm4rec_glm", None) if past else None
         if state is None:
             if past:
                 raise ValueError(
@@ -307,8 +307,8 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
             else:  # embeddings only: no <sop> to find, plain causal text
                 zeros = torch.zeros(b, dtype=torch.long, device=device)
                 state = GLMPositions(zeros, zeros, torch.zeros(b, dtype=torch.bool, device=device))
-        if past_key_values is not None:
-            past_key_values.llm4rec_glm = state
+        if cache is not None:
+            cache.llm4rec_glm = state
         if position_ids is None or position_ids.dim() != 3:
             # 1-D positions (what generate() derives from the mask) cannot express GLM's 2-D scheme
             position_ids = state.position_ids(rel[:, past:])
@@ -321,8 +321,8 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         rotary = self.rotary(inputs_embeds, position_ids.to(device))
         hidden = inputs_embeds
         for layer in self.layers:
-            hidden = layer(hidden, rotary=rotary, attention_mask=mask, past_key_values=past_key_values)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
+            hidden = layer(hidden, rotary=rotary, attention_mask=mask, cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
 
 
 class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
@@ -357,7 +357,7 @@ class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -369,7 +369,7 @@ class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
         )
@@ -384,7 +384,7 @@ class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache)
 
 
 def _register() -> None:

@@ -400,7 +400,7 @@ def make_tiny_original(
     hidden: int = 64,
     heads: int = 4,
     layers: int = 2,
-    intermediate: int = 192,
+    intermediate: int = 256,
     n_merges: int = 60,
     seed: int = 0,
     fmt: str = "safetensors",

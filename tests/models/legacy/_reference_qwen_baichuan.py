@@ -207,15 +207,15 @@ def compare_with_reference(
             diffs["padded"] = max(diffs["padded"], (out[i, width - len(s) :] - ref).abs().max().item())
         head = width - n_cached
         step = model(input_ids=ids[:, :head], attention_mask=mask[:, :head], use_cache=True)
-        past, steps = step.past_key_values, [step.logits]
+        past, steps = step.cache, [step.logits]
         for t in range(head, width):
             step = model(
                 input_ids=ids[:, t : t + 1],
                 attention_mask=mask[:, : t + 1],
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
-            past = step.past_key_values
+            past = step.cache
             steps.append(step.logits)
         out = torch.cat(steps, dim=1)
         for i, (s, ref) in enumerate(zip(seqs, full)):

@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_baichuan, baichuan
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
@@ -207,3 +208,14 @@ def test_rejects_13b_alibi_and_the_wrong_generation(tmp_path, tiny):
     with pytest.raises(UserError, match="extra"):
         baichuan.convert(partial, tmp_path / "d", "baichuan")
     assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+@pytest.mark.parametrize("variant", ["baichuan", "baichuan2"])
+def test_generate_equals_explicit_cache_loop(tiny, variant):
+    from transformers import AutoModelForCausalLM
+
+    _, out, _ = tiny[variant]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
+    assert_generate_matches_cache_loop(model, seqs, pad_id=0)

@@ -11,6 +11,7 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm as cg1
 from llm4rec.models.legacy.chatglm2 import TINY_CORPUS, iter_original_tensors, save_state_dict
+from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
@@ -103,11 +104,11 @@ def test_native_logits_equal_reference_padded_and_cached(tiny, variant):
     cut = s.index(cfg["bos_token_id"]) + 2
     with torch.no_grad():
         o = model(torch.tensor([s[:cut]]), use_cache=True)
-        steps, past = [o.logits[0]], o.past_key_values
+        steps, past = [o.logits[0]], o.cache
         for tok in s[cut:]:
-            o = model(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            o = model(torch.tensor([[tok]]), cache=past, use_cache=True)
             steps.append(o.logits[0])
-            past = o.past_key_values
+            past = o.cache
     assert (torch.cat(steps) - refs[0]).abs().max().item() < TOL
     # prefix-LM: a prompt token sees later prompt tokens; no token sees a later answer token
     k = s.index(cfg["gmask_token_id"]) - 1
@@ -337,3 +338,13 @@ def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):
     (ck,) = out["report"]["checkpoints"]
     assert (ck["family"], ck["template"], ck["answers"]) == ("chatglm", "chatglm_zh", ["是", "否"])
     assert ck["metrics"]["n_samples"] == 8 and 0.0 <= ck["metrics"]["auc"] <= 1.0
+
+
+def test_generate_equals_explicit_cache_loop(tiny):
+    from transformers import AutoModelForCausalLM
+
+    src, out = tiny["plain"]
+    cfg = json.loads((src / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    seqs = [s[: s.index(cfg["bos_token_id"]) + 1] for s in _prompts(cfg)[:2]]
+    assert_generate_matches_cache_loop(model, seqs, pad_id=cfg["pad_token_id"])

@@ -10,6 +10,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm2 as cg2
+from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
@@ -76,10 +77,10 @@ def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
     with torch.no_grad():
         o = model(torch.tensor([s[:6]]), use_cache=True)
         steps = [o.logits[0]]
-        past = o.past_key_values
+        past = o.cache
         for tok in s[6:]:
-            o = model(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
-            past = o.past_key_values
+            o = model(torch.tensor([[tok]]), cache=past, use_cache=True)
+            past = o.cache
             steps.append(o.logits[0])
     assert (torch.cat(steps) - refs[0]).abs().max().item() < TOL
 
@@ -302,3 +303,14 @@ def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):
     (ck,) = out["report"]["checkpoints"]
     assert (ck["family"], ck["template"], ck["answers"]) == ("chatglm3", "chatglm3_zh", ["是", "否"])
     assert ck["metrics"]["n_samples"] == 8 and 0.0 <= ck["metrics"]["auc"] <= 1.0
+
+
+@pytest.mark.parametrize("variant", ["chatglm2", "chatglm3"])
+def test_generate_equals_explicit_cache_loop(tiny, variant):
+    from transformers import AutoModelForCausalLM
+
+    _, out = tiny[variant]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
+    assert_generate_matches_cache_loop(model, seqs, pad_id=0)

@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_qwen, qwen
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
 try:
@@ -254,3 +255,14 @@ def test_pickled_weights_never_run_code(tmp_path):
     with pytest.raises(UserError, match="weights_only"):
         qwen.convert(src, tmp_path / "out", "qwen")
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("variant", ["safetensors"])
+def test_generate_equals_explicit_cache_loop(tiny, variant):
+    from transformers import AutoModelForCausalLM
+
+    _, out, _ = tiny[variant]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
+    assert_generate_matches_cache_loop(model, seqs, pad_id=0)
