@@ -6,10 +6,11 @@ FROM pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 TOKENIZERS_PARALLELISM=false
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY llm4rec ./llm4rec
-# the image's CUDA torch already satisfies torch>=2.4, so pip keeps it
-RUN pip install --upgrade pip && pip install .
+# Installs through the lock (constraints.txt pins everything but torch); the image's CUDA torch already
+# satisfies torch>=2.6, so pip keeps it.
+RUN pip install --upgrade pip && pip install -c constraints.txt .
 COPY train.py ./
 COPY recipes ./recipes
 COPY data_prep ./data_prep

@@ -6,14 +6,18 @@ BIN    := $(VENV)/bin
 # PyPI on a user's Linux GPU machine. Override, e.g. `make install TORCH="torch==2.6.0"`, to keep your own.
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
+# The lock: exact versions of every dependency but torch and the packages only torch needs (pip constraints,
+# see README "Locked installs"). `make lock` refreshes it on purpose; `make test-latest` shows what would drift.
+LOCK   ?= constraints.txt
+LATEST ?= .venv-latest
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo clean lock test-latest
 
-$(BIN)/llm4rec: pyproject.toml
+$(BIN)/llm4rec: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
 	@touch $@
 
 install: $(BIN)/llm4rec  ## create .venv and install llm4rec with its test tools
@@ -40,5 +44,18 @@ demo: install  ## synthetic log -> tiny LLaMA -> TALLRec samples -> 4-bit LoRA -
 	@echo "== the LoRA adapter on that base =="
 	$(BIN)/llm4rec evaluate --checkpoint $(DEMO)/adapter --data $(DEMO)/data/tallrec/test.jsonl
 
+# The newest versions pyproject.toml allows, in a venv of their own ($(LATEST)), ignoring the lock.
+$(LATEST)/bin/llm4rec: pyproject.toml
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet "$(TORCH)"
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+
+lock: $(LATEST)/bin/llm4rec  ## rewrite the lock from the newest allowed versions (then run `make test`)
+	$(LATEST)/bin/python scripts/write_lock.py --python $(LATEST)/bin/python --out $(LOCK)
+
+test-latest: $(LATEST)/bin/llm4rec  ## the suite on the newest allowed versions: drift shows here first
+	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(transformers|peft|bitsandbytes|accelerate|datasets|torch|polars)=='
+	$(LATEST)/bin/python -m pytest -q -n 2
+
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache
+	rm -rf $(DEMO) .pytest_cache .ruff_cache $(LATEST)
