@@ -122,8 +122,11 @@ def test_resume_after_a_killed_run_matches_an_uninterrupted_run(tmp_path, tiny_l
     a = load_file(clean_dir / "out" / "checkpoint-last" / "adapter_model.safetensors")
     b = load_file(killed_dir / "out" / "checkpoint-last" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
+    # bitsandbytes 0.50's CPU 4-bit kernels split reductions over threads, so two identical runs may differ in
+    # the last float bits (seen: 2e-6 on one of 1024 values); a wrong RNG, data or optimizer state after
+    # resume moves every value by orders of magnitude more
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     steps = [json.loads(x)["step"] for x in (killed_dir / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s] == sorted(s for s in steps if s)  # no step logged twice after resume
 
