@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,6 +189,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `3e-3` and `1e4` (no dot) as strings; Python's float() spelling is accepted
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number):
+                    return number
+                raise UserError(f"{key}: expected a finite number, got {value!r}")
         raise UserError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

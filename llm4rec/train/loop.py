@@ -28,7 +28,7 @@ from llm4rec.data.tokenize import (
     render_prompt,
 )
 from llm4rec.errors import UserError
-from llm4rec.io import atomic_dir, read_jsonl, write_json_atomic
+from llm4rec.io import atomic_dir, follow_umask, read_jsonl, write_json_atomic
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.loading import (
     answer_words,
@@ -108,6 +108,7 @@ def _save_adapter(model: Any, out: Path) -> None:
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
+    follow_umask(tmp)  # safetensors writes 0600: other users of a shared server could not load the adapter
     for name in ADAPTER_FILES:
         os.replace(tmp / name, out / name)
     shutil.rmtree(tmp, ignore_errors=True)
