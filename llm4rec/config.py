@@ -264,6 +264,22 @@ def validate(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def check_paths(recipe: Recipe) -> Recipe:
+    """Check the recipe's inputs exist (model directory, sample files), cheaply, before anything heavy loads.
+
+    Run first in every process, so that a typo is one line at start-up rather than after imports.
+    """
+    from llm4rec.models.registry import require_model_dir
+
+    require_model_dir(recipe.model.path)
+    for key in ("train", "valid"):
+        value = getattr(recipe.data, key)
+        if value and not Path(value).is_file():
+            what = "is a directory, not a file" if Path(value).is_dir() else "does not exist"
+            raise UserError(f"data.{key}: {value} {what} (make it with data_prep/<source>.py --out DIR)")
+    return recipe
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"override {text!r}: expected key.sub=value")

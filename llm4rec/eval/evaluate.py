@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -246,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
     )
-    ap.add_argument("--progress", action="store_true", help="show a progress bar while scoring")
+    ap.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar while scoring (default: on when stderr is a terminal)",
+    )
     return ap
 
 
@@ -269,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--ks: cut-offs must be positive integers, got {args.ks!r}")
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
-            raise UserError(f"{ckpt}: checkpoint directory not found")
+            what = "is a file, not a directory" if ckpt.exists() else "does not exist"
+            raise UserError(f"--checkpoint: {ckpt} {what} (checkpoint directory not found)")
+    if args.progress is None:
+        args.progress = sys.stderr.isatty()
 
     rows = read_jsonl(args.data)
     if args.max_samples:

@@ -38,6 +38,7 @@ from llm4rec.models.loading import (
     resolve_model_path,
     resolve_template,
 )
+from llm4rec.models.registry import require_model_dir
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -148,6 +149,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         )
     accum = t.batch_size // (t.micro_batch_size * world)
     _set_seed(t.seed)
+    require_model_dir(m.path)
     family = resolve_family(m.path, m.family)
     model_path = resolve_model_path(m.path, family)
     tokenizer = load_tokenizer(model_path, family)
