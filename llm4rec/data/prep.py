@@ -96,6 +96,10 @@ class Source:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     read: Callable[[argparse.Namespace, float | None], Canonical]
     default_threshold: float = 3.0
+    #: default of --encoding (the text encoding the release uses)
+    default_encoding: str = "utf-8"
+    #: what --encoding covers, for its help
+    encoding_help: str = "text encoding of the source files"
     #: extra defaults of the source (e.g. order 'file' for logs without times)
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -108,9 +112,6 @@ def _movielens() -> Source:
         ap.add_argument(
             "--layout", default="auto", choices=movielens.LAYOUTS, help="file layout (auto-detected)"
         )
-        ap.add_argument(
-            "--encoding", default="auto", help="item file encoding (auto: UTF-8, else ISO-8859-1)"
-        )
 
     def read(args: argparse.Namespace, threshold: float | None) -> Canonical:
         return movielens.read_movielens(
@@ -121,7 +122,13 @@ def _movielens() -> Source:
             skip_bad_lines=args.skip_bad_lines,
         )
 
-    return Source("movielens", add, read)
+    return Source(
+        "movielens",
+        add,
+        read,
+        default_encoding="auto",
+        encoding_help="encoding of the text files (auto: UTF-8, else ISO-8859-1 as the older releases use)",
+    )
 
 
 def _amazon() -> Source:
@@ -143,9 +150,10 @@ def _amazon() -> Source:
             release=args.release,
             threshold=3.0 if threshold is None else threshold,
             skip_bad_lines=args.skip_bad_lines,
+            encoding=args.encoding,
         )
 
-    return Source("amazon", add, read)
+    return Source("amazon", add, read, encoding_help="text encoding of the review and metadata files")
 
 
 def _bookcrossing() -> Source:
@@ -155,7 +163,6 @@ def _bookcrossing() -> Source:
         ap.add_argument(
             "--src", required=True, type=Path, help="directory with BX-Book-Ratings.csv, BX-Books.csv"
         )
-        ap.add_argument("--encoding", default="iso-8859-1", help="file encoding (the release is ISO-8859-1)")
         ap.add_argument(
             "--implicit",
             default="negative",
@@ -172,7 +179,14 @@ def _bookcrossing() -> Source:
             skip_bad_lines=args.skip_bad_lines,
         )
 
-    return Source("bookcrossing", add, read, default_threshold=5.0)
+    return Source(
+        "bookcrossing",
+        add,
+        read,
+        default_threshold=5.0,
+        default_encoding="iso-8859-1",
+        encoding_help="encoding of the CSV files (the release is ISO-8859-1)",
+    )
 
 
 def _generic() -> Source:
@@ -187,7 +201,6 @@ def _generic() -> Source:
             "--format", default="auto", choices=generic.FORMATS, help="log format (from the name)"
         )
         ap.add_argument("--sep", default=None, help="CSV field separator (default , or tab for .tsv)")
-        ap.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV files")
         ap.add_argument("--user-col", default="user", help="user id column")
         ap.add_argument("--item-col", default="item", help="item id column")
         ap.add_argument("--rating-col", default=None, help="rating column (label = rating > threshold)")
@@ -228,7 +241,7 @@ def _generic() -> Source:
             domain=args.domain or "item",
         )
 
-    return Source("generic", add, read)
+    return Source("generic", add, read, encoding_help="text encoding of CSV, TSV and JSONL files")
 
 
 #: source name -> factory (imported lazily so one source's code never loads another's)
@@ -267,13 +280,24 @@ def _ints(text: str | None, flag: str) -> list[int]:
     return vals
 
 
-def build_parser(source: Source) -> argparse.ArgumentParser:
-    """The argument parser of ``data_prep/<source>.py``."""
+def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``data_prep/<source>.py`` (``prog``: the name shown in usage lines)."""
     ap = argparse.ArgumentParser(
-        prog=f"data_prep/{source.name}.py",
+        prog=prog or f"data_prep/{source.name}.py",
         description=f"Turn a {source.name} log into canonical tables and instruction samples.",
     )
     source.add_arguments(ap)
+    # every source takes the same two input flags
+    ap.add_argument(
+        "--encoding",
+        default=source.default_encoding,
+        help=f"{source.encoding_help} (default {source.default_encoding})",
+    )
+    ap.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed or out-of-range lines, count them in meta.json and warn (default: stop at the first)",
+    )
     ap.add_argument("--out", required=True, type=Path, help="output directory (replaced atomically)")
     ap.add_argument(
         "--task",
@@ -286,14 +310,29 @@ def build_parser(source: Source) -> argparse.ArgumentParser:
     ap.add_argument(
         "--min-history", type=int, default=None, help="a target needs this many earlier events (default 1)"
     )
-    ap.add_argument("--threshold", type=float, default=None, help="label = rating > threshold")
     ap.add_argument(
-        "--dedup", choices=canonical.DEDUP_RULES, default=None, help="repeated (user, item) events"
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"label = rating > threshold (default {source.default_threshold:g}, or the preset's)",
+    )
+    ap.add_argument(
+        "--dedup",
+        choices=canonical.DEDUP_RULES,
+        default=None,
+        help="repeated (user, item) events: keep the last or first, or none merged "
+        "(default last; tallrec preset: none)",
     )
     ap.add_argument(
         "--k-core", type=int, default=None, help="keep users and items with >= k events (0 = off)"
     )
-    ap.add_argument("--order", choices=ORDERS, default=None, help="order of a user's events")
+    ap.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=None,
+        help="order of a user's events (default: time where the log has times, else file; "
+        "tallrec-book preset: shuffle)",
+    )
     ap.add_argument("--window", type=int, default=None, help="--split tallrec: keep the last N samples")
     ap.add_argument("--ratios", default=None, help="train,valid,test fractions (tallrec and users splits)")
     ap.add_argument(
@@ -302,7 +341,6 @@ def build_parser(source: Source) -> argparse.ArgumentParser:
     ap.add_argument("--lang", choices=LANGS, default="en", help="prompt language (zh: answers 是/否)")
     ap.add_argument("--domain", choices=sorted(NOUNS), default=None, help="item noun in prompts")
     ap.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    ap.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed lines")
     ap.add_argument("--train-samples", default=None, help="few-shot train sizes, e.g. 16,64,256")
     ap.add_argument("--seeds", default="0", help="seeds of the few-shot subsets, e.g. 0,1,2")
     ap.add_argument(
@@ -638,13 +676,13 @@ def _summary(meta: dict, out: Path, seconds: float) -> str:
 
 
 @exit_on_user_error
-def main(argv: list[str] | None = None, source: str = "movielens") -> int:
-    """Entry point of ``data_prep/<source>.py``."""
+def main(argv: list[str] | None = None, source: str = "movielens", prog: str | None = None) -> int:
+    """Entry point of ``data_prep/<source>.py`` (``prog``: the command name shown in usage lines)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     src = SOURCES[source]()
-    ap = build_parser(src)
+    ap = build_parser(src, prog)
     args = ap.parse_args(argv)
     settings = resolve(args, src)
     settings.update(
@@ -674,4 +712,4 @@ def cli(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: llm4rec prep SOURCE [--help | OPTIONS]\nsources: {', '.join(SOURCES)}")
         return 0 if argv else 2
-    return main(argv[1:], source=argv[0])
+    return main(argv[1:], source=argv[0], prog=f"llm4rec prep {argv[0]}")

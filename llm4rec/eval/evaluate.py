@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.eval import report as rep
 from llm4rec.eval.scoring import (
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``llm4rec evaluate`` argument parser."""
     ap = argparse.ArgumentParser(
         prog="llm4rec evaluate",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__.split("\n\n")[0]),
         formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument("--checkpoint", nargs="+", required=True, type=Path, help="adapter or model directories")
