@@ -533,8 +533,13 @@ def prepare(
     args_meta: dict[str, Any],
     log=print,
     progress: bool = False,
+    warn=None,
 ) -> dict:
     """Filter, split and build every task into ``out`` (replaced atomically); return the top-level meta.
+
+    What reading skipped and what the filters dropped against the user's will (events of items without a
+    title) is counted in ``meta.json`` under ``dropped`` and told in one ``warning:`` line (``warn``,
+    stderr by default).
 
     ``progress`` shows a bar over the events on a terminal (never in pipes or logs).
 
@@ -589,9 +594,42 @@ def prepare(
             split=split_info,
             tasks={},
         )
+        dropped = _dropped(canon.skipped_lines, filtered)
+        if dropped:
+            meta["dropped"] = dropped
         _write_tasks(tl, ctx, modules, settings, tmp, meta, progress)
+    if meta.get("dropped"):
+        (warn or _stderr)(_warning(meta["dropped"], canon.skipped_lines))
     log(_summary(meta, out, time.perf_counter() - t0))
     return meta
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _dropped(skipped_lines: dict[str, int], filtered: dict[str, int]) -> dict[str, int]:
+    """The doubtful part of the input: bad lines skipped, events of items no item file names."""
+    out = {}
+    if sum(skipped_lines.values()):
+        out["bad_lines_skipped"] = sum(skipped_lines.values())
+    if filtered.get("events_of_untitled_items"):
+        out["events_of_untitled_items"] = filtered["events_of_untitled_items"]
+    return out
+
+
+def _warning(dropped: dict[str, int], skipped_lines: dict[str, int]) -> str:
+    """One line for the terminal about what was dropped (details are in meta.json)."""
+    parts = []
+    if dropped.get("bad_lines_skipped"):
+        files = ", ".join(f"{n} in {name}" for name, n in skipped_lines.items() if n)
+        parts.append(f"skipped {dropped['bad_lines_skipped']} bad lines ({files})")
+    if dropped.get("events_of_untitled_items"):
+        parts.append(
+            f"dropped {dropped['events_of_untitled_items']} events of items that the item file lacks "
+            "or gives no title"
+        )
+    return "warning: " + "; ".join(parts) + " (counted in meta.json under 'dropped')"
 
 
 def _umask() -> int:
@@ -702,7 +740,15 @@ def main(argv: list[str] | None = None, source: str = "movielens", prog: str | N
     log(
         f"read {canon.interactions.height} events, {canon.items.height} items in {time.perf_counter() - t0:.1f} s"
     )
-    prepare(canon, settings, args.out, _meta_args(args, settings), log=log, progress=not args.quiet)
+    prepare(
+        canon,
+        settings,
+        args.out,
+        _meta_args(args, settings),
+        log=log,
+        progress=not args.quiet,
+        warn=log if args.quiet else _stderr,
+    )
     return 0
 
 
