@@ -45,6 +45,8 @@ from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir
 
 TASKS = ("tallrec", "ranking", "instructrec", "next_item")
+#: --ties: what a sample's history does with events in the same second as its target
+TIES = ("keep", "strict")
 #: rows of the timeline processed at once; fixed (not tuned to the machine) so outputs never depend on it
 CHUNK_ROWS = 200_000
 
@@ -85,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "dedup": "last",
     "order": None,  # time where the source has times, else file
     "k_core": 0,
+    "ties": None,  # strict under --split temporal, else keep
 }
 
 
@@ -333,6 +336,13 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         help="order of a user's events (default: time where the log has times, else file; "
         "tallrec-book preset: shuffle)",
     )
+    ap.add_argument(
+        "--ties",
+        choices=TIES,
+        default=None,
+        help="history events in the same second as the target: keep them, in file order (default; "
+        "the tallrec preset, as TALLRec), or strict: leave them out (always under --split temporal)",
+    )
     ap.add_argument("--window", type=int, default=None, help="--split tallrec: keep the last N samples")
     ap.add_argument("--ratios", default=None, help="train,valid,test fractions (tallrec and users splits)")
     ap.add_argument(
@@ -384,6 +394,13 @@ def resolve(args: argparse.Namespace, source: Source) -> dict[str, Any]:
             merged[key] = default
     if merged["threshold"] is None:
         merged["threshold"] = source.default_threshold
+    if merged["ties"] is None:
+        merged["ties"] = "strict" if merged["split"] == "temporal" else "keep"
+    if merged["split"] == "temporal" and merged["ties"] != "strict":
+        raise UserError(
+            "--ties keep: the temporal split always drops same-second history (no event of a later "
+            "period may reach a sample); leave --ties out"
+        )
     tasks: list[str] = []
     for entry in args.task or ["tallrec"]:
         for t in entry.split(","):
@@ -642,7 +659,8 @@ def _write_tasks(
     tl, ctx: TaskContext, modules: dict, settings: dict[str, Any], tmp: Path, meta: dict, progress: bool
 ) -> None:
     """Build every task chunk by chunk into ``tmp/<task>/``; add per-task facts to ``meta``."""
-    strict = settings["split"] == "temporal"
+    strict = settings["ties"] == "strict"
+    same_second = 0
     # one writer thread per task: each task's blocks stay in order, and one task's big JSON encoding
     # (ranking's pools) does not hold up the others'
     pools = {name: ThreadPoolExecutor(max_workers=1) for name in modules}
@@ -658,7 +676,16 @@ def _write_tasks(
     )
     try:
         for k, (a, b) in enumerate(_chunks(tl.frame)):
-            events = add_history(tl.frame.slice(a, b - a), ctx.history, strict)
+            events = tl.frame.slice(a, b - a)
+            # targets whose newest earlier event shares their second (kept, or left out under strict)
+            same_second += events.select(
+                (
+                    (pl.col("pos") >= 1)
+                    & (pl.col("timestamp").shift(1) == pl.col("timestamp"))
+                    & pl.col("split").is_in(list(range(len(SPLIT_NAMES))))
+                ).sum()
+            ).item()
+            events = add_history(events, ctx.history, strict)
             # one block per split: the big text columns are never filtered, only the targets
             for code, split in enumerate(SPLIT_NAMES):
                 targets = events.filter(pl.col("split") == code)
@@ -681,6 +708,7 @@ def _write_tasks(
         finally:
             for pool in pools.values():
                 pool.shutdown()
+    meta["ties"] = {"rule": settings["ties"], "targets_with_same_second_history": same_second}
     shared = {k: v for k, v in meta.items() if k != "tasks"}
     for name, w in writers.items():
         for split_name, n in w.counts.items():
