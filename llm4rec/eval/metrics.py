@@ -109,11 +109,47 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _raise_on_flags(nan_scores: float, negative_relevance: float = 0.0) -> None:
+def _raise_on_flags(
+    nan_scores: float,
+    bad_relevance: float = 0.0,
+    s: torch.Tensor | None = None,
+    rel: torch.Tensor | None = None,
+) -> None:
+    """Raise on the flags computed with the metric; the first offending row is located only then."""
     if nan_scores:
-        raise ValueError("scores contain NaN; the ranking is undefined")
-    if negative_relevance:
-        raise ValueError("relevance must be non-negative")
+        where = f" (row {_first_row(torch.isnan(s))})" if s is not None else ""
+        raise ValueError(f"scores contain NaN{where}; the ranking is undefined")
+    if bad_relevance:
+        if rel is None:
+            raise ValueError("relevance must be finite and non-negative")
+        row = _first_row(_bad_relevance(rel))
+        raise ValueError(
+            f"relevance row {row} holds {_first_bad_value(rel[row], _bad_relevance(rel[row]))}; "
+            "relevance must be finite and non-negative"
+        )
+
+
+def _bad_relevance(rel: torch.Tensor) -> torch.Tensor:
+    """Where relevance is negative, NaN or infinite (sklearn rejects all three)."""
+    if not rel.is_floating_point():
+        return rel < 0
+    return ~(rel >= 0) | torch.isinf(rel)
+
+
+def _bad_relevance_count(rel: torch.Tensor) -> torch.Tensor:
+    if rel.dtype in (torch.uint8, torch.bool):
+        return torch.zeros((), dtype=torch.int64, device=rel.device)
+    return _bad_relevance(rel).sum()
+
+
+def _first_row(mask: torch.Tensor) -> int:
+    """Index of the first row (first element, for 1-D) where ``mask`` holds."""
+    flat = mask.reshape(mask.shape[0], -1).any(1) if mask.dim() > 1 else mask
+    return int(torch.nonzero(flat)[0, 0])
+
+
+def _first_bad_value(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(values[mask][0])
 
 
 _NUMPY_SORTABLE = {
@@ -165,25 +201,32 @@ def auc(scores: Any, labels: Any) -> float:
     class, ``ValueError`` on NaN scores or labels other than 0/1.
     """
     s = _scores(scores).reshape(-1)
-    y = _as_tensor(labels, s.device).reshape(-1)
-    if y.numel() != s.numel():
-        raise ValueError(f"scores and labels differ in length: {s.numel()} vs {y.numel()}")
+    y_in = _as_tensor(labels, s.device).reshape(-1)
+    if y_in.numel() != s.numel():
+        raise ValueError(f"scores and labels differ in length: {s.numel()} vs {y_in.numel()}")
     if s.numel() == 0:
         raise UndefinedMetricError("AUC is undefined because there are no samples")
-    y, bad_labels = _binary_labels(y)
+    y, bad_labels = _binary_labels(y_in)
     if s.device.type == "cpu" and s.dtype in _NUMPY_SORTABLE:
         u2, n_pos, n_neg, nan = _mann_whitney_2u_host(s, y)
     else:
         u2, n_pos, n_neg, nan = _mann_whitney_2u(s, y)
     u2_v, p, n, nan_v, bad_v = _fetch(u2, n_pos, n_neg, nan, bad_labels)
-    _raise_on_flags(nan_v)
+    _raise_on_flags(nan_v, s=s)
     if bad_v:
-        raise ValueError("labels must be 0/1 (or bool)")
+        _raise_bad_labels(y_in)
     if p == 0 or n == 0:
         raise UndefinedMetricError(
             f"AUC is undefined because all {int(p + n)} labels are {1 if n == 0 else 0}"
         )
     return u2_v / (2.0 * p * n)
+
+
+def _raise_bad_labels(y: torch.Tensor) -> None:
+    """Name the first label that is not 0/1 (NaN and infinity included)."""
+    bad = (y != 0) & (y != 1)
+    k = _first_row(bad)
+    raise ValueError(f"labels[{k}] is {y[k].item()!r}; labels must be 0/1 (or bool)")
 
 
 def _binary_labels(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,9 +360,9 @@ def gauc(scores: Any, labels: Any, groups: Any) -> GAUCResult:
     weighted = (w * auc_u).sum() / w.sum().clamp_min(1)
     unweighted = torch.where(used, auc_u, 0).sum() / n_used.clamp_min(1).to(fdt)
     gv, uv, nu, nt, nan_v, bad_v = _fetch(weighted, unweighted, n_used, n_users, nan, bad_labels)
-    _raise_on_flags(nan_v)
+    _raise_on_flags(nan_v, s=s)
     if bad_v:
-        raise ValueError("labels must be 0/1 (or bool)")
+        _raise_bad_labels(_as_tensor(labels, s.device).reshape(-1))
     nu, nt = int(nu), int(nt)
     if nu == 0:
         return GAUCResult(None, None, 0, nt)
@@ -353,12 +396,11 @@ def _sum_over_row_chunks(
 
 
 def _input_flags(s: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Counts of NaN scores and negative relevance values in a block."""
+    """Counts of NaN scores and of negative, NaN or infinite relevance values in a block."""
     nan = (
         torch.isnan(s).sum() if s.is_floating_point() else torch.zeros((), dtype=torch.int64, device=s.device)
     )
-    neg = (rel < 0).sum() if rel.dtype != torch.uint8 else torch.zeros((), dtype=torch.int64, device=s.device)
-    return nan, neg
+    return nan, _bad_relevance_count(rel)
 
 
 def _sorted_ties(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,8 +449,7 @@ def _ndcg_block(s: torch.Tensor, rel: torch.Tensor, k: int) -> tuple[torch.Tenso
     idcg = (ideal * (dcum[1:] - dcum[:-1])).sum(1)
     ndcg = torch.where(idcg > 0, dcg / torch.where(idcg > 0, idcg, 1), 0)
     nan = top_v[:, 0].isnan().sum() if s.is_floating_point() else torch.zeros_like(n_t[0])
-    neg = (rel < 0).sum() if rel.dtype != torch.uint8 else torch.zeros_like(n_t[0])
-    return ndcg.sum(), nan, neg
+    return ndcg.sum(), nan, _bad_relevance_count(rel)
 
 
 def ndcg_at_k(scores: Any, relevance: Any, k: int) -> float:
@@ -427,7 +468,7 @@ def ndcg_at_k(scores: Any, relevance: Any, k: int) -> float:
     s, rel = _validate_2d(scores, relevance)
     total, nan, neg = _sum_over_row_chunks(_ndcg_block, s, rel, k)
     value, nan_v, neg_v = _fetch(total, nan, neg)
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -479,7 +520,7 @@ def hit_rate_at_k(scores: Any, relevance: Any, k: int) -> float:
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     value, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_hit_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -505,7 +546,7 @@ def recall_at_k(scores: Any, relevance: Any, k: int) -> float:
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     total, n_has, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_recall_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     if n_has == 0:
         raise UndefinedMetricError("Recall is undefined because no query has a relevant candidate")
     return total / n_has
@@ -538,7 +579,7 @@ def mrr(scores: Any, relevance: Any, k: int | None = None) -> float:
         k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     value, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_rr_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -621,7 +662,7 @@ def compute_ranking_metrics(
     fetched = _fetch(*values, nan, out_of_range)
     if fetched[-1]:
         raise ValueError(f"target_index must lie in [0, {n_cand})")
-    _raise_on_flags(fetched[-2])
+    _raise_on_flags(fetched[-2], s=s)
     out: dict[str, float | int] = dict(zip(names, fetched[:-2]))
     out["n_queries"] = int(s.shape[0])
     return out
