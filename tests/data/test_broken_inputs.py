@@ -396,3 +396,27 @@ def test_generic_truncated_gzip_log(tmp_path, capsys):
     fails(
         capsys, tmp_path / "o", "generic", "--interactions", gz, *GENERIC, match=["log.csv.gz", "gzip file"]
     )
+
+
+def test_movielens_csv_item_file_in_latin1(mlcsv, tmp_path, capsys):
+    movies = mlcsv / "movies.csv"
+    movies.write_bytes(movies.read_text(encoding="utf-8").encode("latin-1"))
+    err = fails(capsys, tmp_path / "o", "movielens", "--src", mlcsv, "--encoding", "utf-8",
+                match=["movies.csv:2:", "--encoding"])  # fmt: skip
+    assert "latin-1" in err
+    accepts(capsys, tmp_path / "o", "movielens", "--src", mlcsv, "--encoding", "latin-1")
+
+
+def test_bookcrossing_with_byte_order_marks_is_accepted(tmp_path, capsys):
+    d = _bx(tmp_path)
+    plain = accepts(capsys, tmp_path / "a", "bookcrossing", "--src", d)
+    for name in ("BX-Books.csv", "BX-Book-Ratings.csv"):
+        (d / name).write_bytes(b"\xef\xbb\xbf" + (d / name).read_bytes())
+    assert accepts(capsys, tmp_path / "b", "bookcrossing", "--src", d)["canonical"] == plain["canonical"]
+
+
+def test_generic_missing_item_table(tmp_path, capsys):
+    csv = tmp_path / "log.csv"
+    _log().write_csv(csv)
+    fails(capsys, tmp_path / "o", "generic", "--interactions", csv, *GENERIC, "--items", tmp_path / "items.csv",
+          match=["items.csv: no such file", "--items"])  # fmt: skip
