@@ -36,8 +36,10 @@ demo: install  ## synthetic log -> tiny LLaMA -> TALLRec samples -> 4-bit LoRA -
 	$(BIN)/llm4rec tiny-model --family llama --out $(DEMO)/tiny-random --corpus $(DEMO)/log/corpus.txt
 	$(BIN)/llm4rec pretrain --model $(DEMO)/tiny-random --out $(DEMO)/tiny-base \
 		--corpus $(DEMO)/pretrain_data/tallrec/train.jsonl --steps 400 --batch-size 32 --tail-tokens 40
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		train.py recipes/demo_cpu.yaml train.resume=never
+	$(BIN)/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		train.py recipes/demo_cpu.yaml train.resume=never model.path=$(DEMO)/tiny-base \
+		data.train=$(DEMO)/data/tallrec/train.jsonl data.valid=$(DEMO)/data/tallrec/valid.jsonl \
+		train.output_dir=$(DEMO)/adapter
 	@echo "== zero-shot: the pre-trained tiny base alone, no adapter =="
 	$(BIN)/llm4rec evaluate --checkpoint $(DEMO)/tiny-base --data $(DEMO)/data/tallrec/test.jsonl \
 		--out $(DEMO)/report-base

@@ -5,9 +5,8 @@ The loop itself is in llm4rec/train/loop.py; this file only reads the recipe and
 
 import sys
 
-from llm4rec.config import load_recipe
+from llm4rec.config import check_paths, load_recipe
 from llm4rec.errors import exit_on_user_error
-from llm4rec.train.loop import train
 
 
 @exit_on_user_error
@@ -15,7 +14,10 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\nList every recipe key with: llm4rec recipe-doc")
         return 0 if argv else 2
-    recipe = load_recipe(argv[0], argv[1:])
+    # checked before torch, accelerate and transformers are imported: a bad recipe or path costs no start-up
+    recipe = check_paths(load_recipe(argv[0], argv[1:]))
+    from llm4rec.train.loop import train
+
     summary = train(recipe)
     if not summary["main_process"]:
         return 0

@@ -28,6 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def plain(text: str) -> str:
+    """Docstring text for ``--help``: Sphinx roles and double backquotes removed (``x`` and :mod:`x` -> x)."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: llm4rec COMMAND [ARGS...]", "", "commands:"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,6 +189,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `3e-3` and `1e4` (no dot) as strings; Python's float() spelling is accepted
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number):
+                    return number
+                raise UserError(f"{key}: expected a finite number, got {value!r}")
         raise UserError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -250,6 +261,22 @@ def validate(recipe: Recipe) -> Recipe:
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
     _check(recipe.eval.batch_size > 0, "eval.batch_size", "must be positive")
     _check(recipe.logging.log_every > 0, "logging.log_every", "must be positive")
+    return recipe
+
+
+def check_paths(recipe: Recipe) -> Recipe:
+    """Check the recipe's inputs exist (model directory, sample files), cheaply, before anything heavy loads.
+
+    Run first in every process, so that a typo is one line at start-up rather than after imports.
+    """
+    from llm4rec.models.registry import require_model_dir
+
+    require_model_dir(recipe.model.path)
+    for key in ("train", "valid"):
+        value = getattr(recipe.data, key)
+        if value and not Path(value).is_file():
+            what = "is a directory, not a file" if Path(value).is_dir() else "does not exist"
+            raise UserError(f"data.{key}: {value} {what} (make it with data_prep/<source>.py --out DIR)")
     return recipe
 
 

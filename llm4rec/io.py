@@ -14,11 +14,38 @@ from typing import Any
 from llm4rec.errors import UserError
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` (and, for a directory, everything under it) the mode ``open()``/``mkdir`` would give.
+
+    ``mkstemp``/``mkdtemp`` (and safetensors' writer) create 0600/0700 entries, which other users of a
+    shared server cannot read; files written through them should look like any file the user creates.
+    """
+    mask = current_umask()
+    path = Path(path)
+    entries = [path]
+    if path.is_dir():
+        entries += list(path.rglob("*"))
+    for p in entries:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode
+        executable = p.is_dir() or mode & 0o111
+        p.chmod((0o777 if executable else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Readers never see a half-written file: either the old content or the complete new one.
+    Readers never see a half-written file: either the old content or the complete new one. The file gets
+    the mode ``open()`` would give it (the umask applies), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +54,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            follow_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -35,13 +64,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    Everything in it gets the modes ``open()``/``mkdir`` would give (the umask applies).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; outputs should be readable like any directory the user creates
     try:
         yield tmp
+        follow_umask(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

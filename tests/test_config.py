@@ -75,3 +75,19 @@ def test_every_field_is_documented():
     rows = describe()
     assert len(rows) > 30
     assert all(doc for _, doc, _ in rows)
+
+
+@pytest.mark.parametrize("spelling", ["3e-3", "3E-3", "0.3e-2", "3.0e-3", "+3e-3", "0.003", "3_0e-4"])
+def test_every_python_float_spelling_is_a_number(tmp_path, spelling):
+    # YAML 1.1 reads `3e-3` (no dot) as a string; recipes and overrides accept what float() accepts
+    recipe = load_recipe(_write(tmp_path, BASE + f"lora: {{dropout: {spelling}}}\n"), [])
+    assert recipe.lora.dropout == pytest.approx(float(spelling.replace("_", "")))
+    over = load_recipe(_write(tmp_path, BASE), [f"train.learning_rate={spelling}"])
+    assert over.train.learning_rate == pytest.approx(float(spelling.replace("_", "")))
+    assert isinstance(over.train.learning_rate, float)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "three", "1e-3x"])
+def test_non_numbers_and_non_finite_floats_are_rejected(tmp_path, value):
+    with pytest.raises(UserError, match=r"train\.learning_rate: expected a (finite )?number"):
+        load_recipe(_write(tmp_path, BASE), [f"train.learning_rate={value}"])

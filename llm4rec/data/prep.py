@@ -45,6 +45,8 @@ from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir
 
 TASKS = ("tallrec", "ranking", "instructrec", "next_item")
+#: --ties: what a sample's history does with events in the same second as its target
+TIES = ("keep", "strict")
 #: rows of the timeline processed at once; fixed (not tuned to the machine) so outputs never depend on it
 CHUNK_ROWS = 200_000
 
@@ -85,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "dedup": "last",
     "order": None,  # time where the source has times, else file
     "k_core": 0,
+    "ties": None,  # strict under --split temporal, else keep
 }
 
 
@@ -96,6 +99,10 @@ class Source:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     read: Callable[[argparse.Namespace, float | None], Canonical]
     default_threshold: float = 3.0
+    #: default of --encoding (the text encoding the release uses)
+    default_encoding: str = "utf-8"
+    #: what --encoding covers, for its help
+    encoding_help: str = "text encoding of the source files"
     #: extra defaults of the source (e.g. order 'file' for logs without times)
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -108,9 +115,6 @@ def _movielens() -> Source:
         ap.add_argument(
             "--layout", default="auto", choices=movielens.LAYOUTS, help="file layout (auto-detected)"
         )
-        ap.add_argument(
-            "--encoding", default="auto", help="item file encoding (auto: UTF-8, else ISO-8859-1)"
-        )
 
     def read(args: argparse.Namespace, threshold: float | None) -> Canonical:
         return movielens.read_movielens(
@@ -121,7 +125,13 @@ def _movielens() -> Source:
             skip_bad_lines=args.skip_bad_lines,
         )
 
-    return Source("movielens", add, read)
+    return Source(
+        "movielens",
+        add,
+        read,
+        default_encoding="auto",
+        encoding_help="encoding of the text files (auto: UTF-8, else ISO-8859-1 as the older releases use)",
+    )
 
 
 def _amazon() -> Source:
@@ -143,9 +153,10 @@ def _amazon() -> Source:
             release=args.release,
             threshold=3.0 if threshold is None else threshold,
             skip_bad_lines=args.skip_bad_lines,
+            encoding=args.encoding,
         )
 
-    return Source("amazon", add, read)
+    return Source("amazon", add, read, encoding_help="text encoding of the review and metadata files")
 
 
 def _bookcrossing() -> Source:
@@ -155,7 +166,6 @@ def _bookcrossing() -> Source:
         ap.add_argument(
             "--src", required=True, type=Path, help="directory with BX-Book-Ratings.csv, BX-Books.csv"
         )
-        ap.add_argument("--encoding", default="iso-8859-1", help="file encoding (the release is ISO-8859-1)")
         ap.add_argument(
             "--implicit",
             default="negative",
@@ -172,7 +182,14 @@ def _bookcrossing() -> Source:
             skip_bad_lines=args.skip_bad_lines,
         )
 
-    return Source("bookcrossing", add, read, default_threshold=5.0)
+    return Source(
+        "bookcrossing",
+        add,
+        read,
+        default_threshold=5.0,
+        default_encoding="iso-8859-1",
+        encoding_help="encoding of the CSV files (the release is ISO-8859-1)",
+    )
 
 
 def _generic() -> Source:
@@ -187,7 +204,6 @@ def _generic() -> Source:
             "--format", default="auto", choices=generic.FORMATS, help="log format (from the name)"
         )
         ap.add_argument("--sep", default=None, help="CSV field separator (default , or tab for .tsv)")
-        ap.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV files")
         ap.add_argument("--user-col", default="user", help="user id column")
         ap.add_argument("--item-col", default="item", help="item id column")
         ap.add_argument("--rating-col", default=None, help="rating column (label = rating > threshold)")
@@ -228,7 +244,7 @@ def _generic() -> Source:
             domain=args.domain or "item",
         )
 
-    return Source("generic", add, read)
+    return Source("generic", add, read, encoding_help="text encoding of CSV, TSV and JSONL files")
 
 
 #: source name -> factory (imported lazily so one source's code never loads another's)
@@ -267,13 +283,24 @@ def _ints(text: str | None, flag: str) -> list[int]:
     return vals
 
 
-def build_parser(source: Source) -> argparse.ArgumentParser:
-    """The argument parser of ``data_prep/<source>.py``."""
+def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``data_prep/<source>.py`` (``prog``: the name shown in usage lines)."""
     ap = argparse.ArgumentParser(
-        prog=f"data_prep/{source.name}.py",
+        prog=prog or f"data_prep/{source.name}.py",
         description=f"Turn a {source.name} log into canonical tables and instruction samples.",
     )
     source.add_arguments(ap)
+    # every source takes the same two input flags
+    ap.add_argument(
+        "--encoding",
+        default=source.default_encoding,
+        help=f"{source.encoding_help} (default {source.default_encoding})",
+    )
+    ap.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed or out-of-range lines, count them in meta.json and warn (default: stop at the first)",
+    )
     ap.add_argument("--out", required=True, type=Path, help="output directory (replaced atomically)")
     ap.add_argument(
         "--task",
@@ -286,14 +313,36 @@ def build_parser(source: Source) -> argparse.ArgumentParser:
     ap.add_argument(
         "--min-history", type=int, default=None, help="a target needs this many earlier events (default 1)"
     )
-    ap.add_argument("--threshold", type=float, default=None, help="label = rating > threshold")
     ap.add_argument(
-        "--dedup", choices=canonical.DEDUP_RULES, default=None, help="repeated (user, item) events"
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"label = rating > threshold (default {source.default_threshold:g}, or the preset's)",
+    )
+    ap.add_argument(
+        "--dedup",
+        choices=canonical.DEDUP_RULES,
+        default=None,
+        help="repeated (user, item) events: keep the last or first, or none merged "
+        "(default last; tallrec preset: none)",
     )
     ap.add_argument(
         "--k-core", type=int, default=None, help="keep users and items with >= k events (0 = off)"
     )
-    ap.add_argument("--order", choices=ORDERS, default=None, help="order of a user's events")
+    ap.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=None,
+        help="order of a user's events (default: time where the log has times, else file; "
+        "tallrec-book preset: shuffle)",
+    )
+    ap.add_argument(
+        "--ties",
+        choices=TIES,
+        default=None,
+        help="history events in the same second as the target: keep them, in file order (default; "
+        "the tallrec preset, as TALLRec), or strict: leave them out (always under --split temporal)",
+    )
     ap.add_argument("--window", type=int, default=None, help="--split tallrec: keep the last N samples")
     ap.add_argument("--ratios", default=None, help="train,valid,test fractions (tallrec and users splits)")
     ap.add_argument(
@@ -302,7 +351,6 @@ def build_parser(source: Source) -> argparse.ArgumentParser:
     ap.add_argument("--lang", choices=LANGS, default="en", help="prompt language (zh: answers 是/否)")
     ap.add_argument("--domain", choices=sorted(NOUNS), default=None, help="item noun in prompts")
     ap.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    ap.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed lines")
     ap.add_argument("--train-samples", default=None, help="few-shot train sizes, e.g. 16,64,256")
     ap.add_argument("--seeds", default="0", help="seeds of the few-shot subsets, e.g. 0,1,2")
     ap.add_argument(
@@ -346,6 +394,13 @@ def resolve(args: argparse.Namespace, source: Source) -> dict[str, Any]:
             merged[key] = default
     if merged["threshold"] is None:
         merged["threshold"] = source.default_threshold
+    if merged["ties"] is None:
+        merged["ties"] = "strict" if merged["split"] == "temporal" else "keep"
+    if merged["split"] == "temporal" and merged["ties"] != "strict":
+        raise UserError(
+            "--ties keep: the temporal split always drops same-second history (no event of a later "
+            "period may reach a sample); leave --ties out"
+        )
     tasks: list[str] = []
     for entry in args.task or ["tallrec"]:
         for t in entry.split(","):
@@ -495,8 +550,13 @@ def prepare(
     args_meta: dict[str, Any],
     log=print,
     progress: bool = False,
+    warn=None,
 ) -> dict:
     """Filter, split and build every task into ``out`` (replaced atomically); return the top-level meta.
+
+    What reading skipped and what the filters dropped against the user's will (events of items without a
+    title) is counted in ``meta.json`` under ``dropped`` and told in one ``warning:`` line (``warn``,
+    stderr by default).
 
     ``progress`` shows a bar over the events on a terminal (never in pipes or logs).
 
@@ -551,9 +611,42 @@ def prepare(
             split=split_info,
             tasks={},
         )
+        dropped = _dropped(canon.skipped_lines, filtered)
+        if dropped:
+            meta["dropped"] = dropped
         _write_tasks(tl, ctx, modules, settings, tmp, meta, progress)
+    if meta.get("dropped"):
+        (warn or _stderr)(_warning(meta["dropped"], canon.skipped_lines))
     log(_summary(meta, out, time.perf_counter() - t0))
     return meta
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _dropped(skipped_lines: dict[str, int], filtered: dict[str, int]) -> dict[str, int]:
+    """The doubtful part of the input: bad lines skipped, events of items no item file names."""
+    out = {}
+    if sum(skipped_lines.values()):
+        out["bad_lines_skipped"] = sum(skipped_lines.values())
+    if filtered.get("events_of_untitled_items"):
+        out["events_of_untitled_items"] = filtered["events_of_untitled_items"]
+    return out
+
+
+def _warning(dropped: dict[str, int], skipped_lines: dict[str, int]) -> str:
+    """One line for the terminal about what was dropped (details are in meta.json)."""
+    parts = []
+    if dropped.get("bad_lines_skipped"):
+        files = ", ".join(f"{n} in {name}" for name, n in skipped_lines.items() if n)
+        parts.append(f"skipped {dropped['bad_lines_skipped']} bad lines ({files})")
+    if dropped.get("events_of_untitled_items"):
+        parts.append(
+            f"dropped {dropped['events_of_untitled_items']} events of items that the item file lacks "
+            "or gives no title"
+        )
+    return "warning: " + "; ".join(parts) + " (counted in meta.json under 'dropped')"
 
 
 def _umask() -> int:
@@ -566,7 +659,8 @@ def _write_tasks(
     tl, ctx: TaskContext, modules: dict, settings: dict[str, Any], tmp: Path, meta: dict, progress: bool
 ) -> None:
     """Build every task chunk by chunk into ``tmp/<task>/``; add per-task facts to ``meta``."""
-    strict = settings["split"] == "temporal"
+    strict = settings["ties"] == "strict"
+    same_second = 0
     # one writer thread per task: each task's blocks stay in order, and one task's big JSON encoding
     # (ranking's pools) does not hold up the others'
     pools = {name: ThreadPoolExecutor(max_workers=1) for name in modules}
@@ -582,7 +676,16 @@ def _write_tasks(
     )
     try:
         for k, (a, b) in enumerate(_chunks(tl.frame)):
-            events = add_history(tl.frame.slice(a, b - a), ctx.history, strict)
+            events = tl.frame.slice(a, b - a)
+            # targets whose newest earlier event shares their second (kept, or left out under strict)
+            same_second += events.select(
+                (
+                    (pl.col("pos") >= 1)
+                    & (pl.col("timestamp").shift(1) == pl.col("timestamp"))
+                    & pl.col("split").is_in(list(range(len(SPLIT_NAMES))))
+                ).sum()
+            ).item()
+            events = add_history(events, ctx.history, strict)
             # one block per split: the big text columns are never filtered, only the targets
             for code, split in enumerate(SPLIT_NAMES):
                 targets = events.filter(pl.col("split") == code)
@@ -605,6 +708,7 @@ def _write_tasks(
         finally:
             for pool in pools.values():
                 pool.shutdown()
+    meta["ties"] = {"rule": settings["ties"], "targets_with_same_second_history": same_second}
     shared = {k: v for k, v in meta.items() if k != "tasks"}
     for name, w in writers.items():
         for split_name, n in w.counts.items():
@@ -638,13 +742,13 @@ def _summary(meta: dict, out: Path, seconds: float) -> str:
 
 
 @exit_on_user_error
-def main(argv: list[str] | None = None, source: str = "movielens") -> int:
-    """Entry point of ``data_prep/<source>.py``."""
+def main(argv: list[str] | None = None, source: str = "movielens", prog: str | None = None) -> int:
+    """Entry point of ``data_prep/<source>.py`` (``prog``: the command name shown in usage lines)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     src = SOURCES[source]()
-    ap = build_parser(src)
+    ap = build_parser(src, prog)
     args = ap.parse_args(argv)
     settings = resolve(args, src)
     settings.update(
@@ -664,7 +768,15 @@ def main(argv: list[str] | None = None, source: str = "movielens") -> int:
     log(
         f"read {canon.interactions.height} events, {canon.items.height} items in {time.perf_counter() - t0:.1f} s"
     )
-    prepare(canon, settings, args.out, _meta_args(args, settings), log=log, progress=not args.quiet)
+    prepare(
+        canon,
+        settings,
+        args.out,
+        _meta_args(args, settings),
+        log=log,
+        progress=not args.quiet,
+        warn=log if args.quiet else _stderr,
+    )
     return 0
 
 
@@ -674,4 +786,4 @@ def cli(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: llm4rec prep SOURCE [--help | OPTIONS]\nsources: {', '.join(SOURCES)}")
         return 0 if argv else 2
-    return main(argv[1:], source=argv[0])
+    return main(argv[1:], source=argv[0], prog=f"llm4rec prep {argv[0]}")

@@ -13,6 +13,8 @@ import gzip
 import hashlib
 import io
 import json
+import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +24,26 @@ import polars as pl
 
 from llm4rec.errors import UserError
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: exceptions polars' fast readers raise on input they cannot parse (the slow pass then names the line)
+_FAST_FAILS = (pl.exceptions.PolarsError, OSError, ValueError, TypeError, OverflowError, UserError)
+
+
+def _int64(text: str) -> int:
+    """``int(text)`` limited to the 64-bit range the tables hold (a bigger number is a bad value)."""
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError("out of the 64-bit integer range")
+    return value
+
+
 #: how a field of a delimited file is parsed: polars dtype -> Python converter used by the slow pass
 _PY_PARSE: dict[Any, Callable[[str], Any]] = {
-    pl.Int64: int,
+    pl.Int64: _int64,
     pl.Float64: float,
     pl.Utf8: str,
 }
-_KIND = {pl.Int64: "an integer", pl.Float64: "a number", pl.Utf8: "text"}
+_KIND = {pl.Int64: "a 64-bit integer", pl.Float64: "a number", pl.Utf8: "text"}
 
 
 @dataclass
@@ -49,6 +64,12 @@ class ReadReport:
         if not skip:
             raise UserError(f"{msg} (pass --skip-bad-lines to skip and count such lines)")
         self.skip(path, msg)
+
+    def skip_many(self, path: Path, n: int, message: str) -> None:
+        """Count ``n`` skipped lines of ``path`` at once (e.g. out-of-range values found column-wise)."""
+        if n:
+            self.skipped[path.name] = self.skipped.get(path.name, 0) + n
+            self.examples.setdefault(path.name, message)
 
     @property
     def total(self) -> int:
@@ -92,9 +113,76 @@ def is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
+def has_bom(path: Path) -> bool:
+    """True if the plain file ``path`` starts with a UTF-8 byte-order mark (spreadsheet programs write one)."""
+    with open(path, "rb") as f:
+        return f.read(3) == codecs.BOM_UTF8
+
+
+class _CheckedGzip(io.RawIOBase):
+    """Decompressed bytes of a gzip file; truncation or corruption is a UserError naming the file and line.
+
+    gzip raises ``EOFError`` for a cut-off file and ``BadGzipFile``/``zlib.error`` for damaged data, with
+    no file name; the line is counted from the newlines already delivered.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.inner = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        try:
+            # read1: one read of the compressed stream, so the lines before a break are delivered (and
+            # counted) before the error, which then names the line where the data stops
+            data = self.inner.read1(len(b))
+        except EOFError:
+            raise UserError(
+                f"{self.path}:{self.lines + 1}: the gzip file ends early (truncated, e.g. an interrupted "
+                "download); download or copy it again"
+            ) from None
+        except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise UserError(
+                f"{self.path}:{self.lines + 1}: the gzip file is corrupt ({exc}); download or copy it again"
+            ) from None
+        n = len(data)
+        memoryview(b)[:n] = data
+        self.lines += data.count(b"\n")
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
 def open_bytes(path: Path) -> IO[bytes]:
-    """Open a plain or gzip-compressed file for binary reading (decompressed on the fly)."""
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+    """Open a plain or gzip-compressed file for binary reading (decompressed on the fly).
+
+    A UTF-8 byte-order mark at the start is skipped; damaged gzip data is a UserError naming the line.
+    """
+    f: IO[bytes] = io.BufferedReader(_CheckedGzip(path), 1 << 20) if is_gzip(path) else open(path, "rb")  # noqa: SIM115
+    try:
+        if f.peek(3)[:3] == codecs.BOM_UTF8:  # type: ignore[attr-defined]
+            f.read(3)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _polars_source(path: Path) -> Any:
+    """What polars should read: the path itself (fastest) unless the bytes need decompressing or a BOM.
+
+    Compressed data is decompressed here, whole (polars would read a file object whole too): an error
+    raised inside polars' read callback would surface as a panic instead of the file:line message.
+    """
+    if is_gzip(path):
+        with open_bytes(path) as f:
+            return io.BytesIO(f.read())
+    return open_bytes(path) if has_bom(path) else path
 
 
 def check_codec(encoding: str, flag: str = "--encoding") -> str:
@@ -107,7 +195,8 @@ def check_codec(encoding: str, flag: str = "--encoding") -> str:
 
 def read_text(path: Path, encoding: str, flag: str = "--encoding") -> str:
     """Decode a whole (small) file; an encoding error names the file, the line and the flag to change."""
-    data = open_bytes(path).read()
+    with open_bytes(path) as f:
+        data = f.read()
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -167,7 +256,7 @@ def read_delimited(
     if utf8 or pl.Utf8 not in schema.values():
         df = _fast_delimited(path, sep, schema)
         if df is not None:
-            return df
+            return _not_empty(df, path, report)
     # slow path: exact diagnosis, or parse-and-skip
     rows: list[list[Any]] = []
     parsers = [_PY_PARSE[d] for d in schema.values()]
@@ -180,7 +269,16 @@ def read_delimited(
             report.bad_line(path, lineno, problem, skip_bad_lines)
             continue
         rows.append([p(v) for p, v in zip(parsers, fields)])
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return _not_empty(pl.DataFrame(rows, schema=schema, orient="row"), path, report)
+
+
+def _not_empty(df: pl.DataFrame, path: Path, report: ReadReport) -> pl.DataFrame:
+    """``df``, or a UserError when the file gave no rows at all (empty, or every line skipped as bad)."""
+    if df.height:
+        return df
+    if report.skipped.get(path.name):
+        raise UserError(f"{path}: every line was skipped as bad (e.g. {report.examples[path.name]})")
+    raise UserError(f"{path}: the file holds no data lines")
 
 
 def _fast_delimited(path: Path, sep: str, schema: dict[str, Any]) -> pl.DataFrame | None:
@@ -206,14 +304,14 @@ def _fast_delimited(path: Path, sep: str, schema: dict[str, Any]) -> pl.DataFram
             value_cols.append(name)
     try:
         df = pl.read_csv(
-            open_bytes(path) if is_gzip(path) else path,
+            _polars_source(path),
             separator=sep[0],
             has_header=False,
             schema=read_schema,
             quote_char=None,
             encoding="utf8-lossy",
         )
-    except (pl.exceptions.PolarsError, OSError, ValueError):
+    except _FAST_FAILS:
         return None
     if df.width != len(read_schema):
         return None
@@ -249,21 +347,19 @@ def read_csv_table(
     overrides = {c: columns.get(c, pl.Utf8) for c in head}
     utf8 = encoding.replace("-", "").lower() == "utf8"
     # polars reads UTF-8 only: other encodings are transcoded in memory first (item files are small)
-    source: Any = (
-        (open_bytes(path) if is_gzip(path) else path)
-        if utf8
-        else io.BytesIO(read_text(path, encoding).encode("utf-8"))
-    )
     try:
+        source: Any = _polars_source(path) if utf8 else io.BytesIO(read_text(path, encoding).encode("utf-8"))
         df = pl.read_csv(source, separator=sep, schema=overrides, quote_char=quote_char, encoding="utf8")
         if (
             df.columns == head
             and not df.select(pl.any_horizontal(pl.col(list(columns)).is_null()).any()).item()
         ):
-            return df
-    except (pl.exceptions.PolarsError, OSError, ValueError):
+            return _not_empty(df, path, report)
+    except _FAST_FAILS:
         pass
-    return _slow_csv(path, sep, encoding, quote_char, head, columns, skip_bad_lines, report)
+    return _not_empty(
+        _slow_csv(path, sep, encoding, quote_char, head, columns, skip_bad_lines, report), path, report
+    )
 
 
 def _header(path: Path, sep: str, encoding: str, quote_char: str | None) -> list[str]:
@@ -345,8 +441,8 @@ def _py_value(value: Any, dtype: Any) -> Any:
     if value is None:
         return None
     if dtype == pl.Utf8:
-        if isinstance(value, (dict, list)):
-            raise ValueError("not text")
+        if isinstance(value, (dict, list, bool)):
+            raise ValueError(f"expected text or a number, got a JSON {type(value).__name__}")
         return str(value)
     if dtype == pl.Float64:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -355,10 +451,16 @@ def _py_value(value: Any, dtype: Any) -> Any:
     if dtype == pl.Int64:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError("not an integer")
-        f = float(value)
-        if f != int(f):
-            raise ValueError("not an integer")
-        return int(f)
+        if isinstance(value, int):
+            number = value
+        else:
+            f = float(value)
+            if not math.isfinite(f) or f != int(f):
+                raise ValueError("not an integer")
+            number = int(f)
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise ValueError("out of the 64-bit integer range")
+        return number
     if isinstance(dtype, pl.List):
         if not isinstance(value, (list, tuple)):
             raise ValueError("not a list")
@@ -375,13 +477,16 @@ def read_json_table(
     report: ReadReport,
     python_literals: bool = False,
     block_bytes: int = _BLOCK,
+    encoding: str = "utf-8",
 ) -> pl.DataFrame:
     """Columns ``out_name -> (json_key, dtype)`` of a JSON-lines file (plain or gzip), read in blocks.
 
-    Each block of whole lines is parsed by polars; a block it rejects (a bad line, Python-literal lines)
-    is parsed line by line in Python, so errors name ``file:line`` and ``--skip-bad-lines`` can skip.
-    ``required`` fields must be present and non-null on every line.
+    Each block of whole lines is parsed by polars; a block it rejects (a bad line, Python-literal lines,
+    an object or list where text is expected) is parsed line by line in Python, so errors name
+    ``file:line`` and ``--skip-bad-lines`` can skip. ``required`` fields must be present and non-null on
+    every line. A file that is not UTF-8 is decoded with ``encoding`` (``--encoding``).
     """
+    utf8 = check_codec(encoding) == "utf-8"
     frames: list[pl.DataFrame] = []
     schema = {out: dtype for out, (_, dtype) in fields.items()}
     first_line = 1
@@ -399,6 +504,8 @@ def read_json_table(
             else:
                 rest = b""
             if data.strip():
+                if not utf8:
+                    data = _transcode(path, data, first_line, encoding)
                 frames.append(
                     _json_block(
                         path, data, first_line, fields, required, skip_bad_lines, report, python_literals
@@ -407,9 +514,20 @@ def read_json_table(
             first_line += data.count(b"\n")
             if not chunk:
                 break
-    if not frames:
-        return pl.DataFrame(schema=schema)
-    return pl.concat(frames)
+    df = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return _not_empty(df, path, report)
+
+
+def _transcode(path: Path, data: bytes, first_line: int, encoding: str) -> bytes:
+    """A block of ``encoding`` text as UTF-8 (what polars and the JSON parser read)."""
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data[: exc.start].count(b"\n")
+        raise UserError(
+            f"{path.name}:{line}: not valid {encoding} text ({exc.reason}); pass --encoding with the "
+            "file's encoding"
+        ) from None
 
 
 def _json_block(
@@ -428,9 +546,19 @@ def _json_block(
     try:
         df = pl.read_ndjson(io.BytesIO(data), schema={key: dtype for key, dtype in fields.values()})
         df = df.rename({key: out for out, (key, _) in fields.items()})
-        if not required or not df.select(pl.any_horizontal(pl.col(required).is_null()).any()).item():
+        text = [out for out, dtype in schema.items() if dtype == pl.Utf8]
+        # polars renders an object or list given where text is expected as its JSON text: such a block
+        # takes the Python pass, which tells a JSON object from a string that merely starts with '{'
+        nested = (
+            text
+            and df.select(
+                pl.any_horizontal(pl.col(text).str.starts_with("{") | pl.col(text).str.starts_with("[")).any()
+            ).item()
+        )
+        missing = required and df.select(pl.any_horizontal(pl.col(required).is_null()).any()).item()
+        if not nested and not missing:
             return df.select(list(schema))
-    except (pl.exceptions.PolarsError, ValueError):
+    except _FAST_FAILS:
         pass
     cols: dict[str, list[Any]] = {out: [] for out in fields}
     for offset, bline in enumerate(data.split(b"\n")):
@@ -442,7 +570,8 @@ def _json_block(
             line = bline.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UserError(
-                f"{path}:{lineno}: not valid UTF-8 ({exc.reason}); JSON files must be UTF-8"
+                f"{path.name}:{lineno}: not valid UTF-8 text ({exc.reason}); pass --encoding with the file's "
+                "encoding, e.g. --encoding latin-1"
             ) from None
         try:
             rec = json.loads(line)
@@ -472,3 +601,69 @@ def _json_block(
         for out in fields:
             cols[out].append(values[out])
     return pl.DataFrame(cols, schema=schema)
+
+
+def record_line(path: Path, k: int, *, encoding: str = "utf-8", header: bool = False, sep: str = ",") -> int:
+    """The file line of data record ``k`` (0-based; blank lines and, with ``header``, the header not counted).
+
+    Used only to name the line of a bad value found column-wise, so its cost never touches good files.
+    With ``header`` the file is read as CSV (a quoted field may span lines; the record's last line counts).
+    """
+    import csv
+
+    seen = -1
+    if header:
+        with open_bytes(path) as raw:
+            reader = csv.reader(io.TextIOWrapper(raw, encoding=encoding, newline=""), delimiter=sep)
+            next(reader, None)
+            for fields in reader:
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue
+                seen += 1
+                if seen == k:
+                    return reader.line_num
+    else:
+        for lineno, line in iter_lines(path, encoding):
+            if line.strip():
+                seen += 1
+                if seen == k:
+                    return lineno
+    return 0
+
+
+def reject_rows(
+    df: pl.DataFrame,
+    bad: pl.Expr,
+    path: Path,
+    problem: Callable[[dict[str, Any]], str],
+    locate: Callable[[int], str],
+    *,
+    skip_bad_lines: bool,
+    report: ReadReport,
+) -> pl.DataFrame:
+    """Rows of ``df`` where ``bad`` holds are bad lines: stop at the first, or under ``skip_bad_lines``
+    drop and count them all. ``problem(row)`` says what is wrong; ``locate(k)`` names row k's place
+    (``file:line``, or the row of a Parquet file)."""
+    mask = df.select(bad.fill_null(False)).to_series()
+    if not mask.any():
+        return df
+    first = int(mask.arg_true()[0])
+    what = problem(df.row(first, named=True))
+    if not skip_bad_lines:
+        raise UserError(f"{locate(first)}: {what} (pass --skip-bad-lines to skip and count such lines)")
+    # lines skipped earlier shift the record numbers: the example names the file only
+    report.skip_many(path, int(mask.sum()), f"{path.name}: {what}")
+    return df.filter(~mask)
+
+
+def out_of_range(col: str, lo: float, hi: float) -> pl.Expr:
+    """True where ``col`` is NaN, infinite or outside ``[lo, hi]`` (nulls are not judged here)."""
+    c = pl.col(col)
+    return c.is_nan() | (c < lo) | (c > hi)
+
+
+def line_locator(
+    path: Path, *, encoding: str = "utf-8", header: bool = False, sep: str = ","
+) -> Callable[[int], str]:
+    """``k -> 'file:line'`` for :func:`reject_rows` on a text file."""
+    return lambda k: f"{path.name}:{record_line(path, k, encoding=encoding, header=header, sep=sep)}"

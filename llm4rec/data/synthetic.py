@@ -73,6 +73,20 @@ class SynthConfig:
     seed: int = 0
 
 
+#: --help text of each SynthConfig field
+SYNTH_HELP = {
+    "users": "users whose log is written (train, valid and test)",
+    "items": "items in the catalogue",
+    "min_ratings": "fewest ratings per user",
+    "max_ratings": "most ratings per user",
+    "quality_weight": "weight w_q of the item quality in the latent appeal",
+    "affinity_weight": "weight w_a of the user's genre affinity in the latent appeal",
+    "noise": "standard deviation of the rating noise",
+    "corpus_users": "disjoint users simulated for pretrain/ and corpus.txt",
+    "seed": "seed of every draw",
+}
+
+
 def _titles(rng: np.random.Generator, n: int) -> list[str]:
     words = [
         (a + b + c).capitalize() for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES if a != b != c
@@ -160,9 +174,14 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="llm4rec synth", description="Generate a synthetic MovieLens-100K-style log."
     )
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
     for f, default in asdict(SynthConfig()).items():
-        ap.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
+        ap.add_argument(
+            f"--{f.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=f"{SYNTH_HELP[f]} (default {default})",
+        )
     args = ap.parse_args(argv)
     cfg = SynthConfig(**{f: getattr(args, f) for f in asdict(SynthConfig())})
     if cfg.users < 1 or cfg.items < 2 or not 1 <= cfg.min_ratings <= cfg.max_ratings <= cfg.items:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.eval import report as rep
 from llm4rec.eval.scoring import (
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``llm4rec evaluate`` argument parser."""
     ap = argparse.ArgumentParser(
         prog="llm4rec evaluate",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__.split("\n\n")[0]),
         formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument("--checkpoint", nargs="+", required=True, type=Path, help="adapter or model directories")
@@ -246,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
     )
-    ap.add_argument("--progress", action="store_true", help="show a progress bar while scoring")
+    ap.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar while scoring (default: on when stderr is a terminal)",
+    )
     return ap
 
 
@@ -269,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--ks: cut-offs must be positive integers, got {args.ks!r}")
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
-            raise UserError(f"{ckpt}: checkpoint directory not found")
+            what = "is a file, not a directory" if ckpt.exists() else "does not exist"
+            raise UserError(f"--checkpoint: {ckpt} {what} (checkpoint directory not found)")
+    if args.progress is None:
+        args.progress = sys.stderr.isatty()
 
     rows = read_jsonl(args.data)
     if args.max_samples:

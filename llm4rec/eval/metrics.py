@@ -109,11 +109,57 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _raise_on_flags(nan_scores: float, negative_relevance: float = 0.0) -> None:
+def _raise_on_flags(
+    nan_scores: float,
+    bad_relevance: float = 0.0,
+    s: torch.Tensor | None = None,
+    rel: torch.Tensor | None = None,
+) -> None:
+    """Raise on the flags computed with the metric; the first offending row is located only then."""
     if nan_scores:
-        raise ValueError("scores contain NaN; the ranking is undefined")
-    if negative_relevance:
-        raise ValueError("relevance must be non-negative")
+        where = f" (row {_first_row(torch.isnan(s))})" if s is not None else ""
+        raise ValueError(f"scores contain NaN{where}; the ranking is undefined")
+    if bad_relevance:
+        if rel is None:
+            raise ValueError("relevance must be finite and non-negative")
+        row = _first_row(_bad_relevance(rel))
+        raise ValueError(
+            f"relevance row {row} holds {_first_bad_value(rel[row], _bad_relevance(rel[row]))}; "
+            "relevance must be finite and non-negative"
+        )
+
+
+def _bad_relevance(rel: torch.Tensor) -> torch.Tensor:
+    """Where relevance is negative, NaN or infinite (sklearn rejects all three)."""
+    if not rel.is_floating_point():
+        return rel < 0
+    return ~(rel >= 0) | torch.isinf(rel)
+
+
+def _bad_relevance_flag(rel: torch.Tensor) -> torch.Tensor:
+    """A 0-d flag: some relevance is negative, NaN or infinite (two reductions, no temporaries)."""
+    if rel.dtype in (torch.uint8, torch.bool):
+        return torch.zeros((), dtype=torch.bool, device=rel.device)
+    lo = rel.min()
+    if not rel.is_floating_point():
+        return lo < 0
+    return ~(lo >= 0) | (rel.max() == math.inf)
+
+
+def _bad_relevance_count(rel: torch.Tensor) -> torch.Tensor:
+    if rel.dtype in (torch.uint8, torch.bool):
+        return torch.zeros((), dtype=torch.int64, device=rel.device)
+    return _bad_relevance(rel).sum()
+
+
+def _first_row(mask: torch.Tensor) -> int:
+    """Index of the first row (first element, for 1-D) where ``mask`` holds."""
+    flat = mask.reshape(mask.shape[0], -1).any(1) if mask.dim() > 1 else mask
+    return int(torch.nonzero(flat)[0, 0])
+
+
+def _first_bad_value(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(values[mask][0])
 
 
 _NUMPY_SORTABLE = {
@@ -165,25 +211,32 @@ def auc(scores: Any, labels: Any) -> float:
     class, ``ValueError`` on NaN scores or labels other than 0/1.
     """
     s = _scores(scores).reshape(-1)
-    y = _as_tensor(labels, s.device).reshape(-1)
-    if y.numel() != s.numel():
-        raise ValueError(f"scores and labels differ in length: {s.numel()} vs {y.numel()}")
+    y_in = _as_tensor(labels, s.device).reshape(-1)
+    if y_in.numel() != s.numel():
+        raise ValueError(f"scores and labels differ in length: {s.numel()} vs {y_in.numel()}")
     if s.numel() == 0:
         raise UndefinedMetricError("AUC is undefined because there are no samples")
-    y, bad_labels = _binary_labels(y)
+    y, bad_labels = _binary_labels(y_in)
     if s.device.type == "cpu" and s.dtype in _NUMPY_SORTABLE:
         u2, n_pos, n_neg, nan = _mann_whitney_2u_host(s, y)
     else:
         u2, n_pos, n_neg, nan = _mann_whitney_2u(s, y)
     u2_v, p, n, nan_v, bad_v = _fetch(u2, n_pos, n_neg, nan, bad_labels)
-    _raise_on_flags(nan_v)
+    _raise_on_flags(nan_v, s=s)
     if bad_v:
-        raise ValueError("labels must be 0/1 (or bool)")
+        _raise_bad_labels(y_in)
     if p == 0 or n == 0:
         raise UndefinedMetricError(
             f"AUC is undefined because all {int(p + n)} labels are {1 if n == 0 else 0}"
         )
     return u2_v / (2.0 * p * n)
+
+
+def _raise_bad_labels(y: torch.Tensor) -> None:
+    """Name the first label that is not 0/1 (NaN and infinity included)."""
+    bad = (y != 0) & (y != 1)
+    k = _first_row(bad)
+    raise ValueError(f"labels[{k}] is {y[k].item()!r}; labels must be 0/1 (or bool)")
 
 
 def _binary_labels(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,9 +370,9 @@ def gauc(scores: Any, labels: Any, groups: Any) -> GAUCResult:
     weighted = (w * auc_u).sum() / w.sum().clamp_min(1)
     unweighted = torch.where(used, auc_u, 0).sum() / n_used.clamp_min(1).to(fdt)
     gv, uv, nu, nt, nan_v, bad_v = _fetch(weighted, unweighted, n_used, n_users, nan, bad_labels)
-    _raise_on_flags(nan_v)
+    _raise_on_flags(nan_v, s=s)
     if bad_v:
-        raise ValueError("labels must be 0/1 (or bool)")
+        _raise_bad_labels(_as_tensor(labels, s.device).reshape(-1))
     nu, nt = int(nu), int(nt)
     if nu == 0:
         return GAUCResult(None, None, 0, nt)
@@ -353,17 +406,26 @@ def _sum_over_row_chunks(
 
 
 def _input_flags(s: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Counts of NaN scores and negative relevance values in a block."""
+    """Counts of NaN scores and of negative, NaN or infinite relevance values in a block."""
     nan = (
         torch.isnan(s).sum() if s.is_floating_point() else torch.zeros((), dtype=torch.int64, device=s.device)
     )
-    neg = (rel < 0).sum() if rel.dtype != torch.uint8 else torch.zeros((), dtype=torch.int64, device=s.device)
-    return nan, neg
+    return nan, _bad_relevance_count(rel)
 
 
 def _sorted_ties(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For rows sorted in descending order: entries above each one, and the size of its tied run."""
     kk = v.shape[1]
+    if v.device.type == "cpu" and v.dtype in _NUMPY_SORTABLE and kk > 1:
+        # runs of equal values from running max/min of their boundaries: a few vectorised passes
+        a = v.numpy()
+        same = a[:, 1:] == a[:, :-1]
+        idx = np.arange(kk)
+        start = np.where(np.concatenate([np.zeros((a.shape[0], 1), bool), same], axis=1), 0, idx)
+        np.maximum.accumulate(start, axis=1, out=start)
+        end = np.where(np.concatenate([same, np.zeros((a.shape[0], 1), bool)], axis=1), kk - 1, idx)
+        end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1].copy()
+        return torch.from_numpy(start), torch.from_numpy(end - start + 1)
     if kk > 64:
         asc = v.flip(1)
         hi = torch.searchsorted(asc, v, side="right")
@@ -381,8 +443,76 @@ def _sorted_ties(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return start.T, (end - start + 1).T
 
 
-def _ndcg_block(s: torch.Tensor, rel: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Sum over the block's rows of tie-averaged NDCG@k (0 where IDCG is 0), plus input-flag counts.
+def _top_k(s: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``kk`` largest entries of each row, sorted descending, and their column indices.
+
+    On CPU numpy's introselect plus a sort of the ``kk`` survivors is ~1.4x faster than ``torch.topk``
+    (measured on 10^5 x 100 float64, k=10); the order of equal values may differ, which the tie-averaged
+    metrics never see.
+    """
+    n = s.shape[1]
+    if s.device.type != "cpu" or s.dtype not in _NUMPY_SORTABLE or kk >= n or kk > 64:
+        return torch.topk(s, kk, dim=1, largest=True, sorted=True)
+    # introselect puts the kk largest (NaN counted largest, as topk does) last, unordered
+    idx = torch.from_numpy(np.ascontiguousarray(np.argpartition(s.numpy(), n - kk, axis=1)[:, n - kk :]))
+    vals = s.gather(1, idx)
+    order = torch.from_numpy(np.argsort(vals.numpy(), axis=1)[:, ::-1].copy())
+    return vals.gather(1, order), idx.gather(1, order)
+
+
+def _ideal_gains(rel: torch.Tensor, kk: int, narrow: Any = None) -> torch.Tensor:
+    """Each row's ``kk`` largest relevance values, sorted descending (the ideal ranking's gains).
+
+    On CPU numpy's vectorised (SIMD) sort of whole rows beats a top-k selection, the more so on narrow
+    integers: ``narrow`` is a smaller numpy integer type that holds every relevance value, or None.
+    """
+    n = rel.shape[1]
+    if rel.device.type == "cpu" and rel.dtype in _NUMPY_SORTABLE:
+        r = rel.numpy()
+        if narrow is not None:
+            r = r.astype(narrow)
+        top = np.sort(r, axis=1)[:, n - kk :][:, ::-1]
+        return torch.from_numpy(top.copy())  # copy: a reversed view has negative strides
+    return torch.topk(rel, kk, dim=1, largest=True, sorted=True).values
+
+
+def _narrow_int(rel: torch.Tensor) -> Any:
+    """The narrowest of int16/int32 holding every value of an integer CPU ``rel`` (None: keep its type)."""
+    if (
+        rel.device.type != "cpu"
+        or rel.is_floating_point()
+        or rel.dtype in (torch.int16, torch.int8, torch.uint8)
+    ):
+        return None
+    lo, hi = int(rel.min()), int(rel.max())
+    for dt in (np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return dt
+    return None
+
+
+def _at_threshold(s: torch.Tensor, rel: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: how many candidates score exactly ``t``, and their total relevance (float64 sums)."""
+    fdt = _float_dtype(s.device)
+    if (
+        s.device.type == "cpu"
+        and s.dtype in _NUMPY_SORTABLE
+        and (not rel.is_floating_point() or rel.dtype == torch.float64)
+    ):
+        at = s.numpy() == t.numpy()
+        # einsum reduces the masked relevance in one pass, without a temporary the size of the block
+        gain = np.einsum("ij,ij->i", at, rel.numpy())
+        return torch.from_numpy(at.sum(1)), torch.from_numpy(np.asarray(gain, dtype=np.float64))
+    at_t = s == t
+    gain_t = torch.where(at_t, rel, 0)
+    # Integer sums are exact; float relevance is accumulated in float64 like sklearn.
+    gain_t = gain_t.sum(1).to(fdt) if not rel.is_floating_point() else gain_t.sum(1, dtype=fdt)
+    return at_t.sum(1), gain_t
+
+
+def _ndcg_block(s: torch.Tensor, rel: torch.Tensor, k: int, narrow: Any = None) -> tuple[torch.Tensor, ...]:
+    """Sum over the block's rows of tie-averaged NDCG@k (0 where IDCG is 0), plus a NaN-score count.
 
     Only the top k of each row are sorted. A tied group lying wholly above the k-th score is inside the
     top k; the group at the k-th score may reach past it, so its size and total gain come from the full
@@ -391,24 +521,19 @@ def _ndcg_block(s: torch.Tensor, rel: torch.Tensor, k: int) -> tuple[torch.Tenso
     kk = min(k, s.shape[1])
     fdt = _float_dtype(s.device)
     dcum = _discounts(kk, s.device, fdt)  # dcum[m] = discount sum of the first m ranks
-    top_v, top_i = torch.topk(s, kk, dim=1, largest=True, sorted=True)
+    top_v, top_i = _top_k(s, kk)
     top_rel = rel.gather(1, top_i).to(fdt)
     t = top_v[:, -1:]
     greater, tied = _sorted_ties(top_v)  # exact for values above t, whose runs end inside the top k
     w = (dcum.take((greater + tied).clamp_max(kk)) - dcum.take(greater)) / tied.to(fdt)
     dcg = torch.where(top_v > t, top_rel * w, 0).sum(1)
-    at_t = s == t
-    n_t = at_t.sum(1)
-    gain_t = torch.where(at_t, rel, 0)
-    # Integer sums are exact; float relevance is accumulated in float64 like sklearn.
-    gain_t = gain_t.sum(1).to(fdt) if not rel.is_floating_point() else gain_t.sum(1, dtype=fdt)
-    dcg = dcg + gain_t * (dcum[kk] - dcum.take(greater[:, -1])) / n_t.to(fdt)
-    ideal = torch.topk(rel, kk, dim=1, largest=True, sorted=True).values.to(fdt)
+    n_t, gain_t = _at_threshold(s, rel, t)
+    dcg = dcg + gain_t.to(fdt) * (dcum[kk] - dcum.take(greater[:, -1])) / n_t.to(fdt)
+    ideal = _ideal_gains(rel, kk, narrow).to(fdt)
     idcg = (ideal * (dcum[1:] - dcum[:-1])).sum(1)
     ndcg = torch.where(idcg > 0, dcg / torch.where(idcg > 0, idcg, 1), 0)
-    nan = top_v[:, 0].isnan().sum() if s.is_floating_point() else torch.zeros_like(n_t[0])
-    neg = (rel < 0).sum() if rel.dtype != torch.uint8 else torch.zeros_like(n_t[0])
-    return ndcg.sum(), nan, neg
+    nan = top_v[:, 0].isnan().sum() if s.is_floating_point() else torch.zeros((), dtype=torch.int64)
+    return ndcg.sum(), nan
 
 
 def ndcg_at_k(scores: Any, relevance: Any, k: int) -> float:
@@ -425,9 +550,10 @@ def ndcg_at_k(scores: Any, relevance: Any, k: int) -> float:
     """
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
-    total, nan, neg = _sum_over_row_chunks(_ndcg_block, s, rel, k)
+    neg = _bad_relevance_flag(rel)
+    total, nan = _sum_over_row_chunks(_ndcg_block, s, rel, k, _narrow_int(rel))
     value, nan_v, neg_v = _fetch(total, nan, neg)
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -479,7 +605,7 @@ def hit_rate_at_k(scores: Any, relevance: Any, k: int) -> float:
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     value, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_hit_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -505,7 +631,7 @@ def recall_at_k(scores: Any, relevance: Any, k: int) -> float:
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     total, n_has, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_recall_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     if n_has == 0:
         raise UndefinedMetricError("Recall is undefined because no query has a relevant candidate")
     return total / n_has
@@ -538,7 +664,7 @@ def mrr(scores: Any, relevance: Any, k: int | None = None) -> float:
         k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
     value, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_rr_block, s, rel, k))
-    _raise_on_flags(nan_v, neg_v)
+    _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
 
 
@@ -621,7 +747,7 @@ def compute_ranking_metrics(
     fetched = _fetch(*values, nan, out_of_range)
     if fetched[-1]:
         raise ValueError(f"target_index must lie in [0, {n_cand})")
-    _raise_on_flags(fetched[-2])
+    _raise_on_flags(fetched[-2], s=s)
     out: dict[str, float | int] = dict(zip(names, fetched[:-2]))
     out["n_queries"] = int(s.shape[0])
     return out

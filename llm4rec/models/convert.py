@@ -11,6 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.models.registry import BackboneFamily, get_family, list_families
 
@@ -46,7 +47,7 @@ def convert_cached(family: BackboneFamily, src: Path) -> Path:
 def main(argv: list[str]) -> int:
     """Command-line entry: ``llm4rec convert --family F --src ORIGINAL_DIR --out DIR``."""
     legacy = [f.name for f in list_families() if f.converter]
-    ap = argparse.ArgumentParser(prog="llm4rec convert", description=__doc__)
+    ap = argparse.ArgumentParser(prog="llm4rec convert", description=plain(__doc__))
     ap.add_argument("--family", required=True, help=f"one of: {', '.join(legacy) or '(none registered)'}")
     ap.add_argument("--src", required=True, type=Path, help="original checkpoint directory")
     ap.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")

@@ -20,6 +20,7 @@ from llm4rec.models.registry import (
     get_family,
     list_families,
     read_model_config,
+    require_model_dir,
 )
 from llm4rec.models.templates import ANSWERS, TEMPLATES, PromptTemplate
 
@@ -135,7 +136,7 @@ def load_base_model(
     """Load the frozen base model, 4-bit quantized by bitsandbytes when asked (works on CPU too)."""
     import transformers
 
-    path = Path(path)
+    path = require_model_dir(path)
     if not (path / "config.json").is_file():
         raise UserError(
             f"model.path: {path} is not a model directory (no config.json); llm4rec loads local "
@@ -205,7 +206,10 @@ def load_checkpoint(
 
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
-        raise UserError(f"{ckpt}: checkpoint directory not found")
+        what = "is a file, not a directory" if ckpt.exists() else "does not exist"
+        raise UserError(
+            f"--checkpoint: {ckpt} {what} (checkpoint directory not found; expected an adapter or model directory)"
+        )
     adapter_cfg = ckpt / "adapter_config.json"
     if adapter_cfg.is_file():
         import yaml
@@ -224,6 +228,10 @@ def load_checkpoint(
             if (ckpt / "llm4rec.json").is_file()
             else resolve_family(m.path, m.family)
         )
+        try:
+            require_model_dir(m.path, f"{recipe_path}: model.path")
+        except UserError as exc:
+            raise UserError(f"{exc} (the adapter's base model)") from None
         base_path = resolve_model_path(m.path, family)
         model = load_base_model(
             base_path,

@@ -402,6 +402,13 @@ def resolve_arch(model_path: str, family: str = "auto", arch: str | None = None)
         resolved = ResolvedArch(
             data["name"], data["family"], data["config"], "packaged", data.get("published_params")
         )
+    elif model_path:
+        raise UserError(
+            f"model.path: the model directory {model_path} does not exist yet; make it first (for "
+            "recipes/demo_cpu.yaml: `make demo`, or the tiny-model and pretrain commands at the top of the "
+            "recipe; for a released model: download its weights there), or plan a packaged architecture "
+            f"with --arch NAME (known: {', '.join(arch_names())})"
+        )
     elif family != "auto":
         data = family_default_arch(family)
         if data is None:

@@ -11,12 +11,15 @@ tokenizer directory (``--tokenizer-from``).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir
 from llm4rec.models.registry import get_family
@@ -183,17 +186,22 @@ def read_corpus(paths: Iterable[str | Path]) -> list[str]:
 @exit_on_user_error
 def main(argv: list[str]) -> int:
     """``llm4rec tiny-model --family llama --out DIR [--corpus FILE ...]``."""
-    ap = argparse.ArgumentParser(prog="llm4rec tiny-model", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="llm4rec tiny-model", description=plain(__doc__.split("\n\n")[0]))
     ap.add_argument("--family", default="llama", help="registered family with a tiny config (llama, qwen2)")
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
-    ap.add_argument("--vocab-size", type=int, default=2000)
+    ap.add_argument(
+        "--vocab-size",
+        type=int,
+        default=2000,
+        help="largest tokenizer vocabulary trained on --corpus (default 2000)",
+    )
     ap.add_argument(
         "--tokenizer-from", type=Path, help="reuse a real tokenizer directory instead of training one"
     )
     ap.add_argument("--hidden-size", type=int, help="override the tiny hidden size (default 128)")
     ap.add_argument("--layers", type=int, help="override the number of layers (default 2)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     args = ap.parse_args(argv)
     out = build_tiny_model(
         args.family,
@@ -206,5 +214,18 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
     )
     n = sum(p.stat().st_size for p in out.iterdir())
-    print(f"wrote tiny {args.family} model to {out} ({n / 1e6:.1f} MB)")
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    from safetensors import safe_open
+
+    params = 0
+    for shard in out.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            params += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 - not a dict
+    inter = cfg.get("intermediate_size", cfg.get("ffn_hidden_size"))
+    layers = cfg.get("num_hidden_layers", cfg.get("num_layers"))
+    vocab = cfg.get("vocab_size", cfg.get("padded_vocab_size"))
+    print(
+        f"wrote tiny {args.family} model to {out}: {params / 1e6:.2f}M parameters (hidden "
+        f"{cfg.get('hidden_size')}, intermediate {inter}, {layers} layers, vocabulary {vocab}; {n / 1e6:.1f} MB)"
+    )
     return 0

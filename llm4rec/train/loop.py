@@ -28,7 +28,7 @@ from llm4rec.data.tokenize import (
     render_prompt,
 )
 from llm4rec.errors import UserError
-from llm4rec.io import atomic_dir, read_jsonl, write_json_atomic
+from llm4rec.io import atomic_dir, follow_umask, read_jsonl, write_json_atomic
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.loading import (
     answer_words,
@@ -38,6 +38,7 @@ from llm4rec.models.loading import (
     resolve_model_path,
     resolve_template,
 )
+from llm4rec.models.registry import require_model_dir
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -108,6 +109,7 @@ def _save_adapter(model: Any, out: Path) -> None:
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
+    follow_umask(tmp)  # safetensors writes 0600: other users of a shared server could not load the adapter
     for name in ADAPTER_FILES:
         os.replace(tmp / name, out / name)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -147,6 +149,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         )
     accum = t.batch_size // (t.micro_batch_size * world)
     _set_seed(t.seed)
+    require_model_dir(m.path)
     family = resolve_family(m.path, m.family)
     model_path = resolve_model_path(m.path, family)
     tokenizer = load_tokenizer(model_path, family)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from llm4rec.cli import plain
 from llm4rec.data.tokenize import TrainExample, collate, encode_train_example
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir, read_jsonl
@@ -116,23 +117,25 @@ def pretrain(
 @exit_on_user_error
 def main(argv: list[str]) -> int:
     """``llm4rec pretrain --model DIR --corpus FILE [FILE ...] --out DIR [--steps N]``."""
-    ap = argparse.ArgumentParser(prog="llm4rec pretrain", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="llm4rec pretrain", description=plain(__doc__.split("\n\n")[0]))
     ap.add_argument("--model", required=True, type=Path, help="base model directory (e.g. from tiny-model)")
     ap.add_argument(
         "--corpus", required=True, nargs="+", help=".txt (one document per line) or .jsonl samples"
     )
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-len", type=int, default=256, help="documents are cut to this many tokens")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--out", required=True, type=Path, help="output model directory (written atomically)")
+    ap.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    ap.add_argument("--batch-size", type=int, default=16, help="documents per step (default 16)")
+    ap.add_argument(
+        "--max-len", type=int, default=256, help="documents are cut to this many tokens (default 256)"
+    )
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default 3e-3)")
     ap.add_argument(
         "--tail-tokens",
         type=int,
         default=0,
         help="train on the last N tokens of each .jsonl sample only (0: whole samples); see load_documents",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of data order and init (default 0)")
     args = ap.parse_args(argv)
     if args.tail_tokens < 0:
         raise UserError(f"--tail-tokens: must be 0 or more, got {args.tail_tokens}")

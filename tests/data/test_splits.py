@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -107,3 +109,32 @@ def test_empty_split_stops_with_the_reason(tmp_path):
         assign_splits(tl, SplitConfig(kind="loo", min_history=1))
     with pytest.raises(UserError, match="split is empty"):
         assign_splits(tl, SplitConfig(kind="tallrec", min_history=10))
+
+
+def test_loo_ties_strict_leaves_same_second_history_out(tmp_path):
+    # coarse times: many events of a user share a second, as in ML-100K
+    events = [(u, i, r, t // 20_000 * 20_000) for u, i, r, t in random_events(30, 50, seed=7, lo=5, hi=25)]
+    src = write_ml100k(tmp_path / "src", events, 50)
+    tl = _timelines(events)
+    out = {}
+    for rule in ("keep", "strict"):
+        out[rule] = tmp_path / rule
+        assert run("movielens", "--src", src, "--out", out[rule], "--history", "50", "--ties", rule) == 0
+    same = 0
+    for group in split_rows(out["strict"], "tallrec").values():
+        for r in group:
+            seq = tl[r["user_id"]]
+            p = next(k for k, e in enumerate(seq) if e[2] == r["item_id"] and e[0] == r["timestamp"])
+            # strict: exactly the earlier events of an earlier second
+            assert r["history"] == [e[2] for e in seq[:p] if e[0] < r["timestamp"]]
+            same += p >= 1 and seq[p - 1][0] == r["timestamp"]
+    assert same > 0  # the log has ties, so the rule changes something
+    meta = json.loads((out["keep"] / "meta.json").read_text())
+    assert meta["ties"] == {"rule": "keep", "targets_with_same_second_history": same}
+    assert json.loads((out["strict"] / "meta.json").read_text())["ties"]["rule"] == "strict"
+    # the preset keeps TALLRec's rule; temporal is always strict
+    assert run("movielens", "--src", src, "--out", tmp_path / "p", "--preset", "tallrec") == 0
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["ties"]["rule"] == "keep"
+    assert (
+        run("movielens", "--src", src, "--out", tmp_path / "t", "--split", "temporal", "--ties", "keep") == 2
+    )

@@ -405,3 +405,38 @@ def test_cuda_matches_cpu():
     for fn in (ndcg_at_k, hit_rate_at_k, recall_at_k):
         assert fn(s.to(cu), rel.to(cu), 5) == pytest.approx(fn(s, rel, 5), abs=1e-12)
     assert mrr(s.to(cu), rel.to(cu)) == pytest.approx(mrr(s, rel), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -1.0])
+@pytest.mark.parametrize("fn", ["ndcg_at_k", "hit_rate_at_k", "recall_at_k", "mrr"])
+def test_non_finite_relevance_is_an_error_naming_the_row(fn, bad):
+    import llm4rec.eval.metrics as m
+
+    scores = np.array([[0.9, 0.5, 0.1], [0.3, 0.2, 0.1], [0.1, 0.2, 0.3]])
+    rel = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    rel[2, 0] = bad  # row 2; sklearn raises on these too
+    with pytest.raises(ValueError, match=r"relevance row 2 holds (nan|-?inf|-1\.0)"):
+        getattr(m, fn)(scores, rel, 2)
+    with pytest.raises(ValueError):
+        ndcg_score(rel, scores, k=2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 2.0])
+def test_labels_other_than_0_1_name_their_index(bad):
+    from llm4rec.eval.metrics import gauc
+
+    labels = [0.0, 1.0, 0.0, bad, 1.0]
+    with pytest.raises(ValueError, match=r"labels\[3\] is (nan|inf|2\.0); labels must be 0/1"):
+        auc([0.1, 0.2, 0.3, 0.4, 0.5], labels)
+    with pytest.raises(ValueError, match=r"labels\[3\] is"):
+        gauc([0.1, 0.2, 0.3, 0.4, 0.5], labels, [1, 1, 2, 2, 2])
+
+
+def test_nan_scores_name_the_row():
+    from llm4rec.eval.metrics import compute_ranking_metrics
+
+    s = np.array([[0.1, 0.2], [0.3, 0.4], [np.nan, 0.1]])
+    with pytest.raises(ValueError, match=r"NaN \(row 2\)"):
+        ndcg_at_k(s, np.eye(3, 2), 1)
+    with pytest.raises(ValueError, match=r"NaN \(row 2\)"):
+        compute_ranking_metrics(s, [0, 1, 0])

@@ -341,3 +341,14 @@ def test_weights_reproduce_the_published_4bit_footprint_of_qwen25_7b(qwen2_7b):
     unquantized = parts["embeddings"] + parts["output head"] + parts["norms and biases"]  # fp32 here
     footprint = parts["linear weights (NF4)"] + unquantized // 2
     assert round(footprint / 1e9, 2) == 5.44
+
+
+def test_plan_of_a_model_not_made_yet_says_so_instead_of_planning_7b(tmp_path, monkeypatch):
+    from llm4rec.errors import UserError
+
+    monkeypatch.chdir(tmp_path)  # demo_out/ does not exist here
+    recipe = load_recipe(RECIPES / "demo_cpu.yaml")
+    with pytest.raises(UserError, match=r"model directory demo_out/tiny-base does not exist yet.*make demo"):
+        plan_recipe(recipe)
+    # a packaged architecture can still be planned on purpose
+    assert plan_recipe(recipe, arch="llama-7b").family == "llama"

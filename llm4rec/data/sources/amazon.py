@@ -19,7 +19,17 @@ from pathlib import Path
 import polars as pl
 
 from llm4rec.data.canonical import Canonical, conform
-from llm4rec.data.readers import ReadReport, iter_lines, read_json_table, require_file, sha256_file
+from llm4rec.data.readers import (
+    ReadReport,
+    check_codec,
+    iter_lines,
+    line_locator,
+    out_of_range,
+    read_json_table,
+    reject_rows,
+    require_file,
+    sha256_file,
+)
 from llm4rec.errors import UserError
 
 RELEASES = ("auto", "2014", "2018", "2023")
@@ -62,17 +72,21 @@ _META = {
 }
 
 
-def _first_line(path: Path) -> str:
-    for _, line in iter_lines(path, "utf-8"):
+#: the star ratings of every release
+RATING_RANGE = (1.0, 5.0)
+
+
+def _first_line(path: Path, encoding: str = "utf-8") -> str:
+    for _, line in iter_lines(path, encoding):
         if line.strip():
             return line
     raise UserError(f"{path}: the file is empty")
 
 
-def detect_release(reviews: Path, meta: Path | None) -> str:
+def detect_release(reviews: Path, meta: Path | None, encoding: str = "utf-8") -> str:
     """The release, from the first review line (2023 names ``parent_asin``) and the first metadata line
     (2014's is a Python literal with ``'categories'``, 2018's JSON with ``"category"``)."""
-    line = _first_line(reviews)
+    line = _first_line(reviews, encoding)
     if '"parent_asin"' in line or '"user_id"' in line:
         return "2023"
     if "reviewerID" not in line:
@@ -80,7 +94,7 @@ def detect_release(reviews: Path, meta: Path | None) -> str:
             f"{reviews.name}:1: not an Amazon review line (no reviewerID or user_id); pass --release"
         )
     if meta is not None:
-        m = _first_line(meta)
+        m = _first_line(meta, encoding)
         if "'asin'" in m or "'categories'" in m or '"categories"' in m:
             return "2014"
     return "2018"
@@ -105,13 +119,21 @@ def read_amazon(
     release: str = "auto",
     threshold: float = 3.0,
     skip_bad_lines: bool = False,
+    encoding: str = "utf-8",
 ) -> Canonical:
-    """Read an Amazon review file (and its metadata file, for titles) into the canonical tables."""
+    """Read an Amazon review file (and its metadata file, for titles) into the canonical tables.
+
+    Ratings outside 1-5 stars (or NaN) are bad lines; reviews of items the metadata lacks are dropped
+    later, counted, as untitled.
+    """
     reviews = require_file(Path(reviews), "Amazon review file (--reviews)")
+    if meta is not None:
+        meta = require_file(Path(meta), "Amazon metadata file (--meta)")
     if release not in RELEASES:
         raise UserError(f"--release: unknown Amazon release {release!r}; choose one of {', '.join(RELEASES)}")
+    encoding = check_codec(encoding)
     if release == "auto":
-        release = detect_release(reviews, Path(meta) if meta is not None else None)
+        release = detect_release(reviews, meta, encoding)
     report = ReadReport()
     rv = read_json_table(
         reviews,
@@ -120,6 +142,17 @@ def read_amazon(
         skip_bad_lines=skip_bad_lines,
         report=report,
         python_literals=True,
+        encoding=encoding,
+    )
+    lo, hi = RATING_RANGE
+    rv = reject_rows(
+        rv,
+        out_of_range("rating", lo, hi),
+        reviews,
+        lambda row: f"rating {row['rating']!r} is outside {lo:g}-{hi:g} stars",
+        line_locator(reviews, encoding=encoding),
+        skip_bad_lines=skip_bad_lines,
+        report=report,
     )
     if release == "2023":
         rv = rv.with_columns(pl.col("timestamp") // 1000)
@@ -128,10 +161,15 @@ def read_amazon(
     )
     files = [reviews]
     if meta is not None:
-        meta = require_file(Path(meta), "Amazon metadata file (--meta)")
         files.append(meta)
         md = read_json_table(
-            meta, _META[release], ["item"], skip_bad_lines=skip_bad_lines, report=report, python_literals=True
+            meta,
+            _META[release],
+            ["item"],
+            skip_bad_lines=skip_bad_lines,
+            report=report,
+            python_literals=True,
+            encoding=encoding,
         )
         md = md.unique("item", keep="first", maintain_order=True)
         items = md.select(

@@ -5,7 +5,8 @@
 Ratings run 1-10; 0 marks an *implicit* interaction without a rating. ``implicit='negative'`` (TALLRec's
 treatment: 0 is not > 5) keeps those events with label 0 and no rating; ``'drop'`` removes them.
 The log has no timestamps: the preset ``tallrec-book`` orders each user's events by a seeded shuffle.
-Ratings of ISBNs absent from the book file are dropped later (untitled), as TALLRec's inner join does.
+Ratings outside 0-10 are bad lines. Ratings of ISBNs absent from the book file are dropped later
+(untitled, counted and warned about), as TALLRec's inner join does.
 Books are shown as TALLRec's book prompts show them, ``"Title" written by Author`` (its target string
 lacks the spaces around "written by"; here every mention has them).
 """
@@ -20,10 +21,21 @@ from pathlib import Path
 import polars as pl
 
 from llm4rec.data.canonical import Canonical, conform
-from llm4rec.data.readers import ReadReport, check_codec, find_file, read_csv_table, read_text, sha256_file
+from llm4rec.data.readers import (
+    ReadReport,
+    check_codec,
+    find_file,
+    line_locator,
+    read_csv_table,
+    read_text,
+    reject_rows,
+    sha256_file,
+)
 from llm4rec.errors import UserError
 
 IMPLICIT = ("negative", "drop")
+#: Book-Rating: 0 (implicit) or 1-10
+RATING_RANGE = (0, 10)
 
 
 def _books(path: Path, encoding: str, skip_bad_lines: bool, report: ReadReport) -> pl.DataFrame:
@@ -85,6 +97,16 @@ def read_bookcrossing(
     cols = {"User-ID": pl.Utf8, "ISBN": pl.Utf8, "Book-Rating": pl.Int64}
     r = read_csv_table(
         ratings_path, sep=";", encoding=encoding, columns=cols, skip_bad_lines=skip_bad_lines, report=report
+    )
+    lo, hi = RATING_RANGE
+    r = reject_rows(
+        r,
+        (pl.col("Book-Rating") < lo) | (pl.col("Book-Rating") > hi),
+        ratings_path,
+        lambda row: f"Book-Rating {row['Book-Rating']} is outside {lo}-{hi} (0 = implicit)",
+        line_locator(ratings_path, encoding=encoding, header=True, sep=";"),
+        skip_bad_lines=skip_bad_lines,
+        report=report,
     )
     rating = pl.col("Book-Rating").cast(pl.Float64)
     inter = r.select(

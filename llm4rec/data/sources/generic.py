@@ -20,8 +20,10 @@ from llm4rec.data.canonical import Canonical, conform
 from llm4rec.data.readers import (
     ReadReport,
     check_codec,
+    line_locator,
     read_csv_table,
     read_json_table,
+    reject_rows,
     require_file,
     sha256_file,
 )
@@ -76,22 +78,21 @@ def read_table(
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "parquet":
-        try:
-            schema = pl.read_parquet_schema(path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise UserError(f"{path}: not a readable Parquet file ({exc})") from None
+        schema = _parquet_schema(path)
         missing = [c for c in columns if c not in schema]
         if missing:
             raise UserError(f"{path.name}: missing column {missing[0]!r}; the file has: {', '.join(schema)}")
-        df = pl.read_parquet(path, columns=list(columns))
-        bad = (
-            df.select(pl.any_horizontal(pl.col(required).is_null()).arg_true()).to_series()
-            if required
-            else None
-        )
-        if bad is not None and bad.len():
-            raise UserError(f"{path.name}: row {int(bad[0]) + 1}: empty value in a required column")
-        return df.with_columns([pl.col(c).cast(t, strict=False) for c, t in columns.items()])
+        try:
+            df = pl.read_parquet(path, columns=list(columns))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UserError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        if df.height == 0:
+            raise UserError(f"{path}: the file holds no rows")
+        for c in required:
+            bad = df[c].is_null().arg_true()
+            if bad.len():
+                raise UserError(f"{path.name}: row {int(bad[0]) + 1}: column {c!r} is empty (null)")
+        return df.with_columns([_parquet_cast(df[c], t, path) for c, t in columns.items()])
     if fmt == "jsonl":
         df = read_json_table(
             path,
@@ -99,6 +100,7 @@ def read_table(
             required,
             skip_bad_lines=skip_bad_lines,
             report=report,
+            encoding=encoding,
         )
         return df
     sep = sep or ("\t" if fmt == "tsv" else ",")
@@ -106,6 +108,41 @@ def read_table(
         path, sep=sep, encoding=encoding, columns=columns, skip_bad_lines=skip_bad_lines, report=report
     )
     return df.select(list(columns))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _parquet_schema(path: Path) -> dict[str, Any]:
+    try:
+        return dict(pl.read_parquet_schema(path))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _parquet_cast(col: pl.Series, dtype: Any, path: Path) -> pl.Series:
+    """A Parquet column in the type the reader wants; a value that does not fit names its row.
+
+    Ids stored as floats (what pandas writes for an integer column with gaps) are rendered as integers,
+    ``1`` rather than ``1.0``; NaN or infinity is no id.
+    """
+    name = col.name
+    if dtype == pl.Utf8 and col.dtype.is_float():
+        bad = (col.is_nan() | col.is_infinite()).arg_true()
+        if bad.len():
+            k = int(bad[0])
+            raise UserError(f"{path.name}: row {k + 1}: column {name!r} is {col[k]}, not an id")
+        if (col == col.floor()).all():
+            return col.cast(pl.Int64).cast(pl.Utf8)
+        return col.cast(pl.Utf8)
+    cast = col.cast(dtype, strict=False)
+    bad = (cast.is_null() & col.is_not_null()).arg_true()
+    if bad.len():
+        k = int(bad[0])
+        kind = {pl.Int64: "an integer", pl.Float64: "a number"}.get(dtype, str(dtype))
+        raise UserError(f"{path.name}: row {k + 1}: column {name!r} is {col[k]!r}, expected {kind}")
+    return cast
 
 
 def _time(col: str, unit: str) -> pl.Expr:
@@ -173,6 +210,25 @@ def read_generic(
         label = lab.is_in(["1", "true", "1.0"]).cast(pl.Int8)
         rating = pl.lit(None, dtype=pl.Float64)
     elif cmap.rating:
+        fmt_used = detect_format(interactions) if fmt == "auto" else fmt
+        if fmt_used == "parquet":
+            locate = lambda k: f"{interactions.name}: row {k + 1}"  # noqa: E731
+        else:
+            locate = line_locator(
+                interactions,
+                encoding=encoding,
+                header=fmt_used in ("csv", "tsv"),
+                sep=sep or ("\t" if fmt_used == "tsv" else ","),
+            )
+        df = reject_rows(
+            df,
+            pl.col(cmap.rating).is_nan() | pl.col(cmap.rating).is_infinite(),
+            interactions,
+            lambda row: f"--rating-col {cmap.rating!r} is {row[cmap.rating]}, not a number",
+            locate,
+            skip_bad_lines=skip_bad_lines,
+            report=report,
+        )
         rating = pl.col(cmap.rating)
         label = (rating > threshold).cast(pl.Int8)
     else:
@@ -230,11 +286,11 @@ def read_generic(
 def _columns_of(path: Path, fmt: str, sep: str | None, encoding: str) -> list[str]:
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "parquet":
-        return list(pl.read_parquet_schema(path))
+        return list(_parquet_schema(path))
     if fmt == "jsonl":
         from llm4rec.data.readers import iter_lines
 
-        for _, line in iter_lines(path, "utf-8"):
+        for _, line in iter_lines(path, encoding):
             if line.strip():
                 try:
                     return list(json.loads(line))

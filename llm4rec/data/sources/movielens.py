@@ -24,9 +24,12 @@ from llm4rec.data.readers import (
     check_codec,
     find_file,
     iter_lines,
+    line_locator,
+    out_of_range,
     read_csv_table,
     read_delimited,
     read_text,
+    reject_rows,
     sha256_file,
 )
 from llm4rec.errors import UserError
@@ -56,6 +59,8 @@ ML100K_GENRES = [
     "Western",
 ]
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
+#: every release rates 0.5-5 stars (100K and 1M in whole stars)
+RATING_RANGE = (0.5, 5.0)
 _RATING_SCHEMA = {"user": pl.Int64, "item": pl.Int64, "rating": pl.Float64, "timestamp": pl.Int64}
 
 
@@ -196,6 +201,16 @@ def read_movielens(
     report = ReadReport()
     reader = {"100k": _read_100k, "dat": _read_dat, "csv": _read_csv}[layout]
     ratings, items, files = reader(src, encoding, skip_bad_lines, report)
+    lo, hi = RATING_RANGE
+    ratings = reject_rows(
+        ratings,
+        out_of_range("rating", lo, hi),
+        files[0],
+        lambda row: f"rating {row['rating']:g} of user {row['user']} is outside the {lo:g}-{hi:g} star scale",
+        line_locator(files[0], header=layout == "csv"),
+        skip_bad_lines=skip_bad_lines,
+        report=report,
+    )
     inter = ratings.select(
         pl.col("user").cast(pl.Utf8),
         pl.col("item").cast(pl.Utf8),
