@@ -22,7 +22,9 @@ original key (``transformer.`` prefix)                 converted key (``model.``
 The icetk tokenizer (``ice_text.model``, a sentencepiece unigram model with NFKC normalisation, behind a
 pre-processing step that writes newlines as ``<n>``, tabs as ``<|tab|>`` and runs of 2..80 spaces as
 ``<|blank_N|>``) becomes a fast unigram tokenizer that reproduces those steps in its normalizer. Ids are
-offset by ``num_image_tokens`` (0 in the current release, 20000 in the first one).
+offset by ``num_image_tokens`` (0 in the current release, 20000 in the first one). The directory names
+:class:`~llm4rec.models.legacy._tok_chatglm.ChatGLM6BTokenizer`, which places piece boundaries exactly as
+sentencepiece does (it breaks ties between orderings of the same pieces by float32 rounding).
 
 Unlike the release, the converted tokenizer adds no special tokens by itself: ChatGLM-6B needs
 ``[gMASK]<sop>`` *between* the prompt and the answer, so the family's templates write them (the tokens are
@@ -42,6 +44,7 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import modeling_chatglm
+from llm4rec.models.legacy._tok_chatglm import UNREACHABLE, USER_SYMBOLS_RE
 from llm4rec.models.legacy.chatglm2 import (
     ShardWriter,
     checkpoint_generation,
@@ -62,12 +65,6 @@ MAX_BLANK = 80
 CONTROL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>")
 #: matched inside text: the release's bos/eos/mask/pad/unk special tokens, plus [gMASK] for the templates
 TEXT_SPECIAL = ("[MASK]", "[gMASK]", "<sop>", "<eop>", "<unk>", "<pad>")
-USER_SYMBOLS_RE = r"<n>|<\|tab\|>|<\|blank_(?:[2-9]|[1-7][0-9]|80)\|>"
-#: unigram score that keeps control and byte pieces out of the lattice (sentencepiece never matches them in
-#: text). It also lowers the unknown-character penalty (min score - 10), which changes nothing as long as
-#: every character of a piece is a piece of its own, as in ice_text.model: an unknown character then has
-#: no competing multi-character piece.
-UNREACHABLE = -1.0e4
 #: the release's residual scale sqrt(2 * 28), whatever num_layers says (GLMBlock's default is never overridden)
 RELEASE_ALPHA = (2 * 28) ** 0.5
 
@@ -127,7 +124,8 @@ def write_chatglm_tokenizer(model_path: Path, out: Path, num_image_tokens: int, 
     tk = build_chatglm_tokenizer(model_path, num_image_tokens)
     tk.save(str(out / "tokenizer.json"))
     tok_cfg = {
-        "tokenizer_class": "TokenizersBackend",
+        # llm4rec's class: sentencepiece's own piece boundaries (see _tok_chatglm)
+        "tokenizer_class": "ChatGLM6BTokenizer",
         "bos_token": "<sop>",
         "eos_token": "<eop>",
         "unk_token": "<unk>",

@@ -245,6 +245,26 @@ def test_tokenizer_matches_release_on_real_files(real_tokenizer):
     assert tok(TEMPLATES["chatglm_zh"].render(instruction, inputs) + "是")["input_ids"] == want
 
 
+def test_tokenizer_matches_sentencepiece_on_long_runs(real_tokenizer, tmp_path):
+    """sentencepiece keeps path scores in float32: orderings of the same pieces in a long run of one
+    character are told apart by rounding, which depends on the text before the run."""
+    from transformers import AutoTokenizer
+
+    tok, sp, src = real_tokenizer
+    cfg = json.loads((src / "config.json").read_text())
+    runs = [ch * n for ch in ("a", "哈", "1", "ab", "=") for n in (18, 26, 27, 30, 31, 34, 40, 41, 50, 80)]
+    prefixes = ("", "x ", "你好世界今天天气很好 ", "The quick brown fox\n\n jumps   over ", "[gMASK]<sop>")
+    texts = [p + r for p in prefixes for r in runs]
+    _check_tokenizer(tok, sp, 0, cfg, texts)
+    # tokenizer.json alone (tokenizers' float64 lattice) breaks those ties its own way
+    plain = cg1.build_chatglm_tokenizer(src / "ice_text.model")
+    assert plain.encode("a" * 18).ids != sp.encode("a" * 18)
+    tok.save_pretrained(tmp_path / "resaved")
+    again = AutoTokenizer.from_pretrained(tmp_path / "resaved")
+    assert type(again).__name__ == "ChatGLM6BTokenizer"
+    _check_tokenizer(again, sp, 0, cfg, texts[:10])
+
+
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
     from llm4rec.models.answer_tokens import answer_token_ids
     from llm4rec.models.loading import answer_words, resolve_template
