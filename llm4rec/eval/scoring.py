@@ -49,11 +49,8 @@ from transformers.cache_utils import DynamicLayer
 from llm4rec.data.tokenize import render_prompt, special_prefix_len, truncate_left
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids
+from llm4rec.models.registry import family_of_config
 from llm4rec.models.templates import PromptTemplate
-
-#: model types whose decoder takes 1-D ``position_ids`` and a transformers ``Cache`` and whose logits are
-#: exactly ``lm_head(hidden)``: prefix reuse and the sliced output head are exact for them.
-PREFIX_SAFE_MODEL_TYPES = frozenset({"glm", "llama", "qwen2", "qwen3", "mistral", "baichuan", "qwen"})
 
 #: config attributes that transform logits after the output head; any of them set disables head slicing
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -165,8 +162,9 @@ def _resolve(model: Any, fast: bool = True) -> _Parts:
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     device = emb.weight.device if emb is not None else next(model.parameters()).device
     config = getattr(base, "config", None)
-    model_type = getattr(config, "model_type", None)
-    plain = model_type in PREFIX_SAFE_MODEL_TYPES
+    # the family says whether prefix reuse and the sliced output head are exact for its models
+    family = family_of_config(config) if config is not None else None
+    plain = family is not None and family.prefix_safe
     try:  # a peft wrapper passes keyword arguments through to the model it wraps
         accepts = "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):

@@ -2,8 +2,8 @@
 
 Parameters are counted exactly: backbones transformers implements are instantiated on the meta device
 from their config (no memory, no download) and their modules are counted by kind; the remote-code legacy
-releases (Qwen-7B v1, Baichuan, ChatGLM) are counted analytically from their config in the layout
-llm4rec converts them to. The package carries the architecture of every shipped 7B backbone
+releases (Qwen-7B v1, Baichuan, ChatGLM) are counted the same way on the converted config their family
+builds (the layout llm4rec converts them to). The package carries the architecture of every shipped 7B backbone
 (``llm4rec/models/arch/*.json``), so planning works offline.
 
 The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
@@ -132,10 +132,11 @@ def count_params(config: dict[str, Any], arch: str = "") -> ParamCount:
     """Count a backbone's parameters from its ``config.json`` data.
 
     Model types transformers implements are instantiated on the meta device; the remote-code releases
-    (``qwen``, ``baichuan``, ``chatglm``) are counted analytically in their converted layout.
+    (``qwen``, ``baichuan``, ``chatglm``) are counted the same way in the layout llm4rec converts them to.
     """
-    model_type = config.get("model_type")
-    if model_type in ("qwen", "baichuan", "chatglm"):
+    from llm4rec.models.registry import converted_config_of
+
+    if converted_config_of(config) is not None:
         return count_params_analytic(config, arch)
     return count_params_meta(config, arch)
 
@@ -209,93 +210,22 @@ def count_params_meta(config: dict[str, Any], arch: str = "") -> ParamCount:
     )
 
 
-def _need(config: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if config.get(k) is not None:
-            return config[k]
-    raise UserError(f"config.json (model_type {config.get('model_type')!r}) lacks {' / '.join(keys)}")
-
-
 def count_params_analytic(config: dict[str, Any], arch: str = "") -> ParamCount:
-    """Count a remote-code release from its config: Qwen-7B v1, Baichuan(2), ChatGLM-6B, ChatGLM2/3-6B.
+    """Count a remote-code release (Qwen-7B v1, Baichuan(2), ChatGLM-6B, ChatGLM2/3-6B) from its config.
 
-    Linear layers get the names of llm4rec's converted layout (those LoRA targets refer to).
+    Its family builds the converted config (what ``llm4rec convert`` writes), which is instantiated on the
+    meta device: the linear layers carry the converted names that LoRA targets refer to.
     """
-    mt = config.get("model_type")
-    H = int(_need(config, "hidden_size"))
-    heads = int(_need(config, "num_attention_heads"))
-    layers = int(_need(config, "num_hidden_layers", "num_layers"))
-    head_dim = int(config.get("kv_channels") or H // heads)
-    q_dim = heads * head_dim
-    tied = bool(config.get("tie_word_embeddings", False))
-    n_norm_params = 1  # RMSNorm: a weight; LayerNorm: weight and bias
-    if mt == "qwen":
-        vocab, kv_heads, gated = int(_need(config, "vocab_size")), heads, True
-        inter = int(_need(config, "intermediate_size")) // 2  # w1 and w2 each take half
-        # c_attn always has a bias; c_proj and the MLP have none unless no_bias is false
-        lin_bias = not config.get("no_bias", True)
-        spec = [
-            ("q_proj", H, q_dim, True), ("k_proj", H, q_dim, True), ("v_proj", H, q_dim, True),
-            ("o_proj", q_dim, H, lin_bias), ("gate_proj", H, inter, lin_bias), ("up_proj", H, inter, lin_bias),
-            ("down_proj", inter, H, lin_bias),
-        ]  # fmt: skip
-    elif mt == "baichuan":
-        vocab, kv_heads, gated = int(_need(config, "vocab_size")), heads, True
-        inter = int(_need(config, "intermediate_size"))
-        spec = [
-            ("q_proj", H, q_dim, False), ("k_proj", H, q_dim, False), ("v_proj", H, q_dim, False),
-            ("o_proj", q_dim, H, False), ("gate_proj", H, inter, False), ("up_proj", H, inter, False),
-            ("down_proj", inter, H, False),
-        ]  # fmt: skip
-    elif mt == "chatglm" and "ffn_hidden_size" in config:  # ChatGLM2 / ChatGLM3
-        vocab = int(_need(config, "padded_vocab_size", "vocab_size"))
-        inter, gated = int(config["ffn_hidden_size"]), True
-        kv_heads = (
-            int(config.get("multi_query_group_num", heads)) if config.get("multi_query_attention") else heads
-        )
-        kv_dim = kv_heads * head_dim
-        qkv_b, lin_b = bool(config.get("add_qkv_bias", False)), bool(config.get("add_bias_linear", False))
-        if not config.get("rmsnorm", True):
-            n_norm_params = 2
-        spec = [
-            ("q_proj", H, q_dim, qkv_b), ("k_proj", H, kv_dim, qkv_b), ("v_proj", H, kv_dim, qkv_b),
-            ("o_proj", q_dim, H, lin_b), ("gate_up_proj", H, 2 * inter, lin_b), ("down_proj", inter, H, lin_b),
-        ]  # fmt: skip
-    elif mt == "chatglm":  # ChatGLM-6B: LayerNorm, biases everywhere, GELU MLP, tied output head
-        vocab = int(_need(config, "vocab_size"))
-        inter = int(config.get("inner_hidden_size") or 4 * H)
-        kv_heads, gated, n_norm_params = heads, False, 2
-        tied = bool(config.get("tie_word_embeddings", True))
-        spec = [
-            ("q_proj", H, q_dim, True), ("k_proj", H, q_dim, True), ("v_proj", H, q_dim, True),
-            ("o_proj", q_dim, H, True), ("up_proj", H, inter, True), ("down_proj", inter, H, True),
-        ]  # fmt: skip
-    else:
+    from llm4rec.models.registry import converted_config_of
+
+    converted = converted_config_of(config)
+    if converted is None:
         raise UserError(
-            f"model_type {mt!r}: no analytic parameter count (qwen, baichuan and chatglm have one)"
+            f"model_type {config.get('model_type')!r}: no llm4rec family converts this config "
+            "(qwen, baichuan and chatglm releases are counted in their converted layout)"
         )
-    linears = tuple(LinearGroup(n, i, o, layers, b) for n, i, o, b in spec)
-    glm2_without_final_norm = (
-        mt == "chatglm" and "ffn_hidden_size" in config and not config.get("post_layer_norm", True)
-    )
-    final_norm = 0 if glm2_without_final_norm else 1
-    return ParamCount(
-        arch=arch or str(mt),
-        source="analytic",
-        vocab_size=vocab,
-        hidden_size=H,
-        intermediate_size=inter,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        gated_mlp=gated,
-        linears=linears,
-        embedding=vocab * H,
-        lm_head=0 if tied else vocab * H,
-        norms=(2 * layers + final_norm) * n_norm_params * H,
-        linear_bias=sum(o * layers for _, _, o, b in spec if b),
-    )
+    counted = count_params_meta(converted, arch or str(config.get("model_type")))
+    return dataclasses.replace(counted, source="converted")
 
 
 # --------------------------------------------------------------------------- packaged architectures
@@ -562,7 +492,7 @@ class MemoryPlan:
             pub = f", {ok} the published {self.published_params:,}"
         lines.append(f"backbone    {self.arch} ({self.arch_source}; family {self.family or '?'})")
         lines.append(
-            f"parameters  {p.total:,} counted {'on the meta device' if p.source == 'meta' else 'from the architecture'}{pub}"
+            f"parameters  {p.total:,} counted {'on the meta device' if p.source in ('meta', 'converted') else 'from the architecture'}{pub}"
         )
         for kind, n in p.by_kind().items():
             if n:

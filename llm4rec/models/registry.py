@@ -80,6 +80,12 @@ class BackboneFamily:
     #: for families whose ``model_type`` is ambiguous (ChatGLM-6B/2/3 all say "chatglm"): a predicate on
     #: the raw ``config.json`` dict that says whether a checkpoint belongs to this family
     detect: Callable[[dict[str, Any]], bool] | None = None
+    #: for remote-code releases: the original ``config.json`` dict -> the config dict (``model_type``
+    #: included) of the layout llm4rec converts it to; the planner counts parameters on that
+    converted_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: the loaded model's decoder takes 1-D ``position_ids`` and a transformers ``Cache``, and its logits are
+    #: exactly ``lm_head(hidden)``: scoring may reuse shared prompt prefixes and slice the output head
+    prefix_safe: bool = True
 
     def matches(self, cfg: dict[str, Any]) -> bool:
         """Whether a ``config.json`` dict describes a checkpoint of this family (original or converted)."""
@@ -121,6 +127,24 @@ def get_family(name: str) -> BackboneFamily:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"model.family: unknown backbone family {name!r}{hint}; known: {', '.join(FAMILIES)}")
     return FAMILIES[name]
+
+
+def family_of_config(config: Any) -> BackboneFamily | None:
+    """The family of a loaded model's config (a transformers config or a ``config.json`` dict), if any."""
+    _load_builtin_families()
+    cfg = config if isinstance(config, dict) else config.to_dict()
+    return next((fam for fam in FAMILIES.values() if fam.matches(cfg)), None)
+
+
+def converted_config_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The converted config of an ORIGINAL remote-code ``config.json`` dict (None when loaded as it is)."""
+    _load_builtin_families()
+    if cfg.get("llm4rec_family"):  # already converted
+        return None
+    for fam in FAMILIES.values():
+        if fam.converted_config is not None and fam.matches(cfg):
+            return fam.converted_config(cfg)
+    return None
 
 
 def read_model_config(model_dir: str | Path) -> dict[str, Any] | None:
@@ -221,21 +245,18 @@ def _register_core_families() -> None:
 
 
 def _load_builtin_families() -> None:
-    """Register the families shipped with llm4rec (idempotent; modules may add more on import)."""
+    """Register the families shipped with llm4rec (idempotent)."""
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
     _register_core_families()
-    # Families contributed by other modules (legacy Chinese backbones) register themselves on import.
-    import importlib
+    # imported here, not at the top: the legacy modules import this one (and torch, transformers)
+    from llm4rec.models.legacy import baichuan, chatglm, chatglm2, qwen
 
-    for mod in ("llm4rec.models.legacy",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    for module in (qwen, baichuan, chatglm2, chatglm):
+        for fam in module.FAMILIES:
+            register_family(fam)
 
 
 def list_families() -> list[BackboneFamily]:

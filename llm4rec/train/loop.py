@@ -52,18 +52,56 @@ def _set_seed(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values, so it loads with ``weights_only=True``."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _load_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["mt"].tolist()), py["gauss"]))
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_resume_state(ckpt: Path, optimizer: Any, scheduler: Any) -> None:
+    """Optimizer, scheduler and RNG state, none of it a pickle of arbitrary objects (see _load_resume_state)."""
+    torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
+    write_json_atomic(ckpt / "scheduler.json", scheduler.state_dict())
+    torch.save(_rng_state(), ckpt / "rng.pt")
+
+
+def _load_resume_state(ckpt: Path, optimizer: Any, scheduler: Any) -> None:
+    """Restore what _save_resume_state wrote; ``weights_only=True`` means a shared checkpoint runs no code."""
+    if not (ckpt / "scheduler.json").is_file():
+        raise UserError(
+            f"{ckpt}: no scheduler.json (a checkpoint from an older llm4rec, with pickled state that is not "
+            "loaded for safety); start a fresh run or set train.resume: never"
+        )
+    try:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    except Exception as exc:  # an unsafe or truncated pickle
+        raise UserError(f"{ckpt}: cannot load the resume state ({str(exc).splitlines()[0]})") from None
+    scheduler.load_state_dict(json.loads((ckpt / "scheduler.json").read_text()))
+    _load_rng_state(rng)
 
 
 def _lr_lambda(kind: str, warmup: int, total: int):
@@ -240,9 +278,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     metrics_path = out / "metrics.jsonl"
     if resume_dir is not None:
         state = json.loads((resume_dir / "trainer_state.json").read_text())
-        optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(resume_dir / "scheduler.pt", weights_only=False))
-        _load_rng_state(torch.load(resume_dir / "rng.pt", weights_only=False))
+        _load_resume_state(resume_dir, optimizer, scheduler)
         if accelerator.is_main_process:
             _truncate_metrics(metrics_path, state["step"])
         accelerator.print(f"resumed from {resume_dir} at step {state['step']}")
@@ -297,9 +333,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             return
         with atomic_dir(out / "checkpoint-last") as tmp:
             accelerator.unwrap_model(model).save_pretrained(str(tmp))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(_rng_state(), tmp / "rng.pt")
+            _save_resume_state(tmp, optimizer, scheduler)
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
 
     # ---------------------------------------------------------------- train

@@ -55,7 +55,7 @@ def test_packaged_architectures_count_exactly_the_published_totals(name):
     params = count_params(arch["config"], name)
     assert params.total == PUBLISHED[name] == arch["published_params"]
     legacy = arch["config"]["model_type"] in LEGACY_TYPES
-    assert params.source == ("analytic" if legacy else "meta")
+    assert params.source == ("converted" if legacy else "meta")
     assert params.linear_weights > 0.8 * params.total  # what 4-bit quantization applies to
 
 

@@ -129,6 +129,46 @@ def test_resume_after_a_killed_run_matches_an_uninterrupted_run(tmp_path, tiny_l
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     steps = [json.loads(x)["step"] for x in (killed_dir / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s] == sorted(s for s in steps if s)  # no step logged twice after resume
+    ckpt = killed_dir / "out" / "checkpoint-last"
+    assert not (ckpt / "scheduler.pt").exists()
+    assert json.loads((ckpt / "scheduler.json").read_text())["last_epoch"] == 6
+    for name in ("optimizer.pt", "rng.pt"):  # no pickled objects: a shared checkpoint cannot run code
+        assert torch.load(ckpt / name, weights_only=True)
+
+
+def test_resume_state_round_trips_without_pickles(tmp_path):
+    import random
+
+    import numpy as np
+
+    from llm4rec.train.loop import _load_resume_state, _save_resume_state
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    param.grad = torch.full((3,), 0.5)
+    optimizer.step()
+    scheduler.step()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    _save_resume_state(tmp_path, optimizer, scheduler)
+    want = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(2))
+    optimizer2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    scheduler2 = torch.optim.lr_scheduler.LambdaLR(optimizer2, lambda step: 1.0 / (step + 1))
+    _load_resume_state(tmp_path, optimizer2, scheduler2)
+    got = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(2))
+    assert got[:3] == want[:3] and torch.equal(got[3], want[3])
+    assert scheduler2.get_last_lr() == scheduler.get_last_lr() == [0.05]
+    assert torch.equal(
+        optimizer2.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
+    # a pickle of an arbitrary object (what older checkpoints held) is refused with one line
+    torch.save({"obj": Path("x")}, tmp_path / "rng.pt")
+    with pytest.raises(UserError, match="cannot load the resume state"):
+        _load_resume_state(tmp_path, optimizer2, scheduler2)
+    (tmp_path / "scheduler.json").unlink()
+    with pytest.raises(UserError, match="no scheduler.json"):
+        _load_resume_state(tmp_path, optimizer2, scheduler2)
 
 
 def test_missing_data_file_is_named(tmp_path, tiny_llama):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
+from llm4rec.models.legacy.checkpoint_io import load_sp_proto
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 #: first code point of the placeholders that shield user-defined pieces from normalisation
@@ -44,14 +45,8 @@ _SHIELD_BASE = 0x10FF00
 
 
 def load_proto(path: str | Path) -> Any:
-    """Parse a sentencepiece ``tokenizer.model`` (a ModelProto) or raise a UserError naming the file."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    proto = pb.ModelProto()
-    try:
-        proto.ParseFromString(Path(path).read_bytes())
-    except Exception as exc:  # protobuf raises its own DecodeError
-        raise UserError(f"{path}: not a sentencepiece model ({exc})") from None
+    """Parse a sentencepiece BPE ``tokenizer.model`` (a ModelProto) or raise a UserError naming the file."""
+    proto = load_sp_proto(Path(path))
     if proto.trainer_spec.model_type != 2:  # 2 = BPE
         raise UserError(f"{path}: sentencepiece model type {proto.trainer_spec.model_type} is not BPE")
     return proto

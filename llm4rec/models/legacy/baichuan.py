@@ -26,7 +26,6 @@ same ids: see :mod:`llm4rec.models.legacy._tok_baichuan`.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections import Counter
@@ -38,17 +37,15 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import _tok_baichuan
-from llm4rec.models.legacy.qwen import (
-    TINY_TEXT,
+from llm4rec.models.legacy.checkpoint_io import (
     config_value,
     convert_checkpoint,
     dtype_name,
     read_original_config,
-    save_original_state_dict,
     split_rows,
     write_config,
 )
-from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily, register_family
+from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
 #: ``architectures`` of each family's original config (Baichuan-7B spells it with a capital C)
@@ -204,152 +201,6 @@ def convert(src: Path, out: Path, family: str) -> Path:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# tiny original checkpoints (tests, smoke runs)
-# ---------------------------------------------------------------------------------------------------------
-
-#: user-defined pieces of the tiny tokenizers: a sample of the real ones (digits, newline, tab, full-width
-#: punctuation, tags, Baichuan2's chat role tokens)
-TINY_USER_DEFINED = (
-    ["<SEP>", "<CLS>", "\n", "\t", "<p>", "</p>", "<reserved_106>", "<reserved_107>", "```", "---"]
-    + [str(d) for d in range(10)]
-    + ["０", "１", "，", "。", "！", "？", "：", ".", "!", "?"]
-)
-
-
-def train_tiny_tokenizer(family: str, vocab_size: int = 700) -> bytes:
-    """A small sentencepiece BPE model with Baichuan's settings (serialized ModelProto bytes).
-
-    Baichuan-7B: ``nmt_nfkc`` normalisation and a dummy prefix; Baichuan2: identity, no dummy prefix,
-    whitespace-only pieces. Both: byte fallback, digits split, user-defined pieces, <unk>/<s>/</s> = 0/1/2.
-    """
-    import sentencepiece as spm
-
-    lines = TINY_TEXT * 3 + [
-        "用户喜欢看电影，也喜欢读书。目标电影是《玩具总动员》吗？",
-        "The quick brown fox jumps over the lazy dog.   Toy Story (1995)|Animation",
-        "<p>html</p>\n\tindented\n```code```\n---",
-    ]
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=buf,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        byte_fallback=True,
-        split_digits=True,
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=family == "baichuan",
-        normalization_rule_name="nmt_nfkc" if family == "baichuan" else "identity",
-        allow_whitespace_only_pieces=family == "baichuan2",
-        user_defined_symbols=TINY_USER_DEFINED,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        minloglevel=2,
-        num_threads=1,
-    )
-    return buf.getvalue()
-
-
-def make_tiny_original(
-    out: Path,
-    family: str,
-    *,
-    hidden: int = 64,
-    heads: int = 4,
-    layers: int = 2,
-    intermediate: int = 192,
-    seed: int = 0,
-    fmt: str = "safetensors",
-    scale: float = 0.15,
-) -> dict[str, torch.Tensor]:
-    """Write a tiny random Baichuan-7B or Baichuan2-7B checkpoint in the ORIGINAL layout; return its weights.
-
-    ``config.json`` has the original fields (``architectures`` spelled per generation, ``model_max_length``
-    and ``z_loss_weight`` for Baichuan2), the weights the original names with the fused ``W_pack``, the
-    head un-normalised (Baichuan2 normalises it in its forward), ``tokenizer.model`` a freshly trained
-    sentencepiece model and ``tokenizer_config.json`` the original flags (no BOS, no EOS added).
-    """
-    if family not in ARCHITECTURE:
-        raise ValueError(f"family must be 'baichuan' or 'baichuan2', not {family!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = train_tiny_tokenizer(family)
-    (out / "tokenizer.model").write_bytes(model)
-    vocab = len(_tok_baichuan.load_proto(out / "tokenizer.model").pieces)
-    cfg: dict[str, Any] = {
-        "architectures": [ARCHITECTURE[family]],
-        "auto_map": {
-            "AutoConfig": "configuration_baichuan.BaichuanConfig",
-            "AutoModelForCausalLM": f"modeling_baichuan.{ARCHITECTURE[family]}",
-        },
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": intermediate,
-        "max_position_embeddings": 1024,
-        "model_type": "baichuan",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "pad_token_id": 0,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "use_cache": True,
-        "vocab_size": vocab,
-    }
-    if family == "baichuan2":
-        cfg.update({"model_max_length": 1024, "z_loss_weight": 0, "tokenizer_class": "BaichuanTokenizer"})
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    added = {
-        "__type": "AddedToken",
-        "lstrip": False,
-        "normalized": True,
-        "rstrip": False,
-        "single_word": True,
-    }
-    tok_cfg = {
-        "add_bos_token": False,
-        "add_eos_token": False,
-        "bos_token": {**added, "content": "<s>"},
-        "eos_token": {**added, "content": "</s>"},
-        "unk_token": {**added, "content": "<unk>"},
-        "pad_token": {**added, "content": "<unk>"},
-        "model_max_length": 1024,
-        "tokenizer_class": "BaichuanTokenizer",
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape: int, s: float = scale) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * s
-
-    def norm_w() -> torch.Tensor:
-        return 1.0 + 0.2 * torch.randn(hidden, generator=g)
-
-    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": rnd(vocab, hidden, s=1.0)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        sd[p + "self_attn.W_pack.weight"] = rnd(3 * hidden, hidden)
-        sd[p + "self_attn.o_proj.weight"] = rnd(hidden, hidden)
-        sd[p + "mlp.gate_proj.weight"] = rnd(intermediate, hidden)
-        sd[p + "mlp.up_proj.weight"] = rnd(intermediate, hidden)
-        sd[p + "mlp.down_proj.weight"] = rnd(hidden, intermediate)
-        sd[p + "input_layernorm.weight"] = norm_w()
-        sd[p + "post_attention_layernorm.weight"] = norm_w()
-    sd["model.norm.weight"] = norm_w()
-    # rows of very different norms, so that forgetting Baichuan2's normalisation changes the logits
-    sd["lm_head.weight"] = rnd(vocab, hidden) * torch.linspace(0.2, 3.0, vocab)[:, None]
-    save_original_state_dict(sd, out, fmt)
-    return sd
-
-
 #: Baichuan2-Chat's turn format: the role tokens <reserved_106> (user, id 195) and <reserved_107>
 #: (assistant, id 196) are user-defined pieces, so they tokenize to their ids from the text.
 BAICHUAN2_CHAT = PromptTemplate(
@@ -362,7 +213,13 @@ register_template(BAICHUAN2_CHAT)
 
 _TARGETS = {"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR}
 
-register_family(
+
+def planned_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """:func:`llama_config` for the planner, which may only have Baichuan2's ``model_max_length``."""
+    return llama_config({"max_position_embeddings": cfg.get("model_max_length", 4096), **cfg}, Path("."))
+
+
+FAMILIES = (
     BackboneFamily(
         name="baichuan",
         model_types=("baichuan",),
@@ -372,10 +229,9 @@ register_family(
         # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.baichuan:convert",
+        converted_config=planned_config,
         detect=lambda cfg: generation(cfg) == "baichuan",
-    )
-)
-register_family(
+    ),
     BackboneFamily(
         name="baichuan2",
         model_types=("baichuan",),
@@ -384,8 +240,9 @@ register_family(
         default_template={"en": "alpaca", "zh": "alpaca_zh"},
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.baichuan:convert",
+        converted_config=planned_config,
         # Baichuan2 shares its architecture name with the 13B (ALiBi) models, which are detected here too:
         # the converter tells them apart and rejects them with a clear message
         detect=lambda cfg: generation(cfg) == "baichuan2",
-    )
+    ),
 )

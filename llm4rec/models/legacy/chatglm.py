@@ -22,7 +22,9 @@ original key (``transformer.`` prefix)                 converted key (``model.``
 The icetk tokenizer (``ice_text.model``, a sentencepiece unigram model with NFKC normalisation, behind a
 pre-processing step that writes newlines as ``<n>``, tabs as ``<|tab|>`` and runs of 2..80 spaces as
 ``<|blank_N|>``) becomes a fast unigram tokenizer that reproduces those steps in its normalizer. Ids are
-offset by ``num_image_tokens`` (0 in the current release, 20000 in the first one).
+offset by ``num_image_tokens`` (0 in the current release, 20000 in the first one). The directory names
+:class:`~llm4rec.models.legacy._tok_chatglm.ChatGLM6BTokenizer`, which places piece boundaries exactly as
+sentencepiece does (it breaks ties between orderings of the same pieces by float32 rounding).
 
 Unlike the release, the converted tokenizer adds no special tokens by itself: ChatGLM-6B needs
 ``[gMASK]<sop>`` *between* the prompt and the answer, so the family's templates write them (the tokens are
@@ -33,7 +35,6 @@ recognised in text) and ``tokenizer(prompt + answer)`` yields exactly the releas
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +43,16 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import modeling_chatglm
-from llm4rec.models.legacy.chatglm2 import (
+from llm4rec.models.legacy._tok_chatglm import UNREACHABLE, USER_SYMBOLS_RE
+from llm4rec.models.legacy.chatglm2 import checkpoint_generation, reject_unsupported_keys
+from llm4rec.models.legacy.checkpoint_io import (
     ShardWriter,
-    checkpoint_generation,
     iter_original_tensors,
     load_sp_proto,
-    read_config,
-    reject_unsupported_keys,
+    read_original_config,
     require,
-    save_state_dict,
-    tiny_corpus,
-    train_tiny_sentencepiece,
 )
-from llm4rec.models.registry import BackboneFamily, register_family
+from llm4rec.models.registry import BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
 MAX_BLANK = 80
@@ -62,12 +60,6 @@ MAX_BLANK = 80
 CONTROL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>")
 #: matched inside text: the release's bos/eos/mask/pad/unk special tokens, plus [gMASK] for the templates
 TEXT_SPECIAL = ("[MASK]", "[gMASK]", "<sop>", "<eop>", "<unk>", "<pad>")
-USER_SYMBOLS_RE = r"<n>|<\|tab\|>|<\|blank_(?:[2-9]|[1-7][0-9]|80)\|>"
-#: unigram score that keeps control and byte pieces out of the lattice (sentencepiece never matches them in
-#: text). It also lowers the unknown-character penalty (min score - 10), which changes nothing as long as
-#: every character of a piece is a piece of its own, as in ice_text.model: an unknown character then has
-#: no competing multi-character piece.
-UNREACHABLE = -1.0e4
 #: the release's residual scale sqrt(2 * 28), whatever num_layers says (GLMBlock's default is never overridden)
 RELEASE_ALPHA = (2 * 28) ** 0.5
 
@@ -127,7 +119,8 @@ def write_chatglm_tokenizer(model_path: Path, out: Path, num_image_tokens: int, 
     tk = build_chatglm_tokenizer(model_path, num_image_tokens)
     tk.save(str(out / "tokenizer.json"))
     tok_cfg = {
-        "tokenizer_class": "TokenizersBackend",
+        # llm4rec's class: sentencepiece's own piece boundaries (see _tok_chatglm)
+        "tokenizer_class": "ChatGLM6BTokenizer",
         "bos_token": "<sop>",
         "eos_token": "<eop>",
         "unk_token": "<unk>",
@@ -229,7 +222,7 @@ def convert(src: Path, out: Path, family: str = "chatglm") -> Path:
     src, out = Path(src), Path(out)
     if family != "chatglm":
         raise UserError(f"--family: {family!r} is not converted by {__name__} (use chatglm)")
-    cfg = read_config(src)
+    cfg = read_original_config(src)
     if checkpoint_generation(cfg) == "chatglm2":
         raise UserError(f"{src}: is a ChatGLM2/3 checkpoint; convert it with --family chatglm2 or chatglm3")
     sp_path = src / "ice_text.model"
@@ -285,119 +278,6 @@ def convert(src: Path, out: Path, family: str = "chatglm") -> Path:
     return out
 
 
-# --------------------------------------------------------------------------- tiny release for tests
-
-
-def make_tiny_original(
-    out: Path,
-    *,
-    seed: int = 0,
-    num_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    inner_hidden_size: int = 128,
-    vocab_size: int = 700,
-    num_image_tokens: int = 0,
-    fmt: str = "bin",
-) -> Path:
-    """Write a tiny random ChatGLM-6B in the RELEASE layout: config fields, key names, fused per-head q/k/v,
-    a trained ``ice_text.model`` with the release's control and user-defined symbols, tied ``lm_head``."""
-    import sentencepiece as spm
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    user = ["<n>", "<|tab|>"] + [f"<|blank_{n}|>" for n in range(2, MAX_BLANK + 1)]
-    sp_bytes = train_tiny_sentencepiece(
-        [preprocess(line) for line in tiny_corpus(seed=seed)],
-        vocab_size,
-        model_type="unigram",
-        normalization_rule_name="nmt_nfkc",
-        split_digits=True,
-        control_symbols=list(CONTROL_TOKENS),
-        user_defined_symbols=user,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=3,
-    )
-    (out / "ice_text.model").write_bytes(sp_bytes)
-    sp = spm.SentencePieceProcessor(model_proto=sp_bytes)
-    n_tokens = num_image_tokens + sp.vocab_size()
-    padded = int(math.ceil(n_tokens / 64) * 64)
-    ids = {t: num_image_tokens + sp.piece_to_id(t) for t in ("[MASK]", "[gMASK]", "<sop>", "<eop>")}
-    cfg = {
-        "_name_or_path": "THUDM/chatglm-6b",
-        "architectures": ["ChatGLMModel"],
-        "auto_map": {"AutoConfig": "configuration_chatglm.ChatGLMConfig"},
-        "bos_token_id": ids["<sop>"],
-        "eos_token_id": ids["<eop>"],
-        "mask_token_id": ids["[MASK]"],
-        "gmask_token_id": ids["[gMASK]"],
-        "pad_token_id": num_image_tokens + 3,
-        "hidden_size": hidden_size,
-        "inner_hidden_size": inner_hidden_size,
-        "layernorm_epsilon": 1e-05,
-        "max_sequence_length": 512,
-        "model_type": "chatglm",
-        "num_attention_heads": num_attention_heads,
-        "num_layers": num_layers,
-        "position_encoding_2d": True,
-        "torch_dtype": "float16",
-        "transformers_version": "4.23.1",
-        "use_cache": True,
-        "vocab_size": padded,
-    }
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    tok_cfg = {
-        "name_or_path": "THUDM/chatglm-6b",
-        "bos_token": "<sop>",
-        "eos_token": "<eop>",
-        "end_token": "</s>",
-        "gmask_token": "[gMASK]",
-        "mask_token": "[MASK]",
-        "pad_token": "<pad>",
-        "unk_token": "<unk>",
-        "remove_space": False,
-        "do_lower_case": False,
-        "tokenizer_class": "ChatGLMTokenizer",
-        "num_image_tokens": num_image_tokens,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape: int, scale: float = 0.08) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    h = hidden_size
-    emb = rnd(padded, h, scale=0.5)
-    sd: dict[str, torch.Tensor] = {"transformer.word_embeddings.weight": emb}
-    for i in range(num_layers):
-        p = f"transformer.layers.{i}."
-        sd[p + "input_layernorm.weight"] = 1.0 + rnd(h, scale=0.1)
-        sd[p + "input_layernorm.bias"] = rnd(h, scale=0.05)
-        sd[p + "attention.query_key_value.weight"] = rnd(3 * h, h, scale=0.15)
-        sd[p + "attention.query_key_value.bias"] = rnd(3 * h, scale=0.1)
-        sd[p + "attention.dense.weight"] = rnd(h, h)
-        sd[p + "attention.dense.bias"] = rnd(h, scale=0.05)
-        half = h // num_attention_heads // 2
-        sd[p + "attention.rotary_emb.inv_freq"] = (
-            1.0 / (10000 ** (torch.arange(0, half, 2).float() / half))
-        ).half()
-        sd[p + "post_attention_layernorm.weight"] = 1.0 + rnd(h, scale=0.1)
-        sd[p + "post_attention_layernorm.bias"] = rnd(h, scale=0.05)
-        sd[p + "mlp.dense_h_to_4h.weight"] = rnd(inner_hidden_size, h)
-        sd[p + "mlp.dense_h_to_4h.bias"] = rnd(inner_hidden_size, scale=0.05)
-        sd[p + "mlp.dense_4h_to_h.weight"] = rnd(h, inner_hidden_size)
-        sd[p + "mlp.dense_4h_to_h.bias"] = rnd(h, scale=0.05)
-    sd["transformer.final_layernorm.weight"] = 1.0 + rnd(h, scale=0.1)
-    sd["transformer.final_layernorm.bias"] = rnd(h, scale=0.05)
-    sd["lm_head.weight"] = emb.clone()  # tied in the release
-    # stored in fp16 like the release (whose code builds fp16 parameters whatever the config says)
-    sd = {k: v if k.endswith("inv_freq") else v.half() for k, v in sd.items()}
-    save_state_dict(sd, out, fmt)
-    return out
-
-
 # --------------------------------------------------------------------------- registry entries
 
 #: The answer may not open the text after <sop>: the release encodes a fresh segment with sentencepiece's
@@ -423,13 +303,26 @@ register_template(CHATGLM_EN)
 # model_types stays empty: the release says model_type "chatglm" like ChatGLM2/3 (see chatglm2.py).
 
 
-def _is_first_generation(cfg: dict) -> bool:
-    from llm4rec.models.legacy.chatglm2 import checkpoint_generation
+#: the current release's special-token ids, for configs that omit them (they do not change any shape)
+_RELEASE_TOKEN_IDS = {
+    "mask_token_id": 130000,
+    "gmask_token_id": 130001,
+    "bos_token_id": 130004,
+    "eos_token_id": 130005,
+}
 
+
+def converted_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The native config dict for an original ChatGLM-6B ``config.json`` dict (what the planner counts)."""
+    tied = bool(cfg.get("tie_word_embeddings", True))
+    return native_config({**_RELEASE_TOKEN_IDS, **cfg}, Path("."), tied).to_dict()
+
+
+def _is_first_generation(cfg: dict) -> bool:
     return cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm"
 
 
-register_family(
+FAMILIES = (
     BackboneFamily(
         name="chatglm",
         model_types=(),
@@ -443,5 +336,8 @@ register_family(
         default_template={"en": "chatglm_en", "zh": "chatglm_zh"},
         pad_token_candidates=("<pad>",),
         converter="llm4rec.models.legacy.chatglm:convert",
-    )
+        converted_config=converted_config,
+        # 2-D positions (position, block position) and a cache of its own: no prefix reuse in scoring
+        prefix_safe=False,
+    ),
 )

@@ -25,18 +25,12 @@ The sentencepiece tokenizer becomes a fast BPE tokenizer with the original ids: 
 ``[MASK] [gMASK] [sMASK] sop eop`` (and for ChatGLM3 the role tokens) follow the sentencepiece vocabulary,
 and ``[gMASK] sop`` is put in front of every encoded text as the original tokenizer does.
 
-Helpers shared with the first-generation converter (:mod:`llm4rec.models.legacy.chatglm`) live here too:
-reading original checkpoints shard by shard (``.bin`` only through ``weights_only=True``) and writing the
-converted tensors as safetensors shards.
+Checkpoints are read and written by :mod:`llm4rec.models.legacy.checkpoint_io`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +38,14 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-from llm4rec.models.registry import BackboneFamily, register_family
+from llm4rec.models.legacy.checkpoint_io import (
+    ShardWriter,
+    iter_original_tensors,
+    load_sp_proto,
+    read_original_config,
+    require,
+)
+from llm4rec.models.registry import BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
 #: special tokens the original tokenizers append after the sentencepiece pieces, in id order
@@ -68,117 +69,8 @@ ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 #: linear layers of the converted GLM block (LoRA targets)
 GLM_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
 
-SHARD_BYTES = 2 * 1024**3
-
 
 # --------------------------------------------------------------------------- reading originals
-
-
-def read_config(src: Path) -> dict[str, Any]:
-    """The original ``config.json`` as a dict (a missing or broken file is a UserError)."""
-    path = Path(src) / "config.json"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; --src must be the original checkpoint directory")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-
-
-def require(cfg: dict[str, Any], key: str, src: Path) -> Any:
-    """``cfg[key]``, or a UserError naming the missing field of ``src/config.json``."""
-    if key not in cfg or cfg[key] is None:
-        raise UserError(
-            f"{Path(src) / 'config.json'}: field {key!r} is missing; is this the original config?"
-        )
-    return cfg[key]
-
-
-def original_shards(src: Path) -> list[Path]:
-    """Weight files of an original checkpoint: from an index file, else every safetensors / ``.bin`` file."""
-    src = Path(src)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = src / index_name
-        if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            files = sorted(set(weight_map.values()))
-            missing = [f for f in files if not (src / f).is_file()]
-            if missing:
-                raise UserError(f"{index}: lists {missing[0]} but it is not in {src} (incomplete download?)")
-            return [src / f for f in files]
-    files = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
-    if not files:
-        raise UserError(f"{src}: no *.safetensors or *.bin weight files found")
-    return files
-
-
-def load_shard(path: Path) -> dict[str, torch.Tensor]:
-    """One weight file; pickled ``.bin`` files are read with ``weights_only=True`` (no code is executed)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling refusal is the user's file, not our bug
-        raise UserError(
-            f"{path}: cannot be read safely with weights_only=True ({str(exc).splitlines()[0]}); "
-            "re-save it as safetensors"
-        ) from None
-
-
-def iter_original_tensors(src: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every (key, tensor) of an original checkpoint, one shard in memory at a time."""
-    for shard in original_shards(src):
-        yield from load_shard(shard).items()
-
-
-class ShardWriter:
-    """Write converted tensors into ``model-0000K.safetensors`` files of at most ``max_bytes`` each."""
-
-    def __init__(self, out: Path, max_bytes: int = SHARD_BYTES) -> None:
-        self.out = Path(out)
-        self.max_bytes = max_bytes
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.weight_map: dict[str, str] = {}
-        self.files: list[str] = []
-        self.total = 0
-
-    def add(self, key: str, tensor: torch.Tensor) -> None:
-        """Queue one tensor; a full shard is flushed to disk."""
-        if key in self.weight_map or key in self.pending:
-            raise ValueError(f"tensor {key} written twice")
-        nbytes = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + nbytes > self.max_bytes:
-            self.flush()
-        self.pending[key] = tensor.contiguous()
-        self.pending_bytes += nbytes
-        self.total += nbytes
-
-    def flush(self) -> None:
-        """Write the queued tensors as the next shard."""
-        from safetensors.torch import save_file
-
-        if not self.pending:
-            return
-        name = f"model-{len(self.files) + 1:05d}.safetensors"
-        save_file(self.pending, str(self.out / name), metadata={"format": "pt"})
-        self.files.append(name)
-        self.weight_map.update(dict.fromkeys(self.pending, name))
-        self.pending, self.pending_bytes = {}, 0
-
-    def close(self) -> None:
-        """Flush and write the index (a single shard is renamed ``model.safetensors``)."""
-        self.flush()
-        if len(self.files) == 1:
-            (self.out / self.files[0]).rename(self.out / "model.safetensors")
-            return
-        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(self.weight_map.items()))}
-        (self.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def reject_unsupported_keys(key: str, src: Path) -> None:
@@ -290,18 +182,6 @@ def convert_glm_tensor(key: str, t: torch.Tensor, gc: dict[str, Any]) -> list[tu
 # --------------------------------------------------------------------------- tokenizers
 
 
-def load_sp_proto(path: Path) -> Any:
-    """The parsed sentencepiece ``ModelProto`` of ``path`` (a corrupt file is a UserError)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    proto = pb.ModelProto()
-    try:
-        proto.ParseFromString(Path(path).read_bytes())
-    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError
-        raise UserError(f"{path}: not a sentencepiece model ({exc})") from None
-    return proto
-
-
 def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_special: tuple[str, ...]) -> Any:
     """A ``tokenizers`` BPE equal to a sentencepiece BPE model, with ``extra_tokens`` appended to the vocab.
 
@@ -411,7 +291,7 @@ def convert(src: Path, out: Path, family: str) -> Path:
     src, out = Path(src), Path(out)
     if family not in SPECIAL_TOKENS:
         raise UserError(f"--family: {family!r} is not converted by {__name__} (use chatglm2 or chatglm3)")
-    cfg = read_config(src)
+    cfg = read_original_config(src)
     if checkpoint_generation(cfg) == "chatglm":
         raise UserError(
             f"{src}: is a first-generation ChatGLM-6B checkpoint; convert it with --family chatglm"
@@ -458,173 +338,6 @@ def convert(src: Path, out: Path, family: str) -> Path:
     return out
 
 
-# --------------------------------------------------------------------------- tiny originals for tests
-
-
-TINY_CORPUS = (
-    "Given the user's preference and unpreference, identify whether the user will like the target movie.",
-    'User Preference: "Toy Story (1995)", "Heat (1995)"\nUser Unpreference: "Jumanji (1995)"',
-    "以下是一条描述任务的指令，以及提供更多上下文的输入。请写出恰当完成该请求的回答。",
-    "### 指令:\n根据用户的喜好判断用户是否会喜欢目标电影。\n\n### 输入:\n用户喜欢：《玩具总动员》\n\n### 回答:\n是",
-    "[Round 1]\n\n问：你好\n\n答：你好！有什么可以帮你的吗？  是  否  Yes. No.",
-    "The quick brown fox jumps over the lazy dog 0123456789 3.14159 2024-01-01",
-    "    indented code:\n\tfor i in range(10):\n\t\tprint(i)  # two  spaces",
-    "推荐系统 电影 用户 喜欢 不喜欢 目标 判断 是否 是 否 回答 问题 今天 天气 很好",
-    # every ASCII symbol and letter, so that (as in the real vocabularies) each character of the special and
-    # byte pieces' names is a piece of its own
-    "<b>a|b</b> {x} a_b (y) [z] @#$%^&*+=~`'\";:?!,. ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz",
-)
-
-
-def tiny_corpus(n: int = 300, seed: int = 0) -> list[str]:
-    """Mixed English/Chinese lines (with digits, spaces, tabs, newlines) to train tiny tokenizers on."""
-    rng = random.Random(seed)
-    words = " ".join(TINY_CORPUS).replace("\n", " ").split()
-    lines = list(TINY_CORPUS)
-    for _ in range(n):
-        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))))
-    return lines
-
-
-def train_tiny_sentencepiece(lines: list[str], vocab_size: int, **options: Any) -> bytes:
-    """Train a small sentencepiece model in memory and return its serialized bytes."""
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=buf,
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        byte_fallback=True,
-        hard_vocab_limit=False,
-        num_threads=1,
-        minloglevel=2,
-        **options,
-    )
-    return buf.getvalue()
-
-
-def make_tiny_original(
-    out: Path,
-    family: str = "chatglm2",
-    *,
-    seed: int = 0,
-    num_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    multi_query_group_num: int = 2,
-    ffn_hidden_size: int = 128,
-    vocab_size: int = 600,
-    fmt: str = "safetensors",
-    multi_query: bool = True,
-    rope_ratio: float | None = None,
-) -> Path:
-    """Write a tiny random ChatGLM2/3 checkpoint in the ORIGINAL layout: config fields, key names, fused shapes.
-
-    ``fmt`` is ``safetensors`` or ``bin`` (a ``torch.save`` file, as the releases ship); ``multi_query=False``
-    and ``rope_ratio`` give the layouts of the variants without multi-query attention and of the 32K models.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    sp_bytes = train_tiny_sentencepiece(
-        tiny_corpus(seed=seed),
-        vocab_size,
-        model_type="bpe",
-        normalization_rule_name="identity",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-    )
-    (out / "tokenizer.model").write_bytes(sp_bytes)
-    import sentencepiece as spm
-
-    n_sp = spm.SentencePieceProcessor(model_proto=sp_bytes).vocab_size()
-    padded = int(math.ceil((n_sp + len(SPECIAL_TOKENS[family])) / 64) * 64)
-    kv_channels = hidden_size // num_attention_heads
-    cfg = {
-        "_name_or_path": f"THUDM/{family}-6b",
-        "model_type": "chatglm",
-        "architectures": ["ChatGLMModel"],
-        "auto_map": {"AutoConfig": "configuration_chatglm.ChatGLMConfig"},
-        "add_bias_linear": False,
-        "add_qkv_bias": True,
-        "apply_query_key_layer_scaling": True,
-        "apply_residual_connection_post_layernorm": False,
-        "attention_dropout": 0.0,
-        "attention_softmax_in_fp32": True,
-        "bias_dropout_fusion": True,
-        "ffn_hidden_size": ffn_hidden_size,
-        "fp32_residual_connection": False,
-        "hidden_dropout": 0.0,
-        "hidden_size": hidden_size,
-        "kv_channels": kv_channels,
-        "layernorm_epsilon": 1e-05,
-        "multi_query_attention": multi_query,
-        "multi_query_group_num": multi_query_group_num,
-        "num_attention_heads": num_attention_heads,
-        "num_layers": num_layers,
-        "original_rope": True,
-        "padded_vocab_size": padded,
-        "post_layer_norm": True,
-        "rmsnorm": True,
-        "seq_length": 512,
-        "use_cache": True,
-        "torch_dtype": "float32",
-        "transformers_version": "4.30.2",
-        "tie_word_embeddings": False,
-        "eos_token_id": 2,
-        "pad_token_id": 0,
-    }
-    if rope_ratio is not None:
-        cfg["rope_ratio"] = rope_ratio
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape: int, scale: float = 0.08) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    kv_heads = multi_query_group_num if multi_query else num_attention_heads
-    qkv = num_attention_heads * kv_channels + 2 * kv_heads * kv_channels
-    sd: dict[str, torch.Tensor] = {
-        "transformer.embedding.word_embeddings.weight": rnd(padded, hidden_size, scale=0.5)
-    }
-    for i in range(num_layers):
-        p = f"transformer.encoder.layers.{i}."
-        sd[p + "input_layernorm.weight"] = 1.0 + rnd(hidden_size, scale=0.1)
-        sd[p + "self_attention.query_key_value.weight"] = rnd(qkv, hidden_size, scale=0.15)
-        sd[p + "self_attention.query_key_value.bias"] = rnd(qkv, scale=0.1)
-        sd[p + "self_attention.dense.weight"] = rnd(hidden_size, num_attention_heads * kv_channels)
-        sd[p + "post_attention_layernorm.weight"] = 1.0 + rnd(hidden_size, scale=0.1)
-        sd[p + "mlp.dense_h_to_4h.weight"] = rnd(2 * ffn_hidden_size, hidden_size)
-        sd[p + "mlp.dense_4h_to_h.weight"] = rnd(hidden_size, ffn_hidden_size)
-    sd["transformer.encoder.final_layernorm.weight"] = 1.0 + rnd(hidden_size, scale=0.1)
-    sd["transformer.output_layer.weight"] = rnd(padded, hidden_size, scale=0.2)
-    # the releases also store the rotary table's inverse frequencies
-    sd["transformer.rotary_pos_emb.inv_freq"] = 1.0 / (
-        10000 ** (torch.arange(0, kv_channels // 2, 2).float() / (kv_channels // 2))
-    )
-    save_state_dict(sd, out, fmt)
-    return out
-
-
-def save_state_dict(sd: dict[str, torch.Tensor], out: Path, fmt: str) -> None:
-    """Save a tiny original state dict as ``model.safetensors`` or ``pytorch_model.bin``."""
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"))
-    elif fmt == "bin":
-        torch.save(sd, out / "pytorch_model.bin")
-    else:
-        raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
-
-
 # --------------------------------------------------------------------------- registry entries
 
 #: ChatGLM2's chat format (one round, as ``build_prompt`` writes it); the answer follows "答：".
@@ -664,7 +377,7 @@ _TARGETS = {"qv": ("q_proj", "v_proj"), "qkv": ("q_proj", "k_proj", "v_proj"), "
 # generation config also stops on <|user|> / <|observation|>; training appends </s> as its fine-tuning does.
 # model_types stays empty: ChatGLM-6B, ChatGLM2-6B and ChatGLM3-6B all say model_type "chatglm", so the
 # family cannot be read from config.json (recipes name it; converted directories record llm4rec_family).
-register_family(
+FAMILIES = (
     BackboneFamily(
         name="chatglm2",
         model_types=(),
@@ -674,9 +387,8 @@ register_family(
         default_template={"en": "chatglm2_en", "zh": "chatglm2_zh"},
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.chatglm2:convert",
-    )
-)
-register_family(
+        converted_config=lambda cfg: dict(glm_config_dict(cfg, "chatglm2", Path(".")), model_type="glm"),
+    ),
     BackboneFamily(
         name="chatglm3",
         model_types=(),
@@ -688,5 +400,6 @@ register_family(
         default_template={"en": "chatglm3_en", "zh": "chatglm3_zh"},
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.chatglm2:convert",
-    )
+        converted_config=lambda cfg: dict(glm_config_dict(cfg, "chatglm3", Path(".")), model_type="glm"),
+    ),
 )

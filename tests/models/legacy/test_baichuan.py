@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_baichuan, baichuan
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.fixtures.legacy_originals import make_tiny_baichuan, save_state_dict
 from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
@@ -74,7 +75,7 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
     out = {}
     for family, fmt, seed in (("baichuan", "safetensors", 1), ("baichuan2", "bin", 2)):
         src = root / f"{family}-orig"
-        sd = baichuan.make_tiny_original(src, family, seed=seed, fmt=fmt)
+        sd = make_tiny_baichuan(src, family, seed=seed, fmt=fmt)
         out[family] = (src, baichuan.convert(src, root / f"{family}-hf", family), sd)
     return out
 
@@ -201,10 +202,10 @@ def test_rejects_13b_alibi_and_the_wrong_generation(tmp_path, tiny):
     with pytest.raises(UserError, match="family"):
         baichuan.convert(src, tmp_path / "c", "qwen")
     partial = tmp_path / "partial"
-    sd = baichuan.make_tiny_original(partial, "baichuan")
+    sd = make_tiny_baichuan(partial, "baichuan")
     sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # a buffer: ignored
     sd["model.layers.0.self_attn.extra.weight"] = torch.ones(2)
-    baichuan.save_original_state_dict(sd, partial, "safetensors")
+    save_state_dict(sd, partial, "safetensors")
     with pytest.raises(UserError, match="extra"):
         baichuan.convert(partial, tmp_path / "d", "baichuan")
     assert not any((tmp_path / n).exists() for n in "abcd")

@@ -10,7 +10,13 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm as cg1
-from llm4rec.models.legacy.chatglm2 import TINY_CORPUS, iter_original_tensors, save_state_dict
+from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
+from tests.fixtures.legacy_originals import (
+    TINY_CORPUS,
+    make_tiny_chatglm,
+    make_tiny_chatglm2,
+    save_state_dict,
+)
 from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
@@ -28,8 +34,8 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Two tiny releases: the current layout (.bin, tied head) and the first one (20 image tokens in front of
     the text ids, safetensors, an lm_head that differs from the embedding)."""
     root = tmp_path_factory.mktemp("chatglm")
-    plain = cg1.make_tiny_original(root / "plain-orig", seed=3)
-    offset = cg1.make_tiny_original(root / "offset-orig", seed=4, num_image_tokens=20, fmt="safetensors")
+    plain = make_tiny_chatglm(root / "plain-orig", seed=3)
+    offset = make_tiny_chatglm(root / "offset-orig", seed=4, num_image_tokens=20, fmt="safetensors")
     sd = dict(iter_original_tensors(offset))
     sd["lm_head.weight"] = sd["lm_head.weight"] + 0.05 * torch.randn(sd["lm_head.weight"].shape)
     save_state_dict(sd, offset, "safetensors")
@@ -245,6 +251,26 @@ def test_tokenizer_matches_release_on_real_files(real_tokenizer):
     assert tok(TEMPLATES["chatglm_zh"].render(instruction, inputs) + "是")["input_ids"] == want
 
 
+def test_tokenizer_matches_sentencepiece_on_long_runs(real_tokenizer, tmp_path):
+    """sentencepiece keeps path scores in float32: orderings of the same pieces in a long run of one
+    character are told apart by rounding, which depends on the text before the run."""
+    from transformers import AutoTokenizer
+
+    tok, sp, src = real_tokenizer
+    cfg = json.loads((src / "config.json").read_text())
+    runs = [ch * n for ch in ("a", "哈", "1", "ab", "=") for n in (18, 26, 27, 30, 31, 34, 40, 41, 50, 80)]
+    prefixes = ("", "x ", "你好世界今天天气很好 ", "The quick brown fox\n\n jumps   over ", "[gMASK]<sop>")
+    texts = [p + r for p in prefixes for r in runs]
+    _check_tokenizer(tok, sp, 0, cfg, texts)
+    # tokenizer.json alone (tokenizers' float64 lattice) breaks those ties its own way
+    plain = cg1.build_chatglm_tokenizer(src / "ice_text.model")
+    assert plain.encode("a" * 18).ids != sp.encode("a" * 18)
+    tok.save_pretrained(tmp_path / "resaved")
+    again = AutoTokenizer.from_pretrained(tmp_path / "resaved")
+    assert type(again).__name__ == "ChatGLM6BTokenizer"
+    _check_tokenizer(again, sp, 0, cfg, texts[:10])
+
+
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
     from llm4rec.models.answer_tokens import answer_token_ids
     from llm4rec.models.loading import answer_words, resolve_template
@@ -287,14 +313,13 @@ def test_4bit_lora_training_step_with_checkpointing(tiny):
 
 def test_convert_rejects_wrong_inputs(tmp_path, tiny):
     from llm4rec.cli import main
-    from llm4rec.models.legacy import chatglm2 as cg2
 
     src, hf = tiny["plain"]
     assert main(["convert", "--family", "chatglm", "--src", str(src), "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
     with pytest.raises(UserError, match="use chatglm"):
         cg1.convert(src, tmp_path / "a", "chatglm2")
-    glm2 = cg2.make_tiny_original(tmp_path / "glm2", "chatglm2")
+    glm2 = make_tiny_chatglm2(tmp_path / "glm2", "chatglm2")
     with pytest.raises(UserError, match="--family chatglm2 or chatglm3"):
         cg1.convert(glm2, tmp_path / "b", "chatglm")
     broken = tmp_path / "broken"
@@ -312,7 +337,7 @@ def test_convert_rejects_wrong_inputs(tmp_path, tiny):
 
 def test_llm4rec_loads_trains_and_scores_an_original_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
-    src = cg1.make_tiny_original(tmp_path / "orig", seed=8)
+    src = make_tiny_chatglm(tmp_path / "orig", seed=8)
     out = ref.llm4rec_pipeline(src, "chatglm")
     assert Path(out["path"]).parent == tmp_path / "cache" / "converted"
     assert out["again"] == out["path"]
@@ -330,7 +355,7 @@ def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):
     pytest.importorskip("llm4rec.eval.evaluate")
     pytest.importorskip("llm4rec.eval.metrics")
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
-    src = cg1.make_tiny_original(tmp_path / "orig", seed=12)
+    src = make_tiny_chatglm(tmp_path / "orig", seed=12)
     out = ref.train_and_evaluate(src, "chatglm", tmp_path)
     assert out["summary"]["steps"] == 2
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()

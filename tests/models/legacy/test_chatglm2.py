@@ -10,6 +10,8 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm2 as cg2
+from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
+from tests.fixtures.legacy_originals import TINY_CORPUS, make_tiny_chatglm2
 from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
@@ -30,7 +32,7 @@ def _shared(name: str) -> Path:
 
 
 def _load_sd(src: Path) -> dict[str, torch.Tensor]:
-    return dict(cg2.iter_original_tensors(src))
+    return dict(iter_original_tensors(src))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("chatglm2")
     out = {}
     for family, fmt, seed in (("chatglm2", "safetensors", 1), ("chatglm3", "bin", 2)):
-        src = cg2.make_tiny_original(root / f"{family}-orig", family, seed=seed, fmt=fmt)
+        src = make_tiny_chatglm2(root / f"{family}-orig", family, seed=seed, fmt=fmt)
         out[family] = (src, cg2.convert(src, root / f"{family}-hf", family))
     return out
 
@@ -96,7 +98,7 @@ def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
 def test_variants_equal_reference(tmp_path, family, options):
     from transformers import AutoModelForCausalLM
 
-    src = cg2.make_tiny_original(tmp_path / "orig", family, **options)
+    src = make_tiny_chatglm2(tmp_path / "orig", family, **options)
     out = cg2.convert(src, tmp_path / "hf", family)
     cfg = json.loads((src / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -130,7 +132,7 @@ def test_config_and_tokenizer_of_conversion(tiny):
         assert (tok.eos_token_id, tok.pad_token_id, tok.padding_side) == (2, 0, "left")
         tok.save_pretrained(out / "resaved")  # as train.py saves it beside the adapter
         again = AutoTokenizer.from_pretrained(out / "resaved")
-        for text in cg2.TINY_CORPUS + ("isop sop eop [gMASK] 你好  \t\n x",):
+        for text in TINY_CORPUS + ("isop sop eop [gMASK] 你好  \t\n x",):
             assert tok(text)["input_ids"] == [n + 1, n + 3] + sp.encode(text)
             assert again(text)["input_ids"] == tok(text)["input_ids"]
     src3, out3 = tiny["chatglm3"]
@@ -273,7 +275,7 @@ def test_llm4rec_loads_trains_and_scores_an_original_directory(tmp_path, monkeyp
     from llm4rec.models.registry import get_family
 
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
-    src = cg2.make_tiny_original(tmp_path / "orig", "chatglm3", seed=7)
+    src = make_tiny_chatglm2(tmp_path / "orig", "chatglm3", seed=7)
     out = ref.llm4rec_pipeline(src, "chatglm3")
     assert Path(out["path"]).parent == tmp_path / "cache" / "converted"
     assert out["again"] == out["path"]  # converted once, then reused
@@ -295,7 +297,7 @@ def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):
     pytest.importorskip("llm4rec.eval.evaluate")
     pytest.importorskip("llm4rec.eval.metrics")
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
-    src = cg2.make_tiny_original(tmp_path / "orig", "chatglm3", seed=11)
+    src = make_tiny_chatglm2(tmp_path / "orig", "chatglm3", seed=11)
     out = ref.train_and_evaluate(src, "chatglm3", tmp_path)
     assert out["summary"]["steps"] == 2
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()

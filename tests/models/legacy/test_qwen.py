@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_qwen, qwen
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.fixtures.legacy_originals import make_tiny_qwen, save_state_dict
 from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import load_4bit, train_losses
 
@@ -84,7 +85,7 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
     root = tmp_path_factory.mktemp("qwen")
     out = {}
     for fmt, seed in (("safetensors", 1), ("bin", 2)):
-        sd = qwen.make_tiny_original(root / f"orig-{fmt}", seed=seed, fmt=fmt)
+        sd = make_tiny_qwen(root / f"orig-{fmt}", seed=seed, fmt=fmt)
         out[fmt] = (root / f"orig-{fmt}", qwen.convert(root / f"orig-{fmt}", root / f"hf-{fmt}", "qwen"), sd)
     return out
 
@@ -224,9 +225,9 @@ def test_rejects_what_it_cannot_convert(tmp_path, tiny):
     with pytest.raises(UserError, match="family"):
         qwen.convert(src, tmp_path / "x", "qwen2")
     bad = tmp_path / "partial"
-    sd = qwen.make_tiny_original(bad)
+    sd = make_tiny_qwen(bad)
     del sd["transformer.h.1.mlp.w2.weight"]
-    qwen.save_original_state_dict(sd, bad, "safetensors")
+    save_state_dict(sd, bad, "safetensors")
     with pytest.raises(UserError, match="gate_proj"):
         qwen.convert(bad, tmp_path / "y", "qwen")
     cfg = json.loads((bad / "config.json").read_text())
@@ -249,7 +250,7 @@ class _Payload:
 
 def test_pickled_weights_never_run_code(tmp_path):
     src = tmp_path / "evil"
-    sd = qwen.make_tiny_original(src, fmt="bin")
+    sd = make_tiny_qwen(src, fmt="bin")
     marker = tmp_path / "code-ran"
     torch.save({**sd, "transformer.h.0.ln_1.weight": _Payload(marker)}, src / "pytorch_model.bin")
     with pytest.raises(UserError, match="weights_only"):
