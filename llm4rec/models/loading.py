@@ -160,32 +160,38 @@ def load_base_model(
 
 
 @dataclass
-class ScoringBundle:
-    """Everything needed to score samples: model, tokenizer, template and the answer words."""
+class PromptSettings:
+    """How a checkpoint turns samples into prompts, parsed once from its recipe (or from the flags for a
+    bare model): tokenizer, family, template, answers, cutoff and language. No weights are loaded."""
 
-    model: Any
     tokenizer: Any
     family: BackboneFamily
     template: PromptTemplate
     answers: tuple[str, str]
-    source: str
+    cutoff_len: int
+    lang: str
+    #: the typed recipe of a training output (None for a bare model directory)
+    recipe: Any | None
+    #: the directory the base weights load from
+    model_path: str
 
 
-def load_checkpoint(
-    checkpoint: str | Path, *, device: torch.device | str | None = None, load_in_4bit: bool | None = None
-) -> ScoringBundle:
-    """Load a training output directory (adapter + recipe + tokenizer) or a bare base-model directory.
+def load_prompt_settings(
+    checkpoint: str | Path, *, cutoff_len: int = 0, lang: str | None = None
+) -> PromptSettings:
+    """Prompt settings of a training output directory (adapter + ``recipe.yaml`` + tokenizer) or of a bare
+    base-model directory.
 
-    For an adapter directory the base model, quantization, family, template and language come from the
-    saved ``recipe.yaml``; the tokenizer is the one saved beside the adapter.
+    A training output takes its cutoff and language from the typed recipe (``cutoff_len`` > 0 overrides
+    the cutoff; a ``lang`` other than the recipe's is an error). A bare model takes ``cutoff_len``
+    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default en).
     """
-    from llm4rec.config import recipe_from_dict
+    from llm4rec.config import DataConfig, recipe_from_dict
 
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         raise UserError(f"{ckpt}: checkpoint directory not found")
-    adapter_cfg = ckpt / "adapter_config.json"
-    if adapter_cfg.is_file():
+    if (ckpt / "adapter_config.json").is_file() or (ckpt / "recipe.yaml").is_file():
         import yaml
 
         recipe_path = ckpt / "recipe.yaml"
@@ -195,17 +201,91 @@ def load_checkpoint(
             (ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
         ):
             raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
-        recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text(encoding="utf-8")))
+        try:
+            raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        try:
+            recipe = recipe_from_dict(raw if isinstance(raw, dict) else {})
+        except UserError as exc:
+            raise UserError(f"{recipe_path}: {exc}") from None
         m = recipe.model
+        if lang and lang != m.lang:
+            raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
         family = (
             get_family(json.loads((ckpt / "llm4rec.json").read_text())["family"])
             if (ckpt / "llm4rec.json").is_file()
             else resolve_family(m.path, m.family)
         )
-        base_path = resolve_model_path(m.path, family)
-        model = load_base_model(
-            base_path,
+        tokenizer = load_tokenizer(ckpt, family)
+        template = resolve_template(family, m.template, m.lang)
+        return PromptSettings(
+            tokenizer,
             family,
+            template,
+            answer_words(family, m.lang, template),
+            cutoff_len or recipe.data.cutoff_len,
+            m.lang,
+            recipe,
+            m.path,
+        )
+    if (ckpt / "config.json").is_file():
+        family = resolve_family(str(ckpt))
+        lang = lang or "en"
+        if lang not in ANSWERS:
+            raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
+        tokenizer = load_tokenizer(ckpt, family)
+        template = resolve_template(family, "auto", lang)
+        return PromptSettings(
+            tokenizer,
+            family,
+            template,
+            answer_words(family, lang, template),
+            cutoff_len or DataConfig().cutoff_len,
+            lang,
+            None,
+            str(ckpt),
+        )
+    raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+
+
+@dataclass
+class ScoringBundle:
+    """Everything needed to score samples: model, tokenizer, template, answer words and the cutoff."""
+
+    model: Any
+    tokenizer: Any
+    family: BackboneFamily
+    template: PromptTemplate
+    answers: tuple[str, str]
+    source: str
+    cutoff_len: int = 512
+    lang: str = "en"
+
+
+def load_checkpoint(
+    checkpoint: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    load_in_4bit: bool | None = None,
+    cutoff_len: int = 0,
+    lang: str | None = None,
+) -> ScoringBundle:
+    """Load a training output directory (adapter + recipe + tokenizer) or a bare base-model directory.
+
+    The prompt settings come from :func:`load_prompt_settings` (for an adapter directory the base model,
+    quantization, family, template, language and cutoff come from the saved ``recipe.yaml``; the tokenizer
+    is the one saved beside the adapter).
+    """
+    ckpt = Path(checkpoint)
+    ps = load_prompt_settings(ckpt, cutoff_len=cutoff_len, lang=lang)
+    if ps.recipe is not None:
+        if not (ckpt / "adapter_config.json").is_file():
+            raise UserError(f"{ckpt}: training output without an adapter yet (no adapter_config.json)")
+        m = ps.recipe.model
+        model = load_base_model(
+            resolve_model_path(m.path, ps.family),
+            ps.family,
             load_in_4bit=m.load_in_4bit if load_in_4bit is None else load_in_4bit,
             quant_type=m.quant_type,
             double_quant=m.double_quant,
@@ -216,19 +296,12 @@ def load_checkpoint(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=False)
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, m.template, m.lang)
-        answers = answer_words(family, m.lang, template)
-    elif (ckpt / "config.json").is_file():
-        family = resolve_family(str(ckpt))
-        model = load_base_model(ckpt, family, load_in_4bit=bool(load_in_4bit), device=device)
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, "auto", "en")
-        answers = answer_words(family, "en", template)
     else:
-        raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+        model = load_base_model(ckpt, ps.family, load_in_4bit=bool(load_in_4bit), device=device)
     model.eval()
-    return ScoringBundle(model, tokenizer, family, template, answers, str(ckpt))
+    return ScoringBundle(
+        model, ps.tokenizer, ps.family, ps.template, ps.answers, str(ckpt), ps.cutoff_len, ps.lang
+    )
 
 
 def resolve_model_path(path: str, family: BackboneFamily) -> str:
