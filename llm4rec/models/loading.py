@@ -314,3 +314,56 @@ def resolve_model_path(path: str, family: BackboneFamily) -> str:
     from llm4rec.models.convert import convert_cached
 
     return str(convert_cached(family, Path(path)))
+
+
+def load_backbone_tokenizer(path: str | Path, family: str = "auto") -> tuple[Any, BackboneFamily]:
+    """The tokenizer of a backbone directory (a model, a converted model, or an original legacy release
+    whose tokenizer is converted on the fly into a temporary directory, as ``llm4rec convert`` converts it),
+    and its family. No weights are read. ``family`` is needed where the directory has no config.json."""
+    import tempfile
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: tokenizer directory not found")
+    if family == "auto" and detect_family(path) is None:
+        known = ", ".join(f.name for f in list_families())
+        raise UserError(
+            f"{path}: cannot detect the backbone family (no usable config.json); give it ({known})"
+        )
+    fam = resolve_family(str(path), family)
+    cfg = read_model_config(path) or {}
+    if fam.converter is None or cfg.get("llm4rec_family"):
+        return load_tokenizer(path, fam), fam
+    tmp = Path(tempfile.mkdtemp(prefix="llm4rec-tok-"))
+    try:
+        if fam.name == "qwen":
+            from llm4rec.models.legacy import _tok_qwen
+
+            _tok_qwen.save_qwen_tokenizer(path / "qwen.tiktoken", tmp, 8192)
+            (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+        elif fam.name in ("baichuan", "baichuan2"):
+            from llm4rec.models.legacy import _tok_baichuan
+
+            _tok_baichuan.save_baichuan_tokenizer(path, tmp, 4096)
+            (tmp / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        elif fam.name in ("chatglm2", "chatglm3"):
+            from llm4rec.models.legacy import chatglm2
+
+            chatglm2.write_chatglm2_tokenizer(path / "tokenizer.model", tmp, fam.name, 8192)
+        elif fam.name == "chatglm":
+            from llm4rec.models.legacy import chatglm
+
+            sp = path / "ice_text.model"
+            offset = chatglm._image_tokens(path, cfg, len(chatglm.load_sp_proto(sp).pieces))
+            chatglm.write_chatglm_tokenizer(sp, tmp, offset, 2048)
+        else:
+            raise UserError(
+                f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first"
+            )
+        return load_tokenizer(tmp, fam), fam
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: not a {fam.name} release ({exc.filename} missing)") from None
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
