@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--lang", default="en", choices=("en", "zh"), help="template language (the samples')")
     ap.add_argument("--train-rows", type=int, default=5000, help="train samples drawn (0 = none)")
     ap.add_argument("--cutoffs", default="384,512,640", help="cutoffs to count fits at")
+    ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma list of backbone directory names")
     args = ap.parse_args()
     rows = read(args.samples / "valid.jsonl") + read(args.samples / "test.jsonl")
     if args.train_rows:
@@ -77,7 +78,8 @@ def main() -> int:
     head = ["backbone", "template", "median", "p95", "max", "max no-history", "fits whole from"]
     head += [f"whole/bare fit @{c}" for c in cutoffs]
     print(" | ".join(head))
-    for name, family in BACKBONES.items():
+    for name in args.backbones.split(","):
+        family = BACKBONES[name]
         path = args.models / name
         if not path.is_dir():
             print(f"{name}: not present, skipped")

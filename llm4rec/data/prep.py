@@ -443,9 +443,15 @@ class PromptSizer:
         for i in over:
             where = f"{task}/{split}: sample of user {rows['user_id'][i]!r}"
             try:
-                fitted = fit_to_budget(samples[i], self._ids, self.max_tokens, where)
+                fitted = fit_to_budget(
+                    samples[i],
+                    self._ids,
+                    self.max_tokens,
+                    where,
+                    limit=f"--max-prompt-tokens {self.max_tokens} (prompt, answer and EOS together)",
+                )
             except OverlongPrompt as exc:
-                raise UserError(f"--max-prompt-tokens {self.max_tokens}: {exc}") from None
+                raise UserError(str(exc)) from None
             inputs[i] = fitted.sample["input"]
             hist[i] = fitted.sample["history"]
             spans[i] = fitted.sample["history_spans"]

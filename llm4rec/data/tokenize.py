@@ -151,11 +151,12 @@ def fit_to_budget(
     budget: int,
     where: str = "sample",
     ids: list[int] | None = None,
+    limit: str = "",
 ) -> Fitted:
     """Drop whole history items, oldest first, until ``measure(sample)`` (token ids) has at most ``budget``
     tokens: the fewest items that make it fit are dropped. Preamble, instruction, question, candidates
     and answer are never cut; a sample that does not fit even with no history raises
-    :class:`OverlongPrompt` naming ``where`` and the token counts.
+    :class:`OverlongPrompt` naming ``where``, the token counts and ``limit`` (what the budget is).
     """
     ids = measure(sample) if ids is None else ids
     spans = history_spans(sample, where)
@@ -176,7 +177,9 @@ def fit_to_budget(
             why = f"{bare} tokens with all {m} history items dropped ({len(ids)} with them)"
         else:
             why = f"{len(ids)} tokens and no droppable history (no history_spans)"
-        raise OverlongPrompt(f"{where}: the prompt needs {why}, over the budget of {budget}")
+        raise OverlongPrompt(
+            f"{where}: the prompt needs {why}, over {limit or f'the limit of {budget} tokens'}"
+        )
     lo, hi = 1, m  # the length falls as items go: the fewest dropped items that fit
     while lo < hi:
         mid = (lo + hi) // 2
@@ -194,7 +197,11 @@ def fit_prompt(
     """Prompt ids for scoring: at most ``cutoff_len - 1`` tokens (room for the answer token), history
     dropped oldest first as in training."""
     return fit_to_budget(
-        sample, lambda s: encode(tokenizer, render_prompt(template, s)), cutoff_len - 1, where
+        sample,
+        lambda s: encode(tokenizer, render_prompt(template, s)),
+        cutoff_len - 1,
+        where,
+        limit=f"the {cutoff_len - 1} prompt tokens cutoff_len {cutoff_len} leaves (one is the answer's)",
     )
 
 
@@ -235,7 +242,9 @@ def encode_train_example(
             ids.append(tokenizer.eos_token_id)
         return ids
 
-    fitted = fit_to_budget(sample, full, cutoff_len, where)
+    fitted = fit_to_budget(
+        sample, full, cutoff_len, where, limit=f"cutoff_len {cutoff_len} (prompt, answer and EOS together)"
+    )
     if stats is not None:
         stats.add(fitted.dropped)
     full_ids = fitted.ids

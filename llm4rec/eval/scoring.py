@@ -129,6 +129,7 @@ def fit_prompts(
             cutoff_len - 1,
             where,
             ids=list(seq),
+            limit=f"the {cutoff_len - 1} prompt tokens cutoff_len {cutoff_len} leaves (one is the answer's)",
         )
         if stats is not None:
             stats.add(fitted.dropped)

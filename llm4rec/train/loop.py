@@ -181,9 +181,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             )
         except OverlongPrompt as exc:
             if not d.skip_overlong:
-                raise UserError(
-                    f"{exc} (data.cutoff_len {d.cutoff_len}; or set data.skip_overlong)"
-                ) from None
+                raise UserError(f"{exc}; raise data.cutoff_len or set data.skip_overlong") from None
             truncation["train"].skipped += 1
     if not examples:
         raise UserError(
@@ -196,9 +194,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             kept_valid.append(i)
         except OverlongPrompt as exc:
             if not d.skip_overlong:
-                raise UserError(
-                    f"{exc} (data.cutoff_len {d.cutoff_len}; or set data.skip_overlong)"
-                ) from None
+                raise UserError(f"{exc}; raise data.cutoff_len or set data.skip_overlong") from None
             truncation["valid"].skipped += 1
     valid_rows, valid_src = [valid_rows[i] for i in kept_valid], [valid_src[i] for i in kept_valid]
     warnings_ = [w for k, v in truncation.items() if (w := v.warning(k, d.cutoff_len))]
