@@ -53,10 +53,7 @@ def test_prints_the_fitted_prompt_and_its_token_counts(tiny_llama, tmp_path, cap
         assert p + i + h + q == t and m == len(history_spans(rows[2])) and kept == m - fitted.dropped
         assert text.startswith("<s>") and rows[2]["instruction"] in text and "### Response:" in text
         assert rows[2]["input"].rsplit("\n", 1)[1] in text  # the question is whole
-        assert (
-            i == len(ps.tokenizer(rows[2]["instruction"], add_special_tokens=False)["input_ids"]) + 1
-            or i > 10
-        )
+        assert i >= len(ps.tokenizer(rows[2]["instruction"], add_special_tokens=False)["input_ids"]) - 2
         if cutoff == 512:
             assert kept == m and h > 0
         else:
