@@ -171,22 +171,36 @@ def fit_to_budget(
             tried[d] = (s, measure(s))
         return tried[d]
 
-    bare = len(at(m)[1])
-    if bare > budget:
-        if m:
-            why = f"{bare} tokens with all {m} history items dropped ({len(ids)} with them)"
+    # first guess from the characters each item takes (tokens per character of this sample), then
+    # the neighbours: usually two tokenizations; a binary search where the guess is off
+    chars = len(str(sample.get("instruction", ""))) + len(str(sample.get("input", ""))) + 1
+    need, cum, guess = (len(ids) - budget) * chars / len(ids), 0, m
+    for k, (s0, _, e0) in enumerate(spans):
+        cum += e0 - s0
+        if cum >= need:
+            guess = k + 1
+            break
+    lo, hi, probe = 1, None, guess  # lo: fewest items that may fit; hi: fewest known to fit
+    for step in range(4 * m + 4):
+        n_tok = len(at(probe)[1])
+        if n_tok <= budget:
+            hi = probe
         else:
-            why = f"{len(ids)} tokens and no droppable history (no history_spans)"
-        raise OverlongPrompt(
-            f"{where}: the prompt needs {why}, over {limit or f'the limit of {budget} tokens'}"
-        )
-    lo, hi = 1, m  # the length falls as items go: the fewest dropped items that fit
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(at(mid)[1]) <= budget:
-            hi = mid
+            lo = probe + 1
+            if probe == m:
+                if m:
+                    why = f"{n_tok} tokens with all {m} history items dropped ({len(ids)} with them)"
+                else:
+                    why = f"{len(ids)} tokens and no droppable history (no history_spans)"
+                raise OverlongPrompt(
+                    f"{where}: the prompt needs {why}, over {limit or f'the limit of {budget} tokens'}"
+                )
+        if hi is not None and lo >= hi:
+            break
+        if hi is None:
+            probe = lo if step < 2 else m
         else:
-            lo = mid + 1
+            probe = hi - 1 if step < 2 else (lo + hi) // 2
     fitted, fitted_ids = at(hi)
     return Fitted(fitted, fitted_ids, hi, m)
 
