@@ -12,6 +12,7 @@ from llm4rec.eval.scoring import (
     common_prefix,
     encode_prompts,
     fit_prompts,
+    pointwise_samples,
     score_binary,
     score_choices,
     score_pointwise,
@@ -209,3 +210,26 @@ def test_prefix_helpers():
     assert common_prefix([[7], [8]]) == 0
     # trie nodes: 1,2,3 / 2->5 / 9,9
     assert unique_prefix_tokens([[1, 2, 3], [1, 2, 5], [9, 9], [1, 2]]) == 6
+
+
+def test_pointwise_rows_keep_the_history_droppable():
+    rows = []
+    for r in make_tallrec_samples(3, seed=8):
+        listing = "\n".join(f"{chr(65 + j)}. Film {j} (Drama)" for j in range(3))
+        rows.append(
+            {
+                "instruction": "Pick.",
+                "input": r["input"] + "\nCandidates:\n" + listing,
+                "candidates": [0, 1, 2],
+                "candidate_titles": [f"Film {j} (Drama)" for j in range(3)],
+                "history_spans": r["history_spans"],
+            }
+        )
+    flat, owner, _ = pointwise_samples(rows)
+    assert [f["history_spans"] for f in flat] == [rows[o]["history_spans"] for o in owner]
+    for f, o in zip(flat, owner):
+        spans = f["history_spans"]
+        assert [f["input"][s:e] for s, e, _ in spans] == [rows[o]["input"][s:e] for s, e, _ in spans]
+    # a leading blank line is stripped from the derived history, which would shift every span: not carried
+    moved = [dict(rows[0], input="\n" + rows[0]["input"])]
+    assert "history_spans" not in pointwise_samples(moved)[0][0]
