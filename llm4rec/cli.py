@@ -10,6 +10,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("llm4rec.data.prep:cli", "turn a log (movielens, amazon, bookcrossing, generic) into samples"),
     "evaluate": ("llm4rec.eval.evaluate:main", "score checkpoints on a JSONL test set and write a report"),
+    "show-prompt": (
+        "llm4rec.eval.show_prompt:main",
+        "print exactly what the model is given for one sample (after template and truncation)",
+    ),
     "tiny-model": (
         "llm4rec.models.tiny:main",
         "build a tiny random model + tokenizer of a family (smoke tests)",

@@ -73,7 +73,14 @@ class DataConfig:
 
     train: str = doc("train JSONL written by data_prep (instruction / input / output / label)", "")
     valid: str = doc("validation JSONL used for AUC, early stopping and best-adapter selection", "")
-    cutoff_len: int = doc("maximum tokens per sample; longer prompts are cut from the left of the input", 512)
+    cutoff_len: int = doc(
+        "maximum tokens per sample (prompt + answer); longer samples lose whole history items, oldest "
+        "first, never the preamble, instruction, question, candidates or answer",
+        512,
+    )
+    skip_overlong: bool = doc(
+        "skip (and count) samples too long even with no history; false = such a sample is an error", False
+    )
     train_on_inputs: bool = doc("also take the loss on prompt tokens (TALLRec default: false)", False)
     max_valid_samples: int = doc("score at most this many validation samples per evaluation (0 = all)", 0)
     group_by_length: bool = doc("batch samples of similar length together (less padding, faster)", True)

@@ -109,6 +109,12 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, An
     return n
 
 
+def line_numbers(path: str | os.PathLike[str]) -> list[int]:
+    """File line number of each sample of a JSON-lines file (:func:`read_jsonl` skips blank lines)."""
+    with open(path, encoding="utf-8") as f:
+        return [i for i, line in enumerate(f, 1) if line.strip()]
+
+
 def read_jsonl(path: str | os.PathLike[str], required: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Read a JSON-lines file; a missing file, bad JSON or a missing field is a :class:`UserError`.
 

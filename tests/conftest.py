@@ -25,6 +25,19 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def spans_of(text: str, history: list[str], *lists: list[str]) -> list[list[int]]:
+    """``history_spans`` of items shown as quoted titles in comma-joined ``lists`` (as prep writes them)."""
+    spans = {}
+    pos = 0
+    for members in lists:
+        for k, t in enumerate(members):
+            s = text.index(f'"{t}"', pos)
+            e = s + len(t) + 2
+            spans[t] = [s, e, e + 2 if k + 1 < len(members) else e]
+            pos = e
+    return [spans[t] for t in history]
+
+
 def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
     """TALLRec-format samples whose label follows a learnable rule: the target's genre is in the liked list."""
     rng = random.Random(seed)
@@ -37,19 +50,24 @@ def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
         disliked = [t for t in hist if t not in liked]
         target = rng.choice(titles)
         label = int(liked_genre in target)
+        text = (
+            "User Preference: "
+            + ", ".join(f'"{t}"' for t in liked)
+            + "\nUser Unpreference: "
+            + ", ".join(f'"{t}"' for t in disliked)
+            + f'\nWhether the user will like the target movie "{target}"?'
+        )
         rows.append(
             {
                 "instruction": "Given the user's preference and unpreference, identify whether the user will "
                 'like the target movie by answering "Yes." or "No.".',
-                "input": "User Preference: "
-                + ", ".join(f'"{t}"' for t in liked)
-                + "\nUser Unpreference: "
-                + ", ".join(f'"{t}"' for t in disliked)
-                + f'\nWhether the user will like the target movie "{target}"?',
+                "input": text,
                 "output": "Yes." if label else "No.",
                 "user_id": i % 7,
                 "item_id": titles.index(target),
                 "label": label,
+                "history": [titles.index(t) for t in hist],
+                "history_spans": spans_of(text, [t for t in hist], liked, disliked),
             }
         )
     return rows

@@ -374,6 +374,24 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         "--instructrec-intentions", default="none,vague,specific", help="instructrec: intention kinds"
     )
     ap.add_argument("--rerank-candidates", type=int, default=5, help="instructrec reranking: pool size")
+    ap.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=0,
+        help="size samples to a tokenizer: drop each sample's oldest history items until prompt + answer + "
+        "EOS fit in N tokens (use the recipe's data.cutoff_len); needs --tokenizer",
+    )
+    ap.add_argument(
+        "--tokenizer", type=Path, default=None, help="backbone directory whose tokenizer sizes the samples"
+    )
+    ap.add_argument(
+        "--tokenizer-family",
+        default="auto",
+        help="family of --tokenizer where its directory has no config.json (e.g. qwen2, baichuan)",
+    )
+    ap.add_argument(
+        "--template", default="auto", help="prompt template for sizing (default: the family's for --lang)"
+    )
     ap.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return ap
 
@@ -432,6 +450,90 @@ def _meta_args(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, 
 
 def _task_module(name: str):
     return importlib.import_module(f"llm4rec.data.tasks.{name}")
+
+
+class PromptSizer:
+    """Drops each sample's oldest history items until its training sequence (prompt + answer + end-of-turn
+    text + EOS, in the backbone's template) fits ``max_tokens``: the same rule training applies
+    (:func:`llm4rec.data.tokenize.fit_to_budget`), applied once, before training starts."""
+
+    def __init__(self, tokenizer: Any, template: Any, max_tokens: int) -> None:
+        self.tokenizer, self.template, self.max_tokens = tokenizer, template, max_tokens
+        self.stats: dict[str, Any] = {}
+
+    def _ids(self, sample: dict[str, Any]) -> list[int]:
+        return self._encode([sample])[0]
+
+    def _encode(self, samples: list[dict[str, Any]]) -> list[list[int]]:
+        from llm4rec.data.tokenize import render_prompt
+
+        t = self.template
+        texts = [
+            render_prompt(t, s) + t.answer_prefix + str(s.get("output", "")) + t.answer_suffix
+            for s in samples
+        ]
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]:
+            ids = list(ids)
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)
+            out.append(ids)
+        return out
+
+    def apply(self, rows: pl.DataFrame, task: str, split: str) -> pl.DataFrame:
+        """``rows`` with over-long samples shortened (input, history and history_spans updated)."""
+        from llm4rec.data.tokenize import OverlongPrompt, fit_to_budget
+
+        st = self.stats.setdefault(task, {"samples": 0, "shortened": 0, "items_dropped": 0})
+        st["samples"] += rows.height
+        if rows.height == 0 or "history_spans" not in rows.columns:
+            return rows
+        cols = ["instruction", "input", "output", "history", "history_spans"]
+        samples = rows.select(cols).to_dicts()
+        over = [i for i, ids in enumerate(self._encode(samples)) if len(ids) > self.max_tokens]
+        if not over:
+            return rows
+        inputs, hist, spans = (rows[c].to_list() for c in ("input", "history", "history_spans"))
+        for i in over:
+            where = f"{task}/{split}: sample of user {rows['user_id'][i]!r}"
+            try:
+                fitted = fit_to_budget(
+                    samples[i],
+                    self._ids,
+                    self.max_tokens,
+                    where,
+                    limit=f"--max-prompt-tokens {self.max_tokens} (prompt, answer and EOS together)",
+                )
+            except OverlongPrompt as exc:
+                raise UserError(str(exc)) from None
+            inputs[i] = fitted.sample["input"]
+            hist[i] = fitted.sample["history"]
+            spans[i] = fitted.sample["history_spans"]
+            st["shortened"] += 1
+            st["items_dropped"] += fitted.dropped
+        return rows.with_columns(
+            pl.Series("input", inputs, dtype=rows.schema["input"]),
+            pl.Series("history", hist, dtype=rows.schema["history"]),
+            pl.Series("history_spans", spans, dtype=rows.schema["history_spans"]),
+        )
+
+
+def _sizer(settings: dict[str, Any]) -> PromptSizer | None:
+    """The prompt sizer the flags ask for (None without --max-prompt-tokens)."""
+    n, path = settings.get("max_prompt_tokens") or 0, settings.get("tokenizer")
+    if not n:
+        if path:
+            raise UserError("--tokenizer: only used with --max-prompt-tokens N")
+        return None
+    if n < 16:
+        raise UserError(f"--max-prompt-tokens: need at least 16 tokens, got {n}")
+    if not path:
+        raise UserError("--max-prompt-tokens: give the backbone's tokenizer with --tokenizer DIR")
+    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+
+    tok, fam = load_backbone_tokenizer(path, settings.get("tokenizer_family") or "auto")
+    return PromptSizer(tok, resolve_template(fam, settings.get("template") or "auto", settings["lang"]), n)
 
 
 class _SplitWriter:
@@ -661,6 +763,7 @@ def _write_tasks(
     """Build every task chunk by chunk into ``tmp/<task>/``; add per-task facts to ``meta``."""
     strict = settings["ties"] == "strict"
     same_second = 0
+    sizer = _sizer(settings)
     # one writer thread per task: each task's blocks stay in order, and one task's big JSON encoding
     # (ranking's pools) does not hold up the others'
     pools = {name: ThreadPoolExecutor(max_workers=1) for name in modules}
@@ -698,6 +801,8 @@ def _write_tasks(
                         rows, extra = rows
                         for key, v in extra.items():
                             stats[name][key] = stats[name].get(key, 0) + v
+                    if sizer is not None:
+                        rows = sizer.apply(rows, name, split)
                     writers[name].write(rows.drop("split"), split)
             bar.update(b - a)
     finally:
@@ -721,6 +826,17 @@ def _write_tasks(
             w.dir / "train.jsonl", settings["train_samples"], settings["seeds"], w.counts["train"]
         )
         task_meta = {"task": name, "counts": w.counts, "label_balance": w.balance(), "few_shot": grids}
+        if sizer is not None:
+            st = sizer.stats.get(name, {"samples": 0, "shortened": 0, "items_dropped": 0})
+            task_meta["prompt_sizing"] = {
+                "max_prompt_tokens": sizer.max_tokens,
+                "tokenizer": str(settings["tokenizer"]),
+                "template": sizer.template.name,
+                **st,
+                "mean_items_dropped": round(st["items_dropped"] / st["shortened"], 3)
+                if st["shortened"]
+                else 0.0,
+            }
         task_meta.update(dict(sorted(stats[name].items())))
         meta["tasks"][name] = task_meta
         text = json.dumps({**shared, **task_meta}, indent=2, ensure_ascii=False) + "\n"
@@ -738,6 +854,12 @@ def _summary(meta: dict, out: Path, seconds: float) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in t["counts"].items())
         bal = ", ".join(f"{k} {v}" for k, v in t["label_balance"].items() if v is not None)
         lines.append(f"  {name}: {counts} (positive rate {bal})")
+        ps = t.get("prompt_sizing")
+        if ps and ps["shortened"]:
+            lines.append(
+                f"  {name}: {ps['shortened']} of {ps['samples']} samples lost their oldest history items to fit "
+                f"{ps['max_prompt_tokens']} tokens (mean {ps['mean_items_dropped']} dropped)"
+            )
     return "\n".join(lines)
 
 
@@ -761,6 +883,10 @@ def main(argv: list[str] | None = None, source: str = "movielens", prog: str | N
         instructrec_preferences=args.instructrec_preferences,
         instructrec_intentions=args.instructrec_intentions,
         rerank_candidates=args.rerank_candidates,
+        max_prompt_tokens=args.max_prompt_tokens,
+        tokenizer=str(args.tokenizer) if args.tokenizer else None,
+        tokenizer_family=args.tokenizer_family,
+        template=args.template,
     )
     t0 = time.perf_counter()
     canon = src.read(args, settings["threshold"])

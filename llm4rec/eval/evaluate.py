@@ -34,7 +34,7 @@ from llm4rec.eval.scoring import (
     score_choices,
     score_pointwise,
 )
-from llm4rec.io import atomic_dir, read_jsonl
+from llm4rec.io import atomic_dir, line_numbers, read_jsonl
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -44,8 +44,7 @@ DEFAULT_KS = (1, 5, 10, 20)
 
 def _line_numbers(path: Path) -> list[int]:
     """File line number of each sample (read_jsonl skips blank lines)."""
-    with open(path, encoding="utf-8") as f:
-        return [i for i, line in enumerate(f, 1) if line.strip()]
+    return line_numbers(path)
 
 
 def detect_task(rows: Sequence[dict[str, Any]]) -> str:
@@ -184,20 +183,6 @@ def _names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _cutoff_len(ckpt: Path, default: int) -> int:
-    """The training cutoff from the checkpoint's recipe (prompts are truncated as in training)."""
-    recipe = ckpt / "recipe.yaml"
-    if recipe.is_file():
-        import yaml
-
-        try:
-            data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-            return int(data.get("data", {}).get("cutoff_len", default))
-        except (yaml.YAMLError, TypeError, ValueError, AttributeError):
-            return default
-    return default
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``llm4rec evaluate`` argument parser."""
     ap = argparse.ArgumentParser(
@@ -227,7 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--max-samples", type=int, default=0, help="score only the first N samples (0 = all)")
     ap.add_argument(
-        "--cutoff-len", type=int, default=0, help="prompt token limit (default: the recipe's, else 512)"
+        "--cutoff-len",
+        type=int,
+        default=0,
+        help="prompt token limit (default: the checkpoint recipe's data.cutoff_len; 512 for a bare model)",
+    )
+    ap.add_argument(
+        "--lang",
+        choices=("en", "zh"),
+        default=None,
+        help="prompt and answer language of a bare model (default en; a trained adapter uses its recipe's)",
+    )
+    ap.add_argument(
+        "--skip-overlong",
+        action="store_true",
+        help="skip (and count) samples whose prompt exceeds the cutoff even with all history dropped\n"
+        "(default: such a sample is an error naming its file:line)",
     )
     ap.add_argument(
         "--rank-method",
@@ -284,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = read_jsonl(args.data)
     if args.max_samples:
         rows = rows[: args.max_samples]
+    n_total = len(rows)
     task = detect_task(rows)
     _check_fields(rows, args.data, ("instruction", "input"))
     targets = ranking_targets(rows, args.data) if task == "ranking" else None
@@ -296,6 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary_labels(rows, [a for pair in ANSWERS.values() for a in pair], args.data)  # values unused
     if args.group_by and task == "binary":
         _check_fields(rows, args.data, (args.group_by,))
+    sources = [f"{args.data}:{n}" for n in line_numbers(args.data)[: len(rows)]]
+    kept = list(range(len(rows)))
+    if args.skip_overlong:
+        kept = _fitting(args, rows, sources, task)
+        if not kept:
+            raise UserError(f"{args.data}: every sample is over the cutoff even without history")
+        rows = [rows[i] for i in kept]
+        sources = [sources[i] for i in kept]
+        targets = [targets[i] for i in kept] if targets is not None else None
 
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
@@ -308,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
     names = _names(args.checkpoint)
     results = []
-    columns: dict[str, Any] = {"index": list(range(len(rows)))}
+    columns: dict[str, Any] = {"index": kept}
     for key in ("user_id", "item_id"):
         if all(key in r for r in rows):
             columns[key] = [r[key] for r in rows]
@@ -318,9 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for ckpt, name in zip(args.checkpoint, names):
         from llm4rec.models.loading import load_checkpoint
 
-        bundle = load_checkpoint(ckpt, device=device, load_in_4bit=False if args.no_4bit else None)
-        cutoff = args.cutoff_len or _cutoff_len(ckpt, 512)
+        bundle = load_checkpoint(
+            ckpt,
+            device=device,
+            load_in_4bit=False if args.no_4bit else None,
+            cutoff_len=args.cutoff_len,
+            lang=args.lang,
+        )
+        cutoff = bundle.cutoff_len
         stats = ScoringStats()
+        stats.truncation.skipped = n_total - len(kept)
         common = dict(
             batch_size=args.batch_size,
             cutoff_len=cutoff,
@@ -344,21 +361,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                         rows,
                         groups,
                         bundle.answers,
+                        sources=sources,
                         **common,
                     )
                     method = "pointwise Yes/No, shared prefix and per-group prefixes computed once"
                 else:
                     scores = score_binary(
-                        bundle.model, bundle.tokenizer, bundle.template, rows, bundle.answers, **common
+                        bundle.model,
+                        bundle.tokenizer,
+                        bundle.template,
+                        rows,
+                        bundle.answers,
+                        sources=sources,
+                        **common,
                     )
                     method = "Yes/No first-token probability, shared prefix computed once"
             elif args.rank_method == "letters":
-                scores = score_choices(bundle.model, bundle.tokenizer, bundle.template, rows, **common)
+                scores = score_choices(
+                    bundle.model, bundle.tokenizer, bundle.template, rows, sources=sources, **common
+                )
                 method = "listwise: index-letter probabilities in one pass per sample (LlamaRec verbalizer)"
             else:
                 flat, owner, counts = pointwise_samples(rows)
                 p = score_pointwise(
-                    bundle.model, bundle.tokenizer, bundle.template, flat, owner, bundle.answers, **common
+                    bundle.model,
+                    bundle.tokenizer,
+                    bundle.template,
+                    flat,
+                    owner,
+                    bundle.answers,
+                    sources=[sources[o] for o in owner],
+                    **common,
                 )
                 scores = torch.full((len(rows), max(counts)), -1.0, device=p.device)
                 col = torch.tensor([j for c in counts for j in range(c)], device=p.device)
@@ -391,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes += [
             f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
         ]
+        trunc = stats.truncation
+        warning = trunc.warning(f"{name} on {args.data}", cutoff)
+        if warning:
+            notes.append(warning.removeprefix("warning: "))
+            if state.is_main_process:
+                print(warning)
         counts = [stats.tokens_run, stats.unique_tokens, stats.prompt_tokens]
         if state.num_processes > 1:  # every process scored its shard: report the totals
             t = torch.tensor(counts, dtype=torch.float64, device=device)
@@ -411,10 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "unique_prompt_tokens": counts[1],
                     "prompt_tokens": counts[2],
                     "shared_prefix_tokens": stats.shared_prefix_tokens,
+                    "cutoff_len": cutoff,
                     "fast_path": stats.fast_path,
                     "processes": state.num_processes,
                     "device": str(device),
                 },
+                "truncation": {"cutoff_len": cutoff, **trunc.as_dict()},
                 "notes": notes,
             }
         )
@@ -438,6 +479,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_summary(report, metric_names, task)
     print(f"report: {out_dir}")
     return 0
+
+
+def _fitting(
+    args: argparse.Namespace, rows: list[dict[str, Any]], sources: list[str], task: str
+) -> list[int]:
+    """Indices of the samples whose prompts fit every checkpoint's cutoff (history may still be dropped);
+    tokenizers only, before any model loads."""
+    from llm4rec.data.tokenize import OverlongPrompt, fit_prompt
+    from llm4rec.models.loading import load_prompt_settings
+
+    if task == "ranking" and args.rank_method == "pointwise":
+        flat, owner, _ = pointwise_samples(rows)
+    else:
+        flat, owner = rows, list(range(len(rows)))
+    bad: set[int] = set()
+    for ckpt in args.checkpoint:
+        ps = load_prompt_settings(ckpt, cutoff_len=args.cutoff_len, lang=args.lang)
+        for sample, i in zip(flat, owner):
+            if i in bad:
+                continue
+            try:
+                fit_prompt(ps.tokenizer, ps.template, sample, ps.cutoff_len, sources[i])
+            except OverlongPrompt:
+                bad.add(i)
+    return [i for i in range(len(rows)) if i not in bad]
 
 
 def _grouped_ranking(scores: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:

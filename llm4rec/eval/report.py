@@ -130,8 +130,15 @@ def markdown(
         for c in report["checkpoints"]
     ]
     lines.append(table(["checkpoint", *metric_names, "seconds"], rows, markdown=True))
-    lines += ["", "| checkpoint | path |", "|---|---|"]
-    lines += [f"| {c['name']} | `{c['path']}` |" for c in report["checkpoints"]]
+    lines += ["", "| checkpoint | path | cutoff | prompts shortened | mean items dropped | skipped |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for c in report["checkpoints"]:
+        t = c.get("truncation") or {}
+        lines.append(
+            f"| {c['name']} | `{c['path']}` | {t.get('cutoff_len', 'n/a')} | "
+            f"{t.get('shortened', 'n/a')} of {t.get('prompts', 'n/a')} | {t.get('mean_items_dropped', 'n/a')} | "
+            f"{t.get('skipped_overlong', 'n/a')} |"
+        )
     notes = [f"- {c['name']}: {n}" for c in report["checkpoints"] for n in c.get("notes", [])]
     if notes:
         lines += ["", "## Notes", "", *notes]

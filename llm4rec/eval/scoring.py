@@ -46,7 +46,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from llm4rec.data.tokenize import render_prompt, special_prefix_len, truncate_left
+from llm4rec.data.tokenize import TruncationStats, fit_to_budget, render_prompt
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.registry import family_of_config
@@ -79,6 +79,8 @@ class ScoringStats:
     shared_prefix_tokens: int = 0
     group_prefix_tokens: int = 0
     fast_path: bool = False
+    #: prompts that lost history items to fit the cutoff (filled by :func:`answer_logits`)
+    truncation: TruncationStats = field(default_factory=TruncationStats)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,13 +93,45 @@ class ScoringStats:
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
-    """Token ids of many prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt` per prompt."""
+    """Token ids of many rendered prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt`
+    per prompt (a prompt over ``cutoff_len - 1`` tokens is an error: fit samples with :func:`fit_prompts`)."""
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])  # tokenized once, not per prompt
-    return [
-        truncate_left(list(seq), cutoff_len - 1, special_prefix_len(tokenizer, list(seq), prefix))
-        for seq in ids
-    ]
+    for i, seq in enumerate(ids):
+        if len(seq) > cutoff_len - 1:
+            fit_to_budget({"input": prompts[i]}, list, cutoff_len - 1, f"prompt {i + 1}", ids=list(seq))
+    return [list(seq) for seq in ids]
+
+
+def fit_prompts(
+    tokenizer: Any,
+    template: PromptTemplate,
+    samples: Sequence[dict[str, Any]],
+    cutoff_len: int,
+    *,
+    sources: Sequence[str] | None = None,
+    stats: TruncationStats | None = None,
+) -> list[list[int]]:
+    """Prompt ids of many samples, exactly as :func:`llm4rec.data.tokenize.fit_prompt` gives them one by one:
+    tokenized in one batch, and the few over ``cutoff_len - 1`` tokens refitted by dropping their oldest
+    history items (the preamble and question are never cut, so shared-prefix reuse survives). ``sources``
+    name each sample in errors (``file:line``); ``stats`` counts the shortened prompts."""
+    prompts = [render_prompt(template, s) for s in samples]
+    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    out = []
+    for i, (sample, seq) in enumerate(zip(samples, ids)):
+        where = sources[i] if sources is not None else f"sample {i + 1}"
+        fitted = fit_to_budget(
+            sample,
+            lambda s: list(tokenizer(render_prompt(template, s), add_special_tokens=True)["input_ids"]),
+            cutoff_len - 1,
+            where,
+            ids=list(seq),
+            limit=f"the {cutoff_len - 1} prompt tokens cutoff_len {cutoff_len} leaves (one is the answer's)",
+        )
+        if stats is not None:
+            stats.add(fitted.dropped)
+        out.append(fitted.ids)
+    return out
 
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
@@ -609,12 +643,20 @@ def answer_logits(
     **options: Any,
 ) -> torch.Tensor:
     """Logits [N, A] of the answers' first tokens after each sample's rendered prompt (the shared core of
-    the ``score_*`` functions); ``options`` go to :func:`score_token_sequences`."""
+    the ``score_*`` functions), prompts fitted to ``cutoff_len`` by :func:`fit_prompts` (``sources``: one
+    ``file:line`` per sample for its errors); other ``options`` go to :func:`score_token_sequences`."""
     if not samples:
         raise UserError("no samples to score")
-    prompts = [render_prompt(template, s) for s in samples]
-    ids = answer_token_ids(tokenizer, prompts[0], answers)
-    seqs = encode_prompts(tokenizer, prompts, cutoff_len)
+    ids = answer_token_ids(tokenizer, render_prompt(template, samples[0]), answers)
+    stats = options.get("stats")
+    seqs = fit_prompts(
+        tokenizer,
+        template,
+        samples,
+        cutoff_len,
+        sources=options.pop("sources", None),
+        stats=stats.truncation if stats is not None else None,
+    )
     return score_token_sequences(model, seqs, ids, pad_token_id=_pad_id(tokenizer), **options)
 
 
@@ -742,6 +784,7 @@ def pointwise_samples(samples: Sequence[dict[str, Any]]) -> tuple[list[dict[str,
         n = _n_candidates(s, i)
         inputs = s.get("pointwise_inputs")
         instruction = s.get("pointwise_instruction", s.get("instruction", ""))
+        extra: dict[str, Any] = {}
         if inputs is None:
             titles = s.get("candidate_titles")
             history = history_text(str(s.get("input", "")))
@@ -753,9 +796,18 @@ def pointwise_samples(samples: Sequence[dict[str, Any]]) -> tuple[list[dict[str,
                 )
             inputs = [f'{history}\nCandidate: "{t}"' for t in titles]
             instruction = POINTWISE_INSTRUCTION
+            text = str(s.get("input", ""))
+            spans = s.get("history_spans") or []
+            # the history keeps its place at the start, so its items stay droppable
+            if (
+                spans
+                and text.startswith(history)
+                and all(isinstance(x, (list, tuple)) and len(x) == 3 and x[2] <= len(history) for x in spans)
+            ):
+                extra = {"history_spans": spans}
         if not isinstance(inputs, list) or len(inputs) != n:
             raise UserError(f"sample {i + 1}: 'pointwise_inputs' must hold one input per candidate ({n})")
-        rows.extend({"instruction": instruction, "input": text} for text in inputs)
+        rows.extend({"instruction": instruction, "input": text, **extra} for text in inputs)
         owner.extend([i] * n)
         counts.append(n)
     return rows, owner, counts

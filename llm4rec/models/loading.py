@@ -183,26 +183,33 @@ def check_cpu_4bit_shapes(model: Any, path: str | Path) -> None:
 
 
 @dataclass
-class ScoringBundle:
-    """Everything needed to score samples: model, tokenizer, template and the answer words."""
+class PromptSettings:
+    """How a checkpoint turns samples into prompts, parsed once from its recipe (or from the flags for a
+    bare model): tokenizer, family, template, answers, cutoff and language. No weights are loaded."""
 
-    model: Any
     tokenizer: Any
     family: BackboneFamily
     template: PromptTemplate
     answers: tuple[str, str]
-    source: str
+    cutoff_len: int
+    lang: str
+    #: the typed recipe of a training output (None for a bare model directory)
+    recipe: Any | None
+    #: the directory the base weights load from
+    model_path: str
 
 
-def load_checkpoint(
-    checkpoint: str | Path, *, device: torch.device | str | None = None, load_in_4bit: bool | None = None
-) -> ScoringBundle:
-    """Load a training output directory (adapter + recipe + tokenizer) or a bare base-model directory.
+def load_prompt_settings(
+    checkpoint: str | Path, *, cutoff_len: int = 0, lang: str | None = None
+) -> PromptSettings:
+    """Prompt settings of a training output directory (adapter + ``recipe.yaml`` + tokenizer) or of a bare
+    base-model directory.
 
-    For an adapter directory the base model, quantization, family, template and language come from the
-    saved ``recipe.yaml``; the tokenizer is the one saved beside the adapter.
+    A training output takes its cutoff and language from the typed recipe (``cutoff_len`` > 0 overrides
+    the cutoff; a ``lang`` other than the recipe's is an error). A bare model takes ``cutoff_len``
+    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default en).
     """
-    from llm4rec.config import recipe_from_dict
+    from llm4rec.config import DataConfig, recipe_from_dict
 
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
@@ -210,8 +217,7 @@ def load_checkpoint(
         raise UserError(
             f"--checkpoint: {ckpt} {what} (checkpoint directory not found; expected an adapter or model directory)"
         )
-    adapter_cfg = ckpt / "adapter_config.json"
-    if adapter_cfg.is_file():
+    if (ckpt / "adapter_config.json").is_file() or (ckpt / "recipe.yaml").is_file():
         import yaml
 
         recipe_path = ckpt / "recipe.yaml"
@@ -221,21 +227,95 @@ def load_checkpoint(
             (ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
         ):
             raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
-        recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text(encoding="utf-8")))
+        try:
+            raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        try:
+            recipe = recipe_from_dict(raw if isinstance(raw, dict) else {})
+        except UserError as exc:
+            raise UserError(f"{recipe_path}: {exc}") from None
         m = recipe.model
+        if lang and lang != m.lang:
+            raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
         family = (
             get_family(json.loads((ckpt / "llm4rec.json").read_text())["family"])
             if (ckpt / "llm4rec.json").is_file()
             else resolve_family(m.path, m.family)
         )
+        tokenizer = load_tokenizer(ckpt, family)
+        template = resolve_template(family, m.template, m.lang)
+        return PromptSettings(
+            tokenizer,
+            family,
+            template,
+            answer_words(family, m.lang, template),
+            cutoff_len or recipe.data.cutoff_len,
+            m.lang,
+            recipe,
+            m.path,
+        )
+    if (ckpt / "config.json").is_file():
+        family = resolve_family(str(ckpt))
+        lang = lang or "en"
+        if lang not in ANSWERS:
+            raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
+        tokenizer = load_tokenizer(ckpt, family)
+        template = resolve_template(family, "auto", lang)
+        return PromptSettings(
+            tokenizer,
+            family,
+            template,
+            answer_words(family, lang, template),
+            cutoff_len or DataConfig().cutoff_len,
+            lang,
+            None,
+            str(ckpt),
+        )
+    raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+
+
+@dataclass
+class ScoringBundle:
+    """Everything needed to score samples: model, tokenizer, template, answer words and the cutoff."""
+
+    model: Any
+    tokenizer: Any
+    family: BackboneFamily
+    template: PromptTemplate
+    answers: tuple[str, str]
+    source: str
+    cutoff_len: int = 512
+    lang: str = "en"
+
+
+def load_checkpoint(
+    checkpoint: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    load_in_4bit: bool | None = None,
+    cutoff_len: int = 0,
+    lang: str | None = None,
+) -> ScoringBundle:
+    """Load a training output directory (adapter + recipe + tokenizer) or a bare base-model directory.
+
+    The prompt settings come from :func:`load_prompt_settings` (for an adapter directory the base model,
+    quantization, family, template, language and cutoff come from the saved ``recipe.yaml``; the tokenizer
+    is the one saved beside the adapter).
+    """
+    ckpt = Path(checkpoint)
+    ps = load_prompt_settings(ckpt, cutoff_len=cutoff_len, lang=lang)
+    if ps.recipe is not None:
+        if not (ckpt / "adapter_config.json").is_file():
+            raise UserError(f"{ckpt}: training output without an adapter yet (no adapter_config.json)")
+        m = ps.recipe.model
         try:
-            require_model_dir(m.path, f"{recipe_path}: model.path")
+            require_model_dir(m.path, f"{ckpt / 'recipe.yaml'}: model.path")
         except UserError as exc:
             raise UserError(f"{exc} (the adapter's base model)") from None
-        base_path = resolve_model_path(m.path, family)
         model = load_base_model(
-            base_path,
-            family,
+            resolve_model_path(m.path, ps.family),
+            ps.family,
             load_in_4bit=m.load_in_4bit if load_in_4bit is None else load_in_4bit,
             quant_type=m.quant_type,
             double_quant=m.double_quant,
@@ -246,19 +326,12 @@ def load_checkpoint(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=False)
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, m.template, m.lang)
-        answers = answer_words(family, m.lang, template)
-    elif (ckpt / "config.json").is_file():
-        family = resolve_family(str(ckpt))
-        model = load_base_model(ckpt, family, load_in_4bit=bool(load_in_4bit), device=device)
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, "auto", "en")
-        answers = answer_words(family, "en", template)
     else:
-        raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+        model = load_base_model(ckpt, ps.family, load_in_4bit=bool(load_in_4bit), device=device)
     model.eval()
-    return ScoringBundle(model, tokenizer, family, template, answers, str(ckpt))
+    return ScoringBundle(
+        model, ps.tokenizer, ps.family, ps.template, ps.answers, str(ckpt), ps.cutoff_len, ps.lang
+    )
 
 
 def resolve_model_path(path: str, family: BackboneFamily) -> str:
@@ -271,3 +344,56 @@ def resolve_model_path(path: str, family: BackboneFamily) -> str:
     from llm4rec.models.convert import convert_cached
 
     return str(convert_cached(family, Path(path)))
+
+
+def load_backbone_tokenizer(path: str | Path, family: str = "auto") -> tuple[Any, BackboneFamily]:
+    """The tokenizer of a backbone directory (a model, a converted model, or an original legacy release
+    whose tokenizer is converted on the fly into a temporary directory, as ``llm4rec convert`` converts it),
+    and its family. No weights are read. ``family`` is needed where the directory has no config.json."""
+    import tempfile
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: tokenizer directory not found")
+    if family == "auto" and detect_family(path) is None:
+        known = ", ".join(f.name for f in list_families())
+        raise UserError(
+            f"{path}: cannot detect the backbone family (no usable config.json); give it ({known})"
+        )
+    fam = resolve_family(str(path), family)
+    cfg = read_model_config(path) or {}
+    if fam.converter is None or cfg.get("llm4rec_family"):
+        return load_tokenizer(path, fam), fam
+    tmp = Path(tempfile.mkdtemp(prefix="llm4rec-tok-"))
+    try:
+        if fam.name == "qwen":
+            from llm4rec.models.legacy import _tok_qwen
+
+            _tok_qwen.save_qwen_tokenizer(path / "qwen.tiktoken", tmp, 8192)
+            (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+        elif fam.name in ("baichuan", "baichuan2"):
+            from llm4rec.models.legacy import _tok_baichuan
+
+            _tok_baichuan.save_baichuan_tokenizer(path, tmp, 4096)
+            (tmp / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        elif fam.name in ("chatglm2", "chatglm3"):
+            from llm4rec.models.legacy import chatglm2
+
+            chatglm2.write_chatglm2_tokenizer(path / "tokenizer.model", tmp, fam.name, 8192)
+        elif fam.name == "chatglm":
+            from llm4rec.models.legacy import chatglm
+
+            sp = path / "ice_text.model"
+            offset = chatglm._image_tokens(path, cfg, len(chatglm.load_sp_proto(sp).pieces))
+            chatglm.write_chatglm_tokenizer(sp, tmp, offset, 2048)
+        else:
+            raise UserError(
+                f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first"
+            )
+        return load_tokenizer(tmp, fam), fam
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: not a {fam.name} release ({exc.filename} missing)") from None
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,13 +22,16 @@ from tqdm.auto import tqdm
 
 from llm4rec.config import Recipe, save_recipe
 from llm4rec.data.tokenize import (
+    OverlongPrompt,
+    TruncationStats,
     collate,
     encode_train_example,
+    fit_prompt,
     length_grouped_batches,
     render_prompt,
 )
 from llm4rec.errors import UserError
-from llm4rec.io import atomic_dir, follow_umask, read_jsonl, write_json_atomic
+from llm4rec.io import atomic_dir, follow_umask, line_numbers, read_jsonl, write_json_atomic
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.loading import (
     answer_words,
@@ -195,13 +198,49 @@ def train(recipe: Recipe) -> dict[str, Any]:
     answers = answer_words(family, m.lang, template)
     train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
     valid_rows = read_jsonl(d.valid, required=("instruction", "input", "label")) if d.valid else []
+    valid_src = [f"{d.valid}:{n}" for n in line_numbers(d.valid)] if d.valid else []
     if d.max_valid_samples and len(valid_rows) > d.max_valid_samples:
-        valid_rows = random.Random(t.seed).sample(valid_rows, d.max_valid_samples)
+        picked = random.Random(t.seed).sample(range(len(valid_rows)), d.max_valid_samples)
+        valid_rows, valid_src = [valid_rows[i] for i in picked], [valid_src[i] for i in picked]
     # fail early (before loading weights) when the answers cannot be scored with this tokenizer
     answer_token_ids(tokenizer, render_prompt(template, train_rows[0]), answers)
-    examples = [
-        encode_train_example(tokenizer, template, r, d.cutoff_len, d.train_on_inputs) for r in train_rows
-    ]
+    # one truncation rule for training and validation: whole history items go, oldest first
+    truncation = {"train": TruncationStats(), "valid": TruncationStats()}
+    examples = []
+    for r, n in zip(train_rows, line_numbers(d.train)):
+        try:
+            examples.append(
+                encode_train_example(
+                    tokenizer,
+                    template,
+                    r,
+                    d.cutoff_len,
+                    d.train_on_inputs,
+                    where=f"{d.train}:{n}",
+                    stats=truncation["train"],
+                )
+            )
+        except OverlongPrompt as exc:
+            if not d.skip_overlong:
+                raise UserError(f"{exc}; raise data.cutoff_len or set data.skip_overlong") from None
+            truncation["train"].skipped += 1
+    if not examples:
+        raise UserError(
+            f"{d.train}: every sample is over data.cutoff_len {d.cutoff_len} even without history"
+        )
+    kept_valid = []
+    for i, r in enumerate(valid_rows):
+        try:
+            truncation["valid"].add(fit_prompt(tokenizer, template, r, d.cutoff_len, valid_src[i]).dropped)
+            kept_valid.append(i)
+        except OverlongPrompt as exc:
+            if not d.skip_overlong:
+                raise UserError(f"{exc}; raise data.cutoff_len or set data.skip_overlong") from None
+            truncation["valid"].skipped += 1
+    valid_rows, valid_src = [valid_rows[i] for i in kept_valid], [valid_src[i] for i in kept_valid]
+    warnings_ = [w for k, v in truncation.items() if (w := v.warning(k, d.cutoff_len))]
+    if warnings_:
+        accelerator.print("warning: " + "; ".join(w.removeprefix("warning: ") for w in warnings_))
     lengths = [len(e.input_ids) for e in examples]
     valid_labels = [int(r["label"]) for r in valid_rows]
 
@@ -318,6 +357,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 answers,
                 batch_size=recipe.eval.batch_size,
                 cutoff_len=d.cutoff_len,
+                sources=valid_src,
                 # with several processes each scores a shard; every one gets all scores back, in order
                 distributed=accelerator.num_processes > 1,
             )
@@ -422,6 +462,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "best_valid_auc": state["best_auc"],
         "best_step": state["best_step"],
         "train_seconds": round(time.time() - t0, 1),
+        "truncation": {"cutoff_len": d.cutoff_len, **{k: v.as_dict() for k, v in truncation.items()}},
     }
     if accelerator.is_main_process:
         write_json_atomic(out / "train_summary.json", summary)

@@ -126,3 +126,91 @@ def test_cli_rejects_bad_values(src, tmp_path, capsys):
         assert run("movielens", "--src", src, "--out", tmp_path / "o", *extra) == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_history_spans_locate_every_history_item(src, tmp_path, lang):
+    from llm4rec.data.tokenize import drop_history, history_spans
+
+    assert run("movielens", "--src", src, "--task", ALL, "--lang", lang, "--out", tmp_path / "o") == 0
+    lq, rq = ('"', '"') if lang == "en" else ("“", "”")
+    seen = 0
+    for task in ALL.split(","):
+        for row in read(tmp_path / "o" / task / "test.jsonl") + read(tmp_path / "o" / task / "train.jsonl"):
+            spans = history_spans(row)
+            if task == "instructrec" and row["preference"] != "implicit":
+                assert spans == []
+                continue
+            assert len(spans) == len(row["history"])
+            assert [row["input"][s:e] for s, e, _ in spans] == [
+                f"{lq}{title_of(int(h))}{rq}" for h in row["history"]
+            ]
+            seen += len(spans)
+            # dropping the oldest items leaves the same list without them, separators included
+            for d in (1, len(spans)):
+                cut = drop_history(row, d)
+                assert [cut["input"][s:e] for s, e, _ in history_spans(cut)] == [
+                    f"{lq}{title_of(int(h))}{rq}" for h in row["history"][d:]
+                ]
+                assert not any(bad in cut["input"] for bad in (", ,", ", \n", ": , ", "，，", "：，"))
+    assert seen > 1000
+
+
+def test_max_prompt_tokens_sizes_samples_to_a_tokenizer(src, tmp_path, tiny_llama):
+    from llm4rec.data.tokenize import drop_history, fit_to_budget, history_spans
+    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+
+    tok, fam = load_backbone_tokenizer(tiny_llama)
+    template = resolve_template(fam, "auto", "en")
+
+    def length(r):
+        text = template.render(r["instruction"], r["input"]) + r["output"]
+        return len(tok(text)["input_ids"]) + 1  # + EOS
+
+    tasks = "tallrec,ranking,next_item"
+    assert run("movielens", "--src", src, "--task", tasks, "--out", tmp_path / "a") == 0
+    plain = {
+        t: read(tmp_path / "a" / t / "test.jsonl") + read(tmp_path / "a" / t / "train.jsonl")
+        for t in tasks.split(",")
+    }
+    bare = max(length(drop_history(r, len(history_spans(r)))) for rows in plain.values() for r in rows)
+    whole = max(length(r) for rows in plain.values() for r in rows)
+    n = (bare + whole) // 2
+    args = ["--src", src, "--task", tasks, "--max-prompt-tokens", str(n), "--tokenizer", tiny_llama]
+    assert run("movielens", *args, "--out", tmp_path / "b") == 0
+    for task, rows in plain.items():
+        sized = read(tmp_path / "b" / task / "test.jsonl") + read(tmp_path / "b" / task / "train.jsonl")
+        assert len(sized) == len(rows)
+        shortened = 0
+        for r, s in zip(rows, sized):
+            assert length(s) <= n
+            want = fit_to_budget(r, lambda x: [0] * length(x), n).sample  # the fewest oldest items dropped
+            assert (s["input"], s["history"], s["history_spans"]) == (
+                want["input"],
+                want["history"],
+                want["history_spans"],
+            )
+            shortened += s["input"] != r["input"]
+        meta = json.loads((tmp_path / "b" / task / "meta.json").read_text())["prompt_sizing"]
+        assert meta["max_prompt_tokens"] == n and meta["samples"] == sum(
+            meta_c
+            for meta_c in json.loads((tmp_path / "b" / task / "meta.json").read_text())["counts"].values()
+        )
+        assert meta["shortened"] >= shortened and (shortened > 0) == (max(length(r) for r in rows) > n)
+    assert any(
+        json.loads((tmp_path / "b" / t / "meta.json").read_text())["prompt_sizing"]["shortened"]
+        for t in plain
+    )
+    # too small for the question and candidates alone: one line naming the flag, no output
+    code = run(
+        "movielens",
+        *args[:-3],
+        "--max-prompt-tokens",
+        str(bare - 1),
+        "--tokenizer",
+        tiny_llama,
+        "--out",
+        tmp_path / "c",
+    )
+    assert code == 2 and not (tmp_path / "c").exists()
+    assert run("movielens", "--src", src, "--max-prompt-tokens", "300", "--out", tmp_path / "d") == 2

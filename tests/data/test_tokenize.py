@@ -1,17 +1,24 @@
-"""Sample -> tokens -> batch: labels mask the prompt, EOS is learned, truncation keeps the answer."""
+"""Sample -> tokens -> batch: labels mask the prompt, EOS is learned, truncation drops old history only."""
 
+import pytest
 from transformers import AutoTokenizer
 
 from llm4rec.data.tokenize import (
     IGNORE_INDEX,
+    OverlongPrompt,
+    TruncationStats,
     collate,
-    encode_prompt,
+    drop_history,
     encode_train_example,
+    fit_prompt,
+    history_spans,
     length_grouped_batches,
     render_prompt,
 )
-from llm4rec.models.answer_tokens import answer_token_ids
-from llm4rec.models.templates import ALPACA, CHATML
+from llm4rec.errors import UserError
+from llm4rec.models.answer_tokens import answer_token_ids, common_prefix_len
+from llm4rec.models.registry import get_family, list_families
+from llm4rec.models.templates import ALPACA, CHATML, TEMPLATES
 
 from ..conftest import make_tallrec_samples
 
@@ -36,15 +43,129 @@ def test_train_on_inputs_keeps_prompt_labels(tiny_llama):
     assert ex.labels == ex.input_ids
 
 
-def test_truncation_keeps_bos_and_answer(tiny_llama):
+def test_truncation_drops_whole_history_items_oldest_first(tiny_llama):
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     sample = make_tallrec_samples(1)[0]
     full = encode_train_example(tok, ALPACA, sample, 10_000)
-    cut = encode_train_example(tok, ALPACA, sample, 40)
-    assert len(cut.input_ids) == 40 and cut.input_ids[0] == tok.bos_token_id
+    bare = encode_train_example(tok, ALPACA, drop_history(sample, 6), 10_000)
+    cutoff = (len(full.input_ids) + len(bare.input_ids)) // 2
+    stats = TruncationStats()
+    cut = encode_train_example(tok, ALPACA, sample, cutoff, stats=stats)
+    assert len(cut.input_ids) <= cutoff and cut.input_ids[0] == tok.bos_token_id
+    # exactly the sample without its d oldest items, for the fewest d that fit
+    d = stats.items_dropped
+    assert 0 < d < 6 and stats.shortened == 1 and stats.prompts == 1
+    assert cut == encode_train_example(tok, ALPACA, drop_history(sample, d), 10_000)
+    assert len(encode_train_example(tok, ALPACA, drop_history(sample, d - 1), 10_000).input_ids) > cutoff
     assert cut.input_ids[-8:] == full.input_ids[-8:] and cut.labels[-8:] == full.labels[-8:]
-    p = encode_prompt(tok, render_prompt(ALPACA, sample), 40)
-    assert len(p) == 39 and p[0] == tok.bos_token_id
+    text = tok.decode(cut.input_ids)
+    for kept in ("Below is an instruction that describes a task", sample["instruction"], "### Response:"):
+        assert kept in text
+    # the history items that survive are the most recent ones
+    titles = [sample["input"][s:e] for s, e, _ in history_spans(sample)]
+    assert all(t not in text for t in titles[:d]) and all(t in text for t in titles[d:])
+    # scoring fits the prompt the same way, one token shorter for the answer
+    p = fit_prompt(tok, ALPACA, sample, cutoff)
+    assert len(p.ids) <= cutoff - 1 and p.ids == tok(render_prompt(ALPACA, p.sample))["input_ids"]
+
+
+def test_drop_history_keeps_lists_well_formed():
+    sample = make_tallrec_samples(3, seed=4)[2]
+    spans = history_spans(sample)
+    titles = [sample["input"][s:e] for s, e, _ in spans]
+    for d in range(len(spans) + 1):
+        cut = drop_history(sample, d)
+        assert [cut["input"][s:e] for s, e, _ in history_spans(cut)] == titles[d:]
+        assert cut["history"] == sample["history"][d:]
+        assert ", ," not in cut["input"] and ", \n" not in cut["input"] and ": , " not in cut["input"]
+    assert drop_history(sample, len(spans))["input"].startswith("User Preference: \nUser Unpreference: \n")
+
+
+def test_overlong_prompt_names_the_sample_and_counts(tiny_llama):
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    sample = make_tallrec_samples(1)[0]
+    with pytest.raises(
+        OverlongPrompt, match=r"data/x.jsonl:7: the prompt needs \d+ tokens with all 6 history"
+    ):
+        encode_train_example(tok, ALPACA, sample, 40, where="data/x.jsonl:7")
+    bare = {k: v for k, v in sample.items() if k != "history_spans"}  # an old file: nothing droppable
+    with pytest.raises(OverlongPrompt, match="no droppable history"):
+        fit_prompt(tok, ALPACA, bare, 100)
+    assert fit_prompt(tok, ALPACA, bare, 10_000).dropped == 0
+    with pytest.raises(UserError, match="history_spans entry"):
+        drop_history({**sample, "history_spans": [[5, 2, 9]]}, 1, "f:3")
+
+
+def _tiny_legacy_tokenizer(family, root):
+    from llm4rec.models.legacy import baichuan, chatglm, chatglm2, qwen
+    from llm4rec.models.loading import load_tokenizer
+
+    mod = {"qwen": qwen, "baichuan": baichuan, "baichuan2": baichuan, "chatglm": chatglm}.get(
+        family, chatglm2
+    )
+    src = root / f"{family}-orig"
+    if family in ("qwen", "chatglm"):
+        mod.make_tiny_original(src)
+    else:
+        mod.make_tiny_original(src, family)
+    return load_tokenizer(mod.convert(src, root / family, family), get_family(family))
+
+
+@pytest.fixture(scope="module")
+def family_tokenizers(tiny_llama, tiny_qwen2, tmp_path_factory):
+    """family -> tokenizer: the tiny LLaMA / Qwen2 ones, and tiny legacy releases converted as users' are."""
+    from llm4rec.models.loading import load_tokenizer
+
+    root = tmp_path_factory.mktemp("legacy-tok")
+    out = {
+        "llama": load_tokenizer(tiny_llama, get_family("llama")),
+        "qwen2": load_tokenizer(tiny_qwen2, get_family("qwen2")),
+    }
+    for fam in list_families():
+        if fam.name not in out:
+            out[fam.name] = _tiny_legacy_tokenizer(fam.name, root)
+    return out
+
+
+def _families_and_templates():
+    names = []
+    for fam in list_families():
+        for t in sorted({*fam.default_template.values(), "alpaca", "alpaca_zh"}):
+            names.append((fam.name, t))
+    for t in TEMPLATES:  # templates no family picks by default run on the LLaMA tokenizer
+        if all(t != n for _, n in names):
+            names.append(("llama", t))
+    return names
+
+
+@pytest.mark.parametrize("family,template", _families_and_templates())
+def test_every_family_template_keeps_preamble_instruction_and_question(family_tokenizers, family, template):
+    tok = family_tokenizers[family]
+    tpl = TEMPLATES[template]
+    sample = make_tallrec_samples(1, seed=7)[0]
+    full = fit_prompt(tok, tpl, sample, 100_000)
+    bare = fit_prompt(tok, tpl, drop_history(sample, len(history_spans(sample))), 100_000)
+    assert len(bare.ids) < len(full.ids)
+    cutoff = (len(full.ids) + len(bare.ids)) // 2 + 1
+    got = fit_prompt(tok, tpl, sample, cutoff)
+    assert len(got.ids) <= cutoff - 1 and 0 < got.dropped < got.items
+    # the ids are the template applied to the sample without its oldest items: the preamble and the
+    # special prefix are the untouched prompt's, the question ends it
+    assert got.ids == list(tok(render_prompt(tpl, got.sample), add_special_tokens=True)["input_ids"])
+    pre = tpl.text.split("{input}")[0].format(instruction=sample["instruction"])
+    head = len(tok(pre, add_special_tokens=True)["input_ids"]) - 1  # its last token may merge onward
+    assert head > 5 and common_prefix_len(got.ids, full.ids) >= head
+    tail = len(
+        tok('target movie "' + sample["input"].rsplit('"', 2)[1] + '"?', add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
+    assert got.ids[-tail:] == full.ids[-tail:]
+    text = render_prompt(tpl, got.sample)
+    assert sample["instruction"] in text and sample["input"].rsplit("\n", 1)[1] in text
+    # training keeps the answer and its end-of-turn text, within the cutoff
+    ex = encode_train_example(tok, tpl, sample, cutoff)
+    assert len(ex.input_ids) <= cutoff and ex.labels[-1] == ex.input_ids[-1]
 
 
 def test_chat_template_answer_suffix_is_trained(tiny_qwen2):

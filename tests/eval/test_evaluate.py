@@ -194,6 +194,75 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
     assert m["hr@3"] == pytest.approx(1.0)
 
 
+def test_cutoff_comes_from_each_recipe_and_shortened_prompts_are_reported(adapter, tmp_path, capsys):
+    from llm4rec.config import recipe_from_dict, save_recipe
+    from llm4rec.data.tokenize import fit_prompt
+    from llm4rec.models.loading import load_prompt_settings
+
+    short = tmp_path / "run-short"
+    shutil.copytree(adapter, short)
+    raw = json.loads(
+        json.dumps(
+            recipe_from_dict(__import__("yaml").safe_load((adapter / "recipe.yaml").read_text())).to_dict()
+        )
+    )
+    raw["data"]["cutoff_len"] = 150
+    save_recipe(recipe_from_dict(raw), short / "recipe.yaml")
+    rows = make_tallrec_samples(16, seed=21)
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    code, out, err = run(
+        ["--checkpoint", str(adapter), str(short), "--data", str(data), "--out", str(tmp_path / "r")], capsys
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    ps = load_prompt_settings(short)
+    dropped = [fit_prompt(ps.tokenizer, ps.template, r, 150).dropped for r in rows]
+    long_, short_ = report["checkpoints"]
+    assert long_["truncation"]["cutoff_len"] == 256 and long_["truncation"]["shortened"] == 0
+    t = short_["truncation"]
+    assert t["cutoff_len"] == 150 and t["prompts"] == 16
+    assert t["shortened"] == sum(d > 0 for d in dropped) > 0
+    assert t["mean_items_dropped"] == pytest.approx(sum(dropped) / t["shortened"], abs=1e-3)
+    # the preamble is never cut: shared-prefix reuse works as well at 150 as at 256
+    preamble = ps.template.text.split("{input}")[0].format(instruction=rows[0]["instruction"])
+    n_pre = len(ps.tokenizer(preamble)["input_ids"]) - 1  # its last token may merge with the input's first
+    assert short_["scoring"]["shared_prefix_tokens"] >= n_pre > 20
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{t['shortened']} of 16 prompts over cutoff_len 150" in warnings[0]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert f"| run-short | `{short}` | 150 | {t['shortened']} of 16 |" in md
+    assert any("lost their oldest history items" in n for n in short_["notes"]) and not long_["notes"]
+
+
+def test_overlong_samples_error_or_are_skipped_and_bare_models_take_lang(tiny_llama, tmp_path, capsys):
+    rows = make_tallrec_samples(6, seed=22)
+    old = dict(rows[3])
+    del old["history_spans"]  # a sample from an old file: nothing droppable
+    rows[3] = old
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    argv = ["--checkpoint", str(tiny_llama), "--data", str(data), "--cutoff-len", "150"]
+    code, out, err = run([*argv, "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and f"{data}:4: the prompt needs" in err and "no droppable history" in err
+    assert err.count("\n") == 1 and not (tmp_path / "a").exists()
+    code, out, err = run([*argv, "--out", str(tmp_path / "b"), "--skip-overlong"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    c = report["checkpoints"][0]
+    assert report["n_samples"] == 5 and c["truncation"]["skipped_overlong"] == 1
+    assert pl.read_parquet(tmp_path / "b" / "scores.parquet")["index"].to_list() == [0, 1, 2, 4, 5]
+    assert "1 samples skipped" in out
+    # a bare model takes its language from the flag
+    code, out, err = run(
+        ["--checkpoint", str(tiny_llama), "--data", str(data), "--lang", "zh", "--out", str(tmp_path / "z")],
+        capsys,
+    )
+    assert code == 0, err
+    c = json.loads((tmp_path / "z" / "report.json").read_text())["checkpoints"][0]
+    assert (
+        c["template"] == "alpaca_zh" and c["answers"] == ["是", "否"] and c["truncation"]["cutoff_len"] == 512
+    )
+
+
 def test_bad_inputs_are_one_line_errors(adapter, tiny_llama, tmp_path, capsys):
     good = write_jsonl(tmp_path / "good.jsonl", make_tallrec_samples(6))
     empty = tmp_path / "empty.jsonl"
@@ -220,6 +289,7 @@ def test_bad_inputs_are_one_line_errors(adapter, tiny_llama, tmp_path, capsys):
         (["--checkpoint", str(not_ckpt), "--data", str(good)], "neither an adapter"),
         (["--checkpoint", str(tmp_path / "nope"), "--data", str(good)], "checkpoint directory not found"),
         (["--checkpoint", str(adapter), "--data", str(good), "--batch-size", "0"], "--batch-size"),
+        (["--checkpoint", str(adapter), "--data", str(good), "--lang", "zh"], "trained with model.lang 'en'"),
     ]
     for argv, message in cases:
         code, out, err = run([*argv, "--out", str(tmp_path / "o")], capsys)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm4rec.data.tokenize import encode_prompt, render_prompt
+from llm4rec.data.tokenize import TruncationStats, encode_prompt, fit_prompt, render_prompt
 from llm4rec.errors import UserError
 from llm4rec.eval.scoring import (
     ScoringStats,
     common_prefix,
     encode_prompts,
+    fit_prompts,
+    pointwise_samples,
     score_binary,
     score_choices,
     score_pointwise,
@@ -66,7 +68,9 @@ def varied_samples(n, seed=0):
     """TALLRec-style samples with histories of very different lengths."""
     rows = make_tallrec_samples(n, seed=seed)
     for i, r in enumerate(rows):
-        r["input"] = ("Extra history line. " * (i % 5)) + r["input"]
+        extra = "Extra history line. " * (i % 5)
+        r["input"] = extra + r["input"]
+        r["history_spans"] = [[x + len(extra) for x in span] for span in r["history_spans"]]
     return rows
 
 
@@ -105,28 +109,40 @@ def test_lora_model_fast_path_keeps_the_adapter(lora_llama):
     torch.testing.assert_close(generic, want, atol=1e-4, rtol=0)
 
 
-def test_encode_prompts_matches_training_truncation(llama):
+def test_fit_prompts_matches_one_at_a_time_fitting(llama):
     _, tok = llama
-    prompts = [render_prompt(ALPACA, r) for r in varied_samples(9)]
-    for cutoff in (512, 40):
-        assert encode_prompts(tok, prompts, cutoff) == [encode_prompt(tok, p, cutoff) for p in prompts]
+    rows = varied_samples(9)
+    for cutoff in (512, 180):
+        stats = TruncationStats()
+        got = fit_prompts(tok, ALPACA, rows, cutoff, stats=stats)
+        assert got == [fit_prompt(tok, ALPACA, r, cutoff).ids for r in rows]
+        assert all(len(s) <= cutoff - 1 for s in got)
+        assert (stats.shortened > 0) == (cutoff == 180) and stats.prompts == 9
+    prompts = [render_prompt(ALPACA, r) for r in rows]
+    assert encode_prompts(tok, prompts, 512) == [encode_prompt(tok, p, 512) for p in prompts]
+    with pytest.raises(UserError, match="prompt 1: the prompt needs"):
+        encode_prompts(tok, prompts, 40)
 
 
-def test_truncated_prompts_share_only_bos_and_still_score_right(llama):
+def test_truncated_prompts_keep_the_shared_preamble_and_score_right(llama):
     model, tok = llama
     rows = varied_samples(10, seed=4)
-    prompts = [render_prompt(ALPACA, r) for r in rows]
-    ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
+    ids = answer_token_ids(tok, render_prompt(ALPACA, rows[0]), ("Yes.", "No."))
+    cutoff = 180
     stats = ScoringStats()
     with torch.no_grad():
-        got = score_binary(model, tok, ALPACA, rows, cutoff_len=48, batch_size=4, stats=stats)
-    want = torch.softmax(naive_logits(model, tok, prompts, ids, cutoff=48), -1)[:, 0]
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        got = score_binary(model, tok, ALPACA, rows, cutoff_len=cutoff, batch_size=4, stats=stats)
+        want = []
+        for r in rows:
+            x = torch.tensor([fit_prompt(tok, ALPACA, r, cutoff).ids])
+            want.append(model(input_ids=x).logits[0, -1, ids].float())
+    torch.testing.assert_close(got, torch.softmax(torch.stack(want), -1)[:, 0], atol=1e-5, rtol=0)
     full = ScoringStats()
     with torch.no_grad():
         score_binary(model, tok, ALPACA, rows, batch_size=4, stats=full)
-    # cut from the left, prompts share only their first tokens, not the template preamble
-    assert stats.shared_prefix_tokens < 10 < full.shared_prefix_tokens
+    # history items go, the template preamble and instruction stay: the shared prefix is reused as before
+    assert stats.truncation.shortened > 0 and full.truncation.shortened == 0
+    assert stats.shared_prefix_tokens == full.shared_prefix_tokens > 20
 
 
 def test_pointwise_groups_compute_each_history_once(llama):
@@ -194,3 +210,26 @@ def test_prefix_helpers():
     assert common_prefix([[7], [8]]) == 0
     # trie nodes: 1,2,3 / 2->5 / 9,9
     assert unique_prefix_tokens([[1, 2, 3], [1, 2, 5], [9, 9], [1, 2]]) == 6
+
+
+def test_pointwise_rows_keep_the_history_droppable():
+    rows = []
+    for r in make_tallrec_samples(3, seed=8):
+        listing = "\n".join(f"{chr(65 + j)}. Film {j} (Drama)" for j in range(3))
+        rows.append(
+            {
+                "instruction": "Pick.",
+                "input": r["input"] + "\nCandidates:\n" + listing,
+                "candidates": [0, 1, 2],
+                "candidate_titles": [f"Film {j} (Drama)" for j in range(3)],
+                "history_spans": r["history_spans"],
+            }
+        )
+    flat, owner, _ = pointwise_samples(rows)
+    assert [f["history_spans"] for f in flat] == [rows[o]["history_spans"] for o in owner]
+    for f, o in zip(flat, owner):
+        spans = f["history_spans"]
+        assert [f["input"][s:e] for s, e, _ in spans] == [rows[o]["input"][s:e] for s, e, _ in spans]
+    # a leading blank line is stripped from the derived history, which would shift every span: not carried
+    moved = [dict(rows[0], input="\n" + rows[0]["input"])]
+    assert "history_spans" not in pointwise_samples(moved)[0][0]

@@ -224,3 +224,37 @@ def test_two_processes_shard_validation_and_keep_the_best_adapter(tmp_path, tiny
     )
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert abs(report["checkpoints"][0]["metrics"]["auc"] - summary["best_valid_auc"]) < 1e-6
+
+
+def test_short_cutoff_drops_history_and_counts_it_in_the_summary(tmp_path, tiny_llama, capsys):
+    from llm4rec.data.tokenize import TruncationStats, encode_train_example, fit_prompt
+    from llm4rec.models.loading import load_tokenizer
+    from llm4rec.models.registry import get_family
+    from llm4rec.models.templates import ALPACA
+
+    data = _recipe(tmp_path, tiny_llama, max_steps=2, eval_every=2)
+    rows = make_tallrec_samples(48, seed=1)
+    old = {k: v for k, v in rows[5].items() if k != "history_spans"}  # an old file's sample
+    rows[5] = old
+    data["data"]["train"] = _write_jsonl(tmp_path / "train.jsonl", rows)
+    data["data"]["cutoff_len"] = 150
+    with pytest.raises(UserError, match=r"train\.jsonl:6: the prompt needs \d+ tokens and no droppable"):
+        train(recipe_from_dict(data))
+    data["data"]["skip_overlong"] = True
+    summary = train(recipe_from_dict(data))
+    tok = load_tokenizer(tiny_llama, get_family("llama"))
+    want = TruncationStats()
+    for r in rows[:5] + rows[6:]:
+        encode_train_example(tok, ALPACA, r, 150, stats=want)
+    valid = make_tallrec_samples(24, seed=2)
+    valid_dropped = [fit_prompt(tok, ALPACA, r, 150).dropped for r in valid]
+    saved = json.loads((Path(summary["output_dir"]) / "train_summary.json").read_text())
+    t = saved["truncation"]
+    assert t["cutoff_len"] == 150
+    assert t["train"]["shortened"] == want.shortened > 0 and t["train"]["skipped_overlong"] == 1
+    assert t["train"]["items_dropped"] == want.items_dropped
+    assert t["valid"]["shortened"] == sum(d > 0 for d in valid_dropped) > 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("warning:")]
+    assert (
+        len(lines) == 1 and "train:" in lines[0] and "valid:" in lines[0] and "1 samples skipped" in lines[0]
+    )

@@ -17,6 +17,13 @@ field                  meaning
                        negative; scoring (AUC, GAUC) reads this field
 ``timestamp``          the target event's time (seconds; null where the source has none)
 ``history``            item ids of the events shown as history, oldest first
+``history_spans``      where the input shows them: ``[start, end, drop_end]`` character offsets
+                       in ``input`` per history item (aligned with ``history``);
+                       ``input[start:end]`` is the item as shown, and cutting
+                       ``input[start:drop_end]`` for the oldest d items gives the input without
+                       them (separators included). Empty when the input does not list the
+                       history (InstructRec's explicit or no preference). Truncation drops
+                       whole items through these, oldest first (:mod:`llm4rec.data.tokenize`)
 =====================  =========================================================================
 
 Task-specific fields:

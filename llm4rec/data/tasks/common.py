@@ -72,6 +72,8 @@ class TaskContext:
         shown = [f"{lq}{t}{rq}" + (f"{by}{a}" if a else "") for t, a in zip(self.titles.to_list(), authors)]
         #: how an item is shown in a prompt: the quoted title (plus the author where one is known)
         self.display: pl.Series = pl.Series("display", shown, dtype=pl.Utf8)
+        #: characters of each item's display (offsets of history items in the input are built from them)
+        self.display_len: np.ndarray = self.display.str.len_chars().to_numpy().astype(np.int64)
         self.categories: pl.Series = items["categories"]
         self.years: list[str | None] = _attribute(items["attributes"], "year")
 
@@ -146,15 +148,79 @@ def list_of(lookup: pl.Series, matrix: np.ndarray, name: str) -> pl.Series:
     return pl.Series(name, arr)
 
 
-def base_fields(ctx: TaskContext, targets: pl.DataFrame, length: int) -> list[pl.Expr | pl.Series]:
-    """Fields every sample carries after its task fields: ids, label, time and the history's item ids."""
-    return [
+def base_fields(
+    ctx: TaskContext, targets: pl.DataFrame, length: int, spans: pl.Series | None = None
+) -> list[pl.Expr | pl.Series]:
+    """Fields every sample carries after its task fields: ids, label, time, the history's item ids and,
+    where the input shows the history, ``history_spans`` (see :func:`span_column`)."""
+    fields: list[pl.Expr | pl.Series] = [
         pl.lit(ctx.timeline.users).gather(pl.col("u")).alias("user_id"),
         gather(ctx.item_ids, "i").alias("item_id"),
         pl.col("label").cast(pl.Int64).alias("label"),
         pl.col("timestamp"),
         list_of(ctx.item_ids, history_matrix(targets, length), "history"),
     ]
+    if spans is not None:
+        fields.append(spans)
+    return fields
+
+
+def literal_chars(text: str, field_name: str, static: dict[str, str] | None = None) -> int:
+    """Characters of ``text`` (a format string) before ``{field_name}``, with earlier fields filled from
+    ``static`` (every field before it must be there)."""
+    n = 0
+    for literal, name, _, _ in string.Formatter().parse(text):
+        n += len(literal)
+        if name is None or name == field_name:
+            return n
+        n += len((static or {})[name])
+    raise KeyError(field_name)
+
+
+def list_spans(
+    item_len: np.ndarray, members: np.ndarray, start: np.ndarray, sep_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each member of one joined list lands in the input: (start, end, drop_end, list length).
+
+    ``item_len`` (rows, n) are the characters of each history slot's display, ``members`` (rows, n) which
+    slots the list shows (oldest first), ``start`` (rows,) where the list begins. ``drop_end`` covers the
+    item and the separator after it (the last member has none): removing the spans of the oldest items
+    of a list leaves exactly the list joined without them.
+    """
+    lens = np.where(members, item_len, 0)
+    count = np.cumsum(members, axis=1)
+    before = np.cumsum(lens, axis=1) - lens + (count - members) * sep_len
+    s = start[:, None] + before
+    e = s + lens
+    last = members & (count == count[:, -1:])
+    drop = np.where(last, e, e + sep_len)
+    total = lens.sum(axis=1) + np.maximum(count[:, -1] - 1, 0) * sep_len
+    return s, e, drop, total
+
+
+def span_column(
+    hist: np.ndarray, spans: np.ndarray, shown: np.ndarray | None = None, name: str = "history_spans"
+) -> pl.Series:
+    """``history_spans`` per row: ``[start, end, drop_end]`` character offsets in ``input`` of each history
+    item (aligned with ``history``, oldest first). ``input[start:end]`` is the item as shown;
+    removing ``input[start:drop_end]`` for the oldest d items gives the input with those items left out.
+    Rows where ``shown`` is False (the input does not list the history) get an empty list.
+
+    ``spans`` is (rows, n, 3) over the history slots of ``hist`` (rows, n; -1 = empty slot).
+    """
+    valid = hist >= 0
+    if shown is not None:
+        valid = valid & shown[:, None]
+    flat = spans[valid].astype(np.int64).ravel()
+    offsets = np.zeros(hist.shape[0] + 1, dtype=np.int64)
+    np.cumsum(valid.sum(axis=1), out=offsets[1:])
+    triples = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.int64()), 3)
+    return pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), triples))
+
+
+def item_lengths(ctx: TaskContext, hist: np.ndarray) -> np.ndarray:
+    """Characters of each history slot's display (0 for an empty slot)."""
+    return np.where(hist >= 0, ctx.display_len[np.maximum(hist, 0)], 0)
 
 
 def joined(ctx: TaskContext, parts: list[pl.Expr]) -> pl.Expr:

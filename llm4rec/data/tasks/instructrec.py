@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from llm4rec.data.tasks.common import (
+    LIST_SEP,
     YES_NO,
     Chunk,
     TaskContext,
@@ -34,8 +35,12 @@ from llm4rec.data.tasks.common import (
     gather,
     hist_col,
     hist_label_col,
+    item_lengths,
     joined,
     list_of,
+    list_spans,
+    literal_chars,
+    span_column,
 )
 from llm4rec.data.tasks.negatives import NegativeSampler
 from llm4rec.data.tasks.ranking import letters
@@ -357,6 +362,13 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     out = pl.concat(parts).sort("_row").drop("_row")
     hist_ids = list_of(ctx.item_ids, hist, "history")
     out = out.insert_column(out.columns.index("timestamp") + 1, hist_ids)
+    # only the implicit preference shows the history; it opens the input
+    begin = literal_chars(PREFERENCE_TEXT[ctx.lang]["implicit"], "history", {"nouns": ctx.nouns})
+    s, e, d, _ = list_spans(
+        item_lengths(ctx, hist), hist >= 0, np.full(rows, begin, dtype=np.int64), len(LIST_SEP[ctx.lang])
+    )
+    spans = span_column(hist, np.stack([s, e, d], axis=2), shown=pref == implicit)
+    out = out.insert_column(out.columns.index("history") + 1, spans)
     return out, {f"template:{k}": v for k, v in sorted(used.items())}
 
 
@@ -375,6 +387,7 @@ def _empty(ctx: TaskContext) -> pl.DataFrame:
         "label": pl.Int64,
         "timestamp": pl.Int64,
         "history": pl.List(pl.Utf8),
+        "history_spans": pl.List(pl.Array(pl.Int64, 3)),
         "candidates": pl.List(pl.Utf8),
         "target_index": pl.Int64,
         "split": pl.Int8,

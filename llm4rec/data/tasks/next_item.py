@@ -7,9 +7,24 @@ signal, as in BIGRec).
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from llm4rec.data.tasks.common import Chunk, TaskContext, base_fields, fmt, gather, hist_col, joined
+from llm4rec.data.tasks.common import (
+    LIST_SEP,
+    Chunk,
+    TaskContext,
+    base_fields,
+    fmt,
+    gather,
+    hist_col,
+    history_matrix,
+    item_lengths,
+    joined,
+    list_spans,
+    literal_chars,
+    span_column,
+)
 
 NAME = "next_item"
 
@@ -29,11 +44,14 @@ def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     n = ctx.history
     history = joined(ctx, [gather(ctx.display, hist_col(k)) for k in range(n)])
     text = INPUT[ctx.lang].replace("{nouns}", ctx.nouns)
+    hist = history_matrix(chunk.targets, n)
+    start = np.full(len(hist), literal_chars(text, "history"), dtype=np.int64)
+    s, e, d, _ = list_spans(item_lengths(ctx, hist), hist >= 0, start, len(LIST_SEP[ctx.lang]))
     return chunk.targets.select(
         pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun, nouns=ctx.nouns)).alias("instruction"),
         fmt(text, {"history": history}).alias("input"),
         gather(ctx.display, "i").alias("output"),
         pl.lit(NAME).alias("task"),
-        *base_fields(ctx, chunk.targets, n),
+        *base_fields(ctx, chunk.targets, n, span_column(hist, np.stack([s, e, d], axis=2))),
         "split",
     )

@@ -21,7 +21,22 @@ import numpy as np
 import polars as pl
 
 from llm4rec.data.splits import SPLIT_NAMES
-from llm4rec.data.tasks.common import Chunk, TaskContext, base_fields, fmt, gather, hist_col, joined, list_of
+from llm4rec.data.tasks.common import (
+    LIST_SEP,
+    Chunk,
+    TaskContext,
+    base_fields,
+    fmt,
+    gather,
+    hist_col,
+    history_matrix,
+    item_lengths,
+    joined,
+    list_of,
+    list_spans,
+    literal_chars,
+    span_column,
+)
 from llm4rec.data.tasks.negatives import NegativeSampler
 from llm4rec.errors import UserError
 
@@ -140,12 +155,15 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         for j in range(k)
         for part in (pl.lit(("\n" if j else "") + f"({labels[j]}) "), gather(ctx.display, f"_c{j}"))
     ]
+    hist = history_matrix(targets, n)
+    start = np.full(len(hist), literal_chars(INPUT[ctx.lang], "history"), dtype=np.int64)
+    s, e, d, _ = list_spans(item_lengths(ctx, hist), hist >= 0, start, len(LIST_SEP[ctx.lang]))
     rows = targets.select(
         pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun)).alias("instruction"),
         fmt(INPUT[ctx.lang], {"history": history, "pool": lines}).alias("input"),
         pl.lit(pl.Series(labels)).gather(pl.col("_pos")).alias("output"),
         pl.lit(NAME).alias("task"),
-        *base_fields(ctx, targets, n),
+        *base_fields(ctx, targets, n, span_column(hist, np.stack([s, e, d], axis=2))),
         list_of(ctx.item_ids, kept_pool, "candidates"),
         list_of(ctx.titles, kept_pool, "candidate_titles"),
         pl.col("_pos").alias("target_index"),

@@ -6,9 +6,11 @@ reproduces its published samples; the domain noun ("movie", "book", ...) is a pa
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from llm4rec.data.tasks.common import (
+    LIST_SEP,
     YES_NO,
     Chunk,
     TaskContext,
@@ -17,7 +19,12 @@ from llm4rec.data.tasks.common import (
     gather,
     hist_col,
     hist_label_col,
+    history_matrix,
+    item_lengths,
     joined,
+    list_spans,
+    literal_chars,
+    span_column,
 )
 
 NAME = "tallrec"
@@ -46,11 +53,27 @@ def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     )
     yes, no = YES_NO[ctx.lang]
     text = INPUT[ctx.lang].replace("{noun}", ctx.noun)
+    spans = _spans(chunk, ctx, text)
     return chunk.targets.select(
         pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun)).alias("instruction"),
         fmt(text, {"liked": liked, "disliked": disliked, "target": gather(ctx.display, "i")}).alias("input"),
         pl.when(pl.col("label") == 1).then(pl.lit(yes)).otherwise(pl.lit(no)).alias("output"),
         pl.lit(NAME).alias("task"),
-        *base_fields(ctx, chunk.targets, n),
+        *base_fields(ctx, chunk.targets, n, spans),
         "split",
     )
+
+
+def _spans(chunk: Chunk, ctx: TaskContext, text: str) -> pl.Series:
+    """``history_spans``: the liked list's items, then the disliked list's, located in the input."""
+    t, n = chunk.targets, ctx.history
+    hist = history_matrix(t, n)
+    labels = np.stack([t[hist_label_col(k)].fill_null(-1).to_numpy() for k in range(n)], axis=1)
+    lens, sep = item_lengths(ctx, hist), len(LIST_SEP[ctx.lang])
+    start = np.full(len(hist), literal_chars(text, "liked"), dtype=np.int64)
+    liked = (hist >= 0) & (labels == 1)
+    s1, e1, d1, total = list_spans(lens, liked, start, sep)
+    between = literal_chars(text, "disliked", {"liked": ""}) - literal_chars(text, "liked")
+    s0, e0, d0, _ = list_spans(lens, (hist >= 0) & (labels == 0), start + total + between, sep)
+    pick = liked[:, :, None]
+    return span_column(hist, np.where(pick, np.stack([s1, e1, d1], 2), np.stack([s0, e0, d0], 2)))

@@ -1,0 +1,107 @@
+"""Token lengths of prepared samples under every shipped backbone's tokenizer and default template.
+
+    python scripts/measure_prompt_lengths.py --samples data/ml100k/ranking --models ../shared/models
+
+For each backbone directory found under ``--models`` (original releases are fine: legacy tokenizers are
+converted on the fly, no weights are read) it renders the valid and test samples and ``--train-rows``
+train samples (a seeded draw) as training renders them (prompt + answer + end-of-turn text + EOS) and
+prints, in tokens: the median, 95th percentile and maximum with the whole history, the maximum with no
+history, the smallest cutoff at which every sample fits whole, and how many fit at ``--cutoffs``
+whole and with history dropped. The figures quoted in the README and the ranking recipes come from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm4rec.data.tokenize import drop_history, history_spans, render_prompt  # noqa: E402
+from llm4rec.models.loading import load_backbone_tokenizer, resolve_template  # noqa: E402
+
+#: shipped backbone directory -> family
+BACKBONES = {
+    "llama-7b": "llama",
+    "llama-2-7b": "llama",
+    "qwen2-7b": "qwen2",
+    "qwen-7b": "qwen",
+    "baichuan-7b": "baichuan",
+    "baichuan2-7b": "baichuan2",
+    "chatglm-6b": "chatglm",
+    "chatglm2-6b": "chatglm2",
+    "chatglm3-6b": "chatglm3",
+}
+
+
+def read(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def lengths(tok, template, rows: list[dict]) -> np.ndarray:
+    """Training sequence lengths: prompt + answer prefix + output + answer suffix + EOS."""
+    texts = [
+        render_prompt(template, r)
+        + template.answer_prefix
+        + str(r.get("output", ""))
+        + template.answer_suffix
+        for r in rows
+    ]
+    eos = tok.eos_token_id
+    ids = tok(texts, add_special_tokens=True)["input_ids"]
+    return np.array([len(x) + (eos is not None and (not x or x[-1] != eos)) for x in ids])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", required=True, type=Path, help="a task directory written by data_prep")
+    ap.add_argument("--models", required=True, type=Path, help="directory holding the backbone directories")
+    ap.add_argument("--lang", default="en", choices=("en", "zh"), help="template language (the samples')")
+    ap.add_argument("--train-rows", type=int, default=5000, help="train samples drawn (0 = none)")
+    ap.add_argument("--cutoffs", default="384,512,640", help="cutoffs to count fits at")
+    ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma list of backbone directory names")
+    args = ap.parse_args()
+    rows = read(args.samples / "valid.jsonl") + read(args.samples / "test.jsonl")
+    if args.train_rows:
+        train = read(args.samples / "train.jsonl")
+        rows += random.Random(0).sample(train, min(args.train_rows, len(train)))
+    bare_rows = [drop_history(r, len(history_spans(r))) for r in rows]
+    cutoffs = [int(c) for c in args.cutoffs.split(",")]
+    print(f"{args.samples}: {len(rows)} samples (valid + test + {args.train_rows} train), lang {args.lang}")
+    head = ["backbone", "template", "median", "p95", "max", "max no-history", "fits whole from"]
+    head += [f"whole/bare fit @{c}" for c in cutoffs]
+    print(" | ".join(head))
+    for name in args.backbones.split(","):
+        family = BACKBONES[name]
+        path = args.models / name
+        if not path.is_dir():
+            print(f"{name}: not present, skipped")
+            continue
+        t0 = time.perf_counter()
+        tok, fam = load_backbone_tokenizer(path, family)
+        template = resolve_template(fam, "auto", args.lang)
+        whole = lengths(tok, template, rows)
+        bare = lengths(tok, template, bare_rows)
+        cells = [
+            name,
+            template.name,
+            f"{np.median(whole):.0f}",
+            f"{np.percentile(whole, 95):.0f}",
+            str(whole.max()),
+            str(bare.max()),
+            str(whole.max()),
+        ]
+        cells += [f"{(whole <= c).sum()}/{(bare <= c).sum()}" for c in cutoffs]
+        print(" | ".join(cells) + f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""`llm4rec show-prompt`: the prompt a model is given, decoded from the ids scoring uses, and its token counts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from llm4rec.cli import main as cli
+from llm4rec.data.tokenize import fit_prompt, history_spans
+from llm4rec.models.loading import load_prompt_settings
+from tests.conftest import make_tallrec_samples, shared_path
+
+LINE = re.compile(
+    r"^tokens: (\d+) \(preamble (\d+), instruction (\d+), history (\d+) of (\d+) items kept \((\d+) tokens\), "
+    r"question (\d+)\)$"
+)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def show(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = cli(["show-prompt", *map(str, argv)])
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def parse(out: str) -> tuple[str, list[int]]:
+    text, last = out.rstrip("\n").rsplit("\n", 1)
+    m = LINE.match(last)
+    assert m, last
+    return text, [int(x) for x in m.groups()]
+
+
+def test_prints_the_fitted_prompt_and_its_token_counts(tiny_llama, tmp_path, capsys):
+    rows = make_tallrec_samples(5, seed=31)
+    data = write_jsonl(tmp_path / "s.jsonl", rows)
+    ps = load_prompt_settings(tiny_llama)
+    for cutoff in (512, 140):
+        code, out, err = show(
+            ["--checkpoint", tiny_llama, "--data", data, "--index", 2, "--cutoff-len", cutoff], capsys
+        )
+        assert code == 0, err
+        text, (t, p, i, kept, m, h, q) = parse(out)
+        fitted = fit_prompt(ps.tokenizer, ps.template, rows[2], cutoff)
+        assert text == ps.tokenizer.decode(fitted.ids) and t == len(fitted.ids) <= cutoff - 1
+        assert p + i + h + q == t and m == len(history_spans(rows[2])) and kept == m - fitted.dropped
+        assert text.startswith("<s>") and rows[2]["instruction"] in text and "### Response:" in text
+        assert rows[2]["input"].rsplit("\n", 1)[1] in text  # the question is whole
+        assert i >= len(ps.tokenizer(rows[2]["instruction"], add_special_tokens=False)["input_ids"]) - 2
+        if cutoff == 512:
+            assert kept == m and h > 0
+        else:
+            assert kept < m
+    code, out, err = show(["--checkpoint", tiny_llama, "--data", data, "--index", 5], capsys)
+    assert code == 2 and "--index 5" in err and "holds 5 samples" in err and err.count("\n") == 1
+
+
+def test_training_output_uses_its_recipe_cutoff_and_language(tiny_llama, tmp_path, capsys):
+    from llm4rec.config import recipe_from_dict, save_recipe
+    from llm4rec.models.loading import load_tokenizer
+    from llm4rec.models.registry import get_family
+
+    run = tmp_path / "run"
+    run.mkdir()
+    load_tokenizer(tiny_llama, get_family("llama")).save_pretrained(run)
+    recipe = {
+        "model": {"path": str(tiny_llama), "family": "llama", "lang": "zh"},
+        "data": {"train": "t.jsonl", "cutoff_len": 300},
+        "train": {"output_dir": str(run)},
+    }
+    save_recipe(recipe_from_dict(recipe), run / "recipe.yaml")
+    data = write_jsonl(tmp_path / "s.jsonl", make_tallrec_samples(2, seed=32))
+    code, out, err = show(["--checkpoint", run, "--data", data, "--index", 0], capsys)
+    assert code == 0, err
+    text, (t, *_rest) = parse(out)
+    assert "### 指令:" in text and t <= 299  # alpaca_zh, from the recipe's model.lang
+    code, out, err = show(["--checkpoint", run, "--data", data, "--index", 0, "--lang", "en"], capsys)
+    assert code == 2 and "trained with model.lang 'zh'" in err
+
+
+def test_real_ml100k_ranking_with_the_llama_tokenizer(tmp_path, capsys):
+    """The issue's check: K=20 ranking prompts with the real LLaMA tokenizer at cutoffs 512 and 384."""
+    from llm4rec.data.prep import main as prep
+
+    src = shared_path("data", "ml-100k")
+    llama = shared_path("models", "llama-7b")
+    assert prep(["--src", str(src), "--out", str(tmp_path / "d"), "--task", "ranking", "--quiet"]) == 0
+    data = tmp_path / "d" / "ranking" / "test.jsonl"
+    row = json.loads(data.read_text().splitlines()[0])
+    code, out, err = show(["--checkpoint", llama, "--data", data, "--index", 0, "--cutoff-len", 512], capsys)
+    assert code == 0, err
+    text, (t, p, i, kept, m, h, q) = parse(out)
+    assert t <= 511 and m == 10 and 0 < kept < 10
+    assert row["instruction"] in text and "Below is an instruction" in text
+    assert all(f'({chr(65 + j)}) "{title}"' in text for j, title in enumerate(row["candidate_titles"]))
+    # 384 cannot hold the 20 candidates even with no history: a clear error, nothing cut silently
+    code, out, err = show(["--checkpoint", llama, "--data", data, "--index", 0, "--cutoff-len", 384], capsys)
+    assert code == 2 and out == ""
+    assert re.search(
+        rf"{re.escape(str(data))}:1: the prompt needs \d+ tokens with all 10 history items dropped", err
+    )
