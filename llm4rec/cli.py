@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llm4rec.models.planner:main",
         "estimate peak GPU memory of a recipe before downloading weights",
     ),
+    "import-gguf": (
+        "llm4rec.models.gguf:main",
+        "turn a GGUF file (llama, qwen2) into a Hugging Face model directory",
+    ),
     "convert": ("llm4rec.models.convert:main", "convert a remote-code checkpoint into transformers' classes"),
     "recipe-doc": ("llm4rec.config:main", "list every recipe key with its default and meaning"),
 }

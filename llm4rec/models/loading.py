@@ -63,10 +63,32 @@ def resolve_family(model_path: str, family: str = "auto") -> BackboneFamily:
     return fam
 
 
-def resolve_template(family: BackboneFamily, name: str, lang: str) -> PromptTemplate:
-    """The recipe's template, or the family default for ``lang`` when ``name`` is ``auto``."""
+def recorded_template(model_path: str | Path | None) -> str | None:
+    """The template a model directory records in its ``llm4rec.json`` (written by ``llm4rec import-gguf``
+    and by training), or None."""
+    if model_path is None:
+        return None
+    rec = Path(model_path) / "llm4rec.json"
+    if not rec.is_file():
+        return None
+    try:
+        name = json.loads(rec.read_text(encoding="utf-8")).get("template")
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{rec}: not valid JSON ({exc.msg})") from None
+    return name if isinstance(name, str) else None
+
+
+def resolve_template(
+    family: BackboneFamily, name: str, lang: str, model_path: str | Path | None = None
+) -> PromptTemplate:
+    """The recipe's template; for ``auto``, the one ``model_path`` records for ``lang`` (see
+    :func:`recorded_template`), else the family default for ``lang``."""
     if name == "auto":
-        name = family.default_template.get(lang) or family.default_template["en"]
+        rec = recorded_template(model_path)
+        if rec in TEMPLATES and TEMPLATES[rec].lang == lang:
+            name = rec
+        else:
+            name = family.default_template.get(lang) or family.default_template["en"]
     if name not in TEMPLATES:
         import difflib
 
@@ -244,7 +266,7 @@ def load_prompt_settings(
             else resolve_family(m.path, m.family)
         )
         tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, m.template, m.lang)
+        template = resolve_template(family, m.template, m.lang, m.path)
         return PromptSettings(
             tokenizer,
             family,
@@ -261,7 +283,7 @@ def load_prompt_settings(
         if lang not in ANSWERS:
             raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
         tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, "auto", lang)
+        template = resolve_template(family, "auto", lang, ckpt)
         return PromptSettings(
             tokenizer,
             family,

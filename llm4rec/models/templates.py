@@ -68,6 +68,17 @@ CHATML = PromptTemplate(
     answer_suffix="<|im_end|>",
 )
 
+#: SmolLM2-Instruct's own chat format: ChatML with the system line its chat template adds by default.
+CHATML_SMOLLM2 = PromptTemplate(
+    name="chatml_smollm2",
+    lang="en",
+    text="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
+    text_no_input="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+    answer_suffix="<|im_end|>",
+)
+
 CHATML_ZH = PromptTemplate(
     name="chatml_zh",
     lang="zh",
@@ -88,7 +99,7 @@ LLAMA2_CHAT = PromptTemplate(
 )
 
 TEMPLATES: dict[str, PromptTemplate] = {
-    t.name: t for t in (ALPACA, ALPACA_ZH, CHATML, CHATML_ZH, LLAMA2_CHAT)
+    t.name: t for t in (ALPACA, ALPACA_ZH, CHATML, CHATML_SMOLLM2, CHATML_ZH, LLAMA2_CHAT)
 }
 
 #: Answer words per language: (positive, negative). TALLRec trains on "Yes." / "No.".

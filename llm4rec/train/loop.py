@@ -194,7 +194,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     family = resolve_family(m.path, m.family)
     model_path = resolve_model_path(m.path, family)
     tokenizer = load_tokenizer(model_path, family)
-    template = resolve_template(family, m.template, m.lang)
+    template = resolve_template(family, m.template, m.lang, model_path)
     answers = answer_words(family, m.lang, template)
     train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
     valid_rows = read_jsonl(d.valid, required=("instruction", "input", "label")) if d.valid else []
