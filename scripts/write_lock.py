@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 
 #: Left unpinned: the project itself, installer tooling, and torch with what only torch pulls in.
-UNLOCKED = re.compile(r"^(llm4rec|pip|setuptools|wheel|torch|triton|sympy|mpmath|networkx|nvidia-.*|cuda-.*)$")
+UNLOCKED = re.compile(
+    r"^(llm4rec|pip|setuptools|wheel|torch|triton|sympy|mpmath|networkx|nvidia-.*|cuda-.*)$"
+)
 
 
 def installed(python: str) -> dict[str, str]:

@@ -533,7 +533,9 @@ def _sizer(settings: dict[str, Any]) -> PromptSizer | None:
     from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
 
     tok, fam = load_backbone_tokenizer(path, settings.get("tokenizer_family") or "auto")
-    return PromptSizer(tok, resolve_template(fam, settings.get("template") or "auto", settings["lang"], path), n)
+    return PromptSizer(
+        tok, resolve_template(fam, settings.get("template") or "auto", settings["lang"], path), n
+    )
 
 
 class _SplitWriter:
