@@ -14,10 +14,11 @@ Contenders, on the same 4-bit NF4 base, the same samples in the same order of th
   ``gradient_checkpointing: auto``, planned for ``--auto-memory-gb`` (24 on CUDA: the card the recipes
   target, whatever card runs the bench).
 
-Each reports seconds per optimizer step (mean over steps 2..N; step 1 warms up), samples per second and
-peak memory (CUDA: torch's allocated / reserved and nvidia-smi's memory.used; CPU: peak RSS above the
-baseline), and llm4rec's plan of its own peak beside it. Ratios are against ``trainer``. With ``--json``
-the results are also written to a file.
+Both run with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (what llm4rec's loop sets). Each
+reports seconds per optimizer step (mean over steps 2..N; step 1 warms up), samples per second and peak
+memory (CUDA: torch's allocated / reserved and the card's used memory as nvidia-smi reports it, through
+NVML; CPU: peak RSS above the baseline, weights loading included), and llm4rec's plan of its own peak
+beside it. Ratios are against ``trainer``. With ``--json`` the results are also written to a file.
 
 Setup: ``--model`` is a local checkpoint; without it a tiny LLaMA (hidden 256, 4 layers) is built under
 ``--work`` with the real LLaMA-7B tokenizer from ``../shared/models/llama-7b`` (32,000 tokens, so the
@@ -29,9 +30,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +41,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+# both contenders run under the allocator setting llm4rec's loop uses (it must be set before CUDA starts);
+# without it, batches of varying length make torch reserve ~2x what it uses (issue #13)
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -66,25 +72,22 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def _poll(self) -> None:
+        # NVML in-process: a subprocess per sample would compete with the training loop for the GIL
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
         while not self._stop.is_set():
-            try:
-                out = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                ).stdout
-                self.smi_peak_mib = max(self.smi_peak_mib, int(out.split()[0]))
-            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-                return
-            self._stop.wait(0.2)
+            used = pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20
+            self.smi_peak_mib = max(self.smi_peak_mib, used)
+            self._stop.wait(0.1)
 
     def __enter__(self) -> PeakMemory:
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            if shutil.which("nvidia-smi"):
+            if importlib.util.find_spec("pynvml") is not None:
                 self._thread = threading.Thread(target=self._poll, daemon=True)
                 self._thread.start()
         else:
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llm4rec-bench-train")
     ap.add_argument("--micro", type=int, default=8 if cuda else 4)
     ap.add_argument("--batch", type=int, default=128 if cuda else 8)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=4 if cuda else 3)
     ap.add_argument("--cutoff", type=int, default=512)
     ap.add_argument("--auto-memory-gb", type=float, default=24.0 if cuda else 0.0)
     ap.add_argument("--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-auto)")

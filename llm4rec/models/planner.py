@@ -57,11 +57,6 @@ CUDA_CONTEXT_BYTES = int(0.74 * GIB)
 CUDA_RESERVE_BYTES = int(0.68 * GIB)
 CUDA_RESERVE_PER_VOCAB_BYTE = 2.3
 CUDA_RESERVE_PER_SPREAD_BYTE = 0.15
-#: on CUDA with bf16 compute, one decoder layer without checkpointing keeps 0.72 of what
-#: :func:`layer_activation_bytes` lists tensor by tensor (measured on the H200, issue #13: 6.0 GiB of
-#: activations at 2 x 512 tokens where the list gives 8.3). The CPU fp32 path keeps the whole list
-#: (scripts/validate_planner.py).
-CUDA_LAYER_SCALE = 0.72
 #: answer positions per sample the planner assumes when the loss is on answers only (TALLRec's "Yes."/"No."
 #: with an answer suffix and EOS is 2-5 tokens in every shipped tokenizer)
 ANSWER_TOKENS = 8
@@ -644,7 +639,7 @@ def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
     """(saved activations, extra transient at the peak, the saved activations under the other checkpointing)."""
     N, H = s.tokens, p.hidden_size
     a = 4 if s.load_in_4bit else s.compute_bytes
-    per_layer = int(layer_activation_bytes(p, s) * N * _layer_scale(s))
+    per_layer = layer_activation_bytes(p, s) * N
     ckpt_saved = p.num_layers * N * H * a
     full_saved = p.num_layers * per_layer
     final = N * H * 4  # the final norm's fp32 input
@@ -668,10 +663,6 @@ def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
         transient = max(logits, grads + dequant)
         other = ckpt_saved + final
     return saved, transient, other
-
-
-def _layer_scale(s: Settings) -> float:
-    return CUDA_LAYER_SCALE if s.device == "cuda" and s.compute_bytes == 2 else 1.0
 
 
 def vocab_tensor_bytes(p: ParamCount, s: Settings) -> int:

@@ -36,6 +36,15 @@ def predicted_positions(labels: torch.Tensor) -> torch.Tensor:
     return pos
 
 
+def head_inputs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat indices into ``[B * T]`` of the positions the head runs on, their target ids).
+
+    Computed where the batch is built (CPU): found on the GPU they would cost a host sync per micro-batch.
+    """
+    positions = predicted_positions(labels)
+    return positions.flatten().nonzero().squeeze(1), labels[:, 1:][positions[:, :-1]]
+
+
 def _output_head(model: Any) -> torch.nn.Module:
     inner = model
     while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
@@ -47,19 +56,13 @@ def _output_head(model: Any) -> torch.nn.Module:
 
 
 @contextmanager
-def head_on(model: Any, positions: torch.Tensor) -> Iterator[None]:
-    """Within the block, the model's output head sees only the hidden states at ``positions`` ([B, T] bool).
-
-    The logits the model returns are then ``[1, K, vocab]``, one row per True position in row-major order.
-    """
+def head_on(model: Any, index: torch.Tensor) -> Iterator[None]:
+    """Within the block, the model's output head sees only the hidden states at ``index`` (flat indices
+    into ``[B * T]``, see :func:`head_inputs`). The logits the model returns are then ``[1, K, vocab]``."""
 
     def gather(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         hidden = args[0]
-        if hidden.shape[:2] != positions.shape:
-            raise RuntimeError(
-                f"output head got hidden states of shape {tuple(hidden.shape)}, expected {tuple(positions.shape)}"
-            )
-        return (hidden[positions].unsqueeze(0), *args[1:])
+        return (hidden.flatten(0, 1).index_select(0, index).unsqueeze(0), *args[1:])
 
     handle = _output_head(model).register_forward_pre_hook(gather)
     try:
@@ -71,19 +74,23 @@ def head_on(model: Any, positions: torch.Tensor) -> Iterator[None]:
 def loss_sum(model: Any, batch: dict[str, torch.Tensor], full_head: bool = False) -> torch.Tensor:
     """Sum of the next-token cross-entropies at the labelled positions of ``batch`` (fp32 scalar).
 
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels``, and, best, ``head_index`` and
+    ``head_targets`` from :func:`head_inputs` (else they are found here, at the cost of a host sync).
     ``full_head`` computes the head on every position (as transformers' own loss does); the result is the
     same, only slower and larger. Padding carries no label, so it never enters the sum.
     """
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "head_index", "head_targets")}
     if full_head:
         logits = model(**inputs).logits[:, :-1]
         return torch.nn.functional.cross_entropy(
             logits.float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-    positions = predicted_positions(labels)
-    targets = labels[:, 1:][positions[:, :-1]]
-    with head_on(model, positions):
+    if "head_index" in batch:
+        index, targets = batch["head_index"], batch["head_targets"]
+    else:
+        index, targets = head_inputs(labels)
+    with head_on(model, index):
         logits = model(**inputs).logits[0]
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 

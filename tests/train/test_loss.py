@@ -8,7 +8,7 @@ import torch
 from llm4rec.data.tokenize import collate, encode_train_example
 from llm4rec.models.loading import load_tokenizer, resolve_template
 from llm4rec.models.registry import get_family
-from llm4rec.train.loss import effective_batch_tokens, head_on, loss_sum, predicted_positions
+from llm4rec.train.loss import effective_batch_tokens, head_inputs, head_on, loss_sum, predicted_positions
 
 from ..conftest import make_tallrec_samples
 
@@ -55,7 +55,8 @@ def test_head_on_labels_equals_the_full_head_in_loss_and_gradients(lora_llama):
     full = loss_sum(model, batch, full_head=True)
     full.backward()
     g_full = _grads(model)
-    sliced = loss_sum(model, batch)
+    index, targets = head_inputs(batch["labels"])
+    sliced = loss_sum(model, {**batch, "head_index": index, "head_targets": targets})
     sliced.backward()
     g_sliced = _grads(model)
     torch.testing.assert_close(sliced, full, rtol=1e-5, atol=1e-5)
@@ -72,12 +73,16 @@ def test_the_head_sees_only_labelled_positions(lora_llama):
     model, tok, examples = lora_llama
     batch = collate(examples[:3], tok.pad_token_id)
     positions = predicted_positions(batch["labels"])
-    with head_on(model, positions), torch.no_grad():
+    index, targets = head_inputs(batch["labels"])
+    assert index.tolist() == positions.flatten().nonzero().flatten().tolist()
+    assert targets.tolist() == [t for t in batch["labels"][:, 1:].flatten().tolist() if t != -100]
+    with head_on(model, index), torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    with torch.no_grad():  # outside the block the head is whole again
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert full.shape[:2] == batch["input_ids"].shape
     assert logits.shape == (1, int(positions.sum()), model.config.vocab_size)
-    # outside the block the head is whole again
-    with torch.no_grad():
-        assert model(input_ids=batch["input_ids"]).logits.shape[:2] == batch["input_ids"].shape
+    torch.testing.assert_close(logits[0], full[positions], rtol=1e-5, atol=1e-5)
 
 
 def test_gradient_accumulation_equals_one_big_batch(lora_llama):
