@@ -46,8 +46,10 @@ class ModelConfig:
         "dtype of matmuls and LoRA weights; auto = bfloat16 on CUDA (float16 pre-Ampere), float32 on CPU",
         "auto",
     )
-    gradient_checkpointing: bool = doc(
-        "recompute activations in backward: much less memory, ~30% slower", True
+    gradient_checkpointing: bool | Literal["auto"] = doc(
+        "recompute activations in backward: much less memory, ~30% slower; auto = off where the memory "
+        "plan fits (see train.micro_batch_size)",
+        True,
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = doc(
         "attention kernel; auto = sdpa", "auto"
@@ -93,7 +95,15 @@ class TrainConfig:
     output_dir: str = doc("where the adapter, checkpoints, metrics and resolved recipe are written", "")
     epochs: float = doc("passes over the training set (TALLRec: up to 200 with early stopping)", 3.0)
     max_steps: int = doc("stop after this many optimizer steps (0 = no limit)", 0)
-    micro_batch_size: int = doc("samples per forward pass; lower it first if memory runs out", 4)
+    micro_batch_size: int | Literal["auto"] = doc(
+        "samples per forward pass; lower it first if memory runs out. auto = the fastest micro-batch (and "
+        "checkpointing, if auto too) whose memory plan fits the card's free memory (on CPU: half the free "
+        "RAM, at most 8, checkpointing off); the choice is printed and gradient accumulation keeps batch_size",
+        4,
+    )
+    auto_memory_gb: float = doc(
+        "memory the auto settings plan for, GiB (0 = the card's free memory; on CPU half the free RAM)", 0.0
+    )
     batch_size: int = doc("effective batch per optimizer step (gradient accumulation fills it)", 128)
     learning_rate: float = doc("peak learning rate (TALLRec: 1e-4)", 1e-4)
     warmup_steps: int = doc("linear warm-up steps", 20)
@@ -162,6 +172,9 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(valid)})"
 
 
+_SCALAR_NAMES = {int: "an integer", bool: "true or false", float: "a number", str: "a string"}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise a UserError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -177,6 +190,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except UserError as exc:
                 errors.append(str(exc))
+        args = typing.get_args(tp)
+        if all(a in _SCALAR_NAMES or typing.get_origin(a) is Literal for a in args):
+            wanted = [
+                _SCALAR_NAMES[a] if a in _SCALAR_NAMES else " or ".join(map(repr, typing.get_args(a)))
+                for a in args
+            ]
+            raise UserError(f"{key}: expected {' or '.join(wanted)}, got {value!r}")
         raise UserError(errors[-1])
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -254,13 +274,19 @@ def validate(recipe: Recipe) -> Recipe:
     _check(bool(t.output_dir), "train.output_dir", "is required")
     _check(t.epochs > 0, "train.epochs", f"must be positive, got {t.epochs}")
     _check(t.max_steps >= 0, "train.max_steps", "must be >= 0")
-    _check(t.micro_batch_size > 0, "train.micro_batch_size", f"must be positive, got {t.micro_batch_size}")
+    auto_mb = t.micro_batch_size == "auto"
+    _check(
+        auto_mb or t.micro_batch_size > 0,
+        "train.micro_batch_size",
+        f"must be positive, got {t.micro_batch_size}",
+    )
     _check(t.batch_size > 0, "train.batch_size", f"must be positive, got {t.batch_size}")
     _check(
-        t.batch_size % t.micro_batch_size == 0,
+        auto_mb or t.batch_size % t.micro_batch_size == 0,
         "train.batch_size",
         f"must be a multiple of train.micro_batch_size ({t.batch_size} % {t.micro_batch_size} != 0)",
     )
+    _check(t.auto_memory_gb >= 0, "train.auto_memory_gb", "must be >= 0")
     _check(t.learning_rate > 0, "train.learning_rate", f"must be positive, got {t.learning_rate}")
     for key in ("warmup_steps", "eval_every", "early_stopping_patience", "save_every"):
         _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0")

@@ -46,10 +46,20 @@ GIB = 2**30
 #: NF4 block size of bitsandbytes and the block size of its second-level (double) quantization
 NF4_BLOCK = 64
 DQ_BLOCK = 256
-#: CUDA context, kernel images and cuBLAS workspace: memory the card loses outside torch's allocator
-CUDA_CONTEXT_BYTES = int(0.6 * GIB)
-#: the caching allocator's fragmentation, as a fraction of the step's transient (activation) memory
-CUDA_FRAGMENTATION = 0.10
+#: CUDA context, kernel images and cuBLAS workspace: memory nvidia-smi shows outside torch's allocator
+#: (0.74 GiB on an H200 with torch 2.11+cu130, issue #13)
+CUDA_CONTEXT_BYTES = int(0.74 * GIB)
+#: torch's caching allocator reserves more than the live tensors. Fitted to the H200 table of issue #13
+#: (``REFERENCE_H200`` in tests/models/test_planner.py): a fixed part, a part per byte of one fp32
+#: vocabulary-sized tensor (the loss's [tokens, vocab] blocks are too large to share the cache with
+#: anything else and leave split segments behind), and a part per byte of activations when micro-batches
+#: differ in shape (blocks cached for one length do not fit the next)
+CUDA_RESERVE_BYTES = int(0.68 * GIB)
+CUDA_RESERVE_PER_VOCAB_BYTE = 2.3
+CUDA_RESERVE_PER_SPREAD_BYTE = 0.15
+#: answer positions per sample the planner assumes when the loss is on answers only (TALLRec's "Yes."/"No."
+#: with an answer suffix and EOS is 2-5 tokens in every shipped tokenizer)
+ANSWER_TOKENS = 8
 #: on CPU: kernel code paged in on first use and the model's Python objects (11-15 MiB measured by
 #: scripts/validate_planner.py on every configuration, independent of the model's size)
 CPU_RUNTIME_BYTES = 12 * 2**20
@@ -386,11 +396,24 @@ class Settings:
     compute_dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
     device: str = "cuda"
+    #: positions per sample the output head runs on: 0 = every position (the whole [B, T, vocab] logits, as
+    #: transformers' own loss); else the labelled ones only (llm4rec.train.loss gathers them)
+    head_tokens_per_sample: int = 0
+    #: 0 when every micro-batch has the same shape, up to 1 when their lengths vary widely (the
+    #: allocator then caches blocks that later shapes cannot reuse)
+    shape_spread: float = 1.0
 
     @property
     def tokens(self) -> int:
         """Tokens in one micro-batch at the worst case (every sample at the cutoff)."""
         return self.micro_batch_size * self.cutoff_len
+
+    @property
+    def head_tokens(self) -> int:
+        """Positions of one micro-batch that go through the output head."""
+        if self.head_tokens_per_sample <= 0:
+            return self.tokens
+        return self.micro_batch_size * min(self.cutoff_len, self.head_tokens_per_sample)
 
     @property
     def compute_bytes(self) -> int:
@@ -465,6 +488,8 @@ class MemoryPlan:
     other_checkpointing_bytes: int = 0
     advice: list[str] = field(default_factory=list)
     recipe_path: str = ""
+    #: how ``auto`` settings were resolved (None when the recipe has none)
+    auto: Any = None
 
     @property
     def total_bytes(self) -> int:
@@ -473,8 +498,20 @@ class MemoryPlan:
 
     @property
     def total_gb(self) -> float:
-        """Estimated peak memory in GiB (2^30 bytes, as nvidia-smi counts a card's memory)."""
+        """Estimated peak memory in GiB (2^30 bytes, as nvidia-smi counts a card's memory); on CUDA this is
+        the expected nvidia-smi peak: live tensors + the allocator's reserve + the CUDA context."""
         return self.total_bytes / GIB
+
+    @property
+    def allocated_gb(self) -> float:
+        """Estimated peak of live tensors (``torch.cuda.max_memory_allocated``), GiB."""
+        outside = self.parts.get("allocator reserve", 0) + self.parts.get("CUDA context", 0)
+        return (self.total_bytes - outside) / GIB
+
+    @property
+    def reserved_gb(self) -> float:
+        """Estimated peak of torch's reserved memory (``torch.cuda.max_memory_reserved``), GiB."""
+        return self.allocated_gb + self.parts.get("allocator reserve", 0) / GIB
 
     @property
     def fits(self) -> bool:
@@ -513,6 +550,11 @@ class MemoryPlan:
         for name, n in self.parts.items():
             lines.append(f"  {name:<{width}}{n / GIB:>8.2f}   {self.notes.get(name, '')}")
         lines.append(f"  {'total (peak)':<{width}}{self.total_gb:>8.2f}   of {self.gpu_gb:g} GiB")
+        if self.device == "cuda":
+            lines.append(
+                f"expected nvidia-smi peak: {self.total_gb:.2f} GiB (torch allocated {self.allocated_gb:.2f}, "
+                f"reserved {self.reserved_gb:.2f}, CUDA context {CUDA_CONTEXT_BYTES / GIB:.2f})"
+            )
         other = "off" if s.gradient_checkpointing else "on"
         lines.append(
             f"  (with gradient checkpointing {other} the activations would be {self.other_checkpointing_bytes / GIB:.2f} GiB)"
@@ -538,8 +580,12 @@ def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
     ckpt_saved = p.num_layers * N * H * a
     full_saved = p.num_layers * per_layer
     final = N * H * 4  # the final norm's fp32 input
-    # the loss: logits in fp32 (the head is fp32 after k-bit prep, else a copy from the compute dtype)
-    logits = LOSS_TENSORS * N * p.vocab_size * 4 + (0 if a == 4 else N * p.vocab_size * s.compute_bytes)
+    # the loss: logits in fp32 (the head is fp32 after k-bit prep, else a copy from the compute dtype), on
+    # the positions the head runs on (plus their gathered hidden states)
+    K = s.head_tokens
+    logits = LOSS_TENSORS * K * p.vocab_size * 4 + (0 if a == 4 else K * p.vocab_size * s.compute_bytes)
+    if K < N:
+        logits += K * H * a
     # backward through one layer: the gradients flowing through its MLP and attention, and the weight
     # bitsandbytes dequantizes for the matmul
     largest = max(g.weights for g in p.linears)
@@ -554,6 +600,11 @@ def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
         transient = max(logits, grads + dequant)
         other = ckpt_saved + final
     return saved, transient, other
+
+
+def vocab_tensor_bytes(p: ParamCount, s: Settings) -> int:
+    """Bytes of one fp32 tensor of the loss: head positions x vocabulary."""
+    return s.head_tokens * p.vocab_size * 4
 
 
 def estimate(p: ParamCount, s: Settings) -> tuple[dict[str, int], dict[str, str], int]:
@@ -608,22 +659,43 @@ def estimate(p: ParamCount, s: Settings) -> tuple[dict[str, int], dict[str, str]
         else f"{layer_activation_bytes(p, s):,} bytes/token/layer x {p.num_layers} layers x {s.tokens:,} tokens"
     )
     parts["loss / backward peak"] = transient
+    head = "every position" if s.head_tokens == s.tokens else f"{s.head_tokens:,} labelled positions"
     notes["loss / backward peak"] = (
-        f"max of {LOSS_TENSORS} fp32 logits-sized tensors (vocab {p.vocab_size:,}) and one layer's backward"
+        f"max of {LOSS_TENSORS} fp32 logits on {head} (vocab {p.vocab_size:,}) and one layer's backward"
     )
     if s.device == "cuda":
-        parts["CUDA runtime overhead"] = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * (saved + transient))
-        notes["CUDA runtime overhead"] = (
-            f"context + kernels {CUDA_CONTEXT_BYTES / GIB:.1f} GiB + {CUDA_FRAGMENTATION:.0%} allocator fragmentation"
+        vocab_bytes = vocab_tensor_bytes(p, s)
+        parts["allocator reserve"] = int(
+            CUDA_RESERVE_BYTES
+            + CUDA_RESERVE_PER_VOCAB_BYTE * vocab_bytes
+            + CUDA_RESERVE_PER_SPREAD_BYTE * s.shape_spread * (saved + transient)
         )
+        notes["allocator reserve"] = (
+            f"cached, not live: {CUDA_RESERVE_BYTES / GIB:.1f} GiB + {CUDA_RESERVE_PER_VOCAB_BYTE:g} x "
+            f"{vocab_bytes / GIB:.2f} GiB vocabulary-sized + {CUDA_RESERVE_PER_SPREAD_BYTE:.0%} x "
+            f"{s.shape_spread:.2f} batch-shape spread of the activations"
+        )
+        parts["CUDA context"] = CUDA_CONTEXT_BYTES
+        notes["CUDA context"] = "kernels and cuBLAS workspace, outside torch's allocator"
     else:
         parts["CPU runtime overhead"] = CPU_RUNTIME_BYTES
         notes["CPU runtime overhead"] = "kernel code paged in, Python objects of the model"
     return parts, notes, other
 
 
-def settings_from_recipe(recipe: Any, params: ParamCount, family: str | None, device: str) -> Settings:
-    """Resolve a recipe's memory-relevant knobs (LoRA target names via the family's registry entry)."""
+def settings_from_recipe(
+    recipe: Any,
+    params: ParamCount,
+    family: str | None,
+    device: str,
+    seq_len: int | None = None,
+    shape_spread: float = 1.0,
+) -> Settings:
+    """Resolve a recipe's memory-relevant knobs (LoRA target names via the family's registry entry).
+
+    ``seq_len`` is the longest tokenized sample when the data is known (default: the cutoff);
+    ``shape_spread`` how much micro-batch lengths vary (default 1: unknown data, assume they do).
+    """
     m, lo, t = recipe.model, recipe.lora, recipe.train
     targets = _resolve_targets(lo.targets, family, params)
     if m.compute_dtype == "auto":
@@ -631,9 +703,9 @@ def settings_from_recipe(recipe: Any, params: ParamCount, family: str | None, de
     else:
         dtype = m.compute_dtype
     return Settings(
-        micro_batch_size=t.micro_batch_size,
-        cutoff_len=recipe.data.cutoff_len,
-        gradient_checkpointing=m.gradient_checkpointing,
+        micro_batch_size=1 if t.micro_batch_size == "auto" else t.micro_batch_size,
+        cutoff_len=min(recipe.data.cutoff_len, seq_len or recipe.data.cutoff_len),
+        gradient_checkpointing=m.gradient_checkpointing is not False,
         lora_r=lo.r,
         lora_dropout=lo.dropout,
         lora_targets=targets,
@@ -643,6 +715,9 @@ def settings_from_recipe(recipe: Any, params: ParamCount, family: str | None, de
         compute_dtype=dtype,
         attn_implementation="sdpa" if m.attn_implementation == "auto" else m.attn_implementation,
         device=device,
+        # llm4rec.train.loss runs the head on labelled positions only: all of them with train_on_inputs
+        head_tokens_per_sample=0 if recipe.data.train_on_inputs else ANSWER_TOKENS,
+        shape_spread=shape_spread,
     )
 
 
@@ -759,20 +834,127 @@ def _combined_advice(plan: MemoryPlan, batch_size: int, all_targets: list[str], 
     return f"{' '.join(keys.values())}  ({total(**changes):.1f} GiB together)"
 
 
+#: checkpointing recomputes every layer's forward in backward: about a third more compute per step
+CKPT_COST = 1 / 3
+#: the 4-bit base is dequantized once per forward and once per backward of each micro-batch: a fixed cost
+#: per micro-batch worth about this many tokens of compute on a 7B model (so tiny micro-batches are slower)
+DEQUANT_TOKENS = 64
+#: auto settings plan to at most this fraction of the memory they are given: room for the plan's +-10%
+#: and for whatever else the card runs (24 GiB -> 19.9 GiB)
+AUTO_HEADROOM = 0.83
+#: the largest micro-batch auto tries (beyond it a step is not measurably faster); on CPU, where compute and
+#: not memory is the limit, 8
+AUTO_MAX_MICRO = {"cuda": 32, "cpu": 8}
+
+
+def relative_speed(s: Settings) -> float:
+    """Samples per second relative to an ideal step (no checkpointing, no per-micro-batch overhead)."""
+    overhead = DEQUANT_TOKENS / s.tokens if s.load_in_4bit else 0.0
+    return 1.0 / ((1.0 + CKPT_COST * s.gradient_checkpointing) * (1.0 + overhead))
+
+
+@dataclass
+class AutoChoice:
+    """What ``auto`` resolved to: the settings, their plan, and the memory they were chosen for."""
+
+    micro_batch_size: int
+    gradient_checkpointing: bool
+    plan: MemoryPlan
+    budget_gb: float
+    fits: bool
+
+    def line(self) -> str:
+        """One line for the log."""
+        verdict = "fits" if self.fits else "does NOT fit (nothing smaller is possible)"
+        return (
+            f"auto: micro_batch_size={self.micro_batch_size} gradient_checkpointing="
+            f"{str(self.gradient_checkpointing).lower()} (expected peak {self.plan.total_gb:.2f} GiB; "
+            f"{verdict} in {AUTO_HEADROOM:.0%} of {self.budget_gb:.1f} GiB)"
+        )
+
+
+def choose_auto(
+    recipe: Any,
+    budget_gb: float,
+    device: str = "cuda",
+    world: int = 1,
+    seq_len: int | None = None,
+    shape_spread: float = 1.0,
+    arch: str | None = None,
+) -> AutoChoice:
+    """Resolve ``train.micro_batch_size: auto`` / ``model.gradient_checkpointing: auto``.
+
+    Among micro-batches that divide the per-process batch (up to :data:`AUTO_MAX_MICRO`) and, when
+    checkpointing is auto, both checkpointing settings, the one with the highest :func:`relative_speed`
+    whose plan is within ``AUTO_HEADROOM x budget_gb``: no checkpointing wherever it fits. When nothing
+    fits, the leanest setting.
+    """
+    t, m = recipe.train, recipe.model
+    resolved = resolve_arch(m.path, m.family, arch or getattr(m, "arch", None) or None)
+    params = count_params(resolved.config, resolved.name)
+    base = settings_from_recipe(recipe, params, resolved.family, device, seq_len, shape_spread)
+    per_process = t.batch_size // world if t.batch_size % world == 0 else t.batch_size
+    if t.micro_batch_size == "auto":
+        micros = [
+            mb for mb in range(1, min(per_process, AUTO_MAX_MICRO[device]) + 1) if per_process % mb == 0
+        ]
+    else:
+        micros = [t.micro_batch_size]
+    ckpts = [False, True] if m.gradient_checkpointing == "auto" else [bool(m.gradient_checkpointing)]
+    limit = AUTO_HEADROOM * budget_gb
+    options = []
+    for mb in micros:
+        for ck in ckpts:
+            s = dataclasses.replace(base, micro_batch_size=mb, gradient_checkpointing=ck)
+            total = sum(estimate(params, s)[0].values()) / GIB
+            options.append((total <= limit, relative_speed(s), -total, s))
+    fitting = [o for o in options if o[0]]
+    best = max(fitting, key=lambda o: (o[1], o[2])) if fitting else max(options, key=lambda o: o[2])
+    plan = build_plan(resolved, best[3], budget_gb, params)
+    return AutoChoice(
+        best[3].micro_batch_size, best[3].gradient_checkpointing, plan, budget_gb, bool(fitting)
+    )
+
+
+def resolve_auto(recipe: Any, choice: AutoChoice) -> Any:
+    """The recipe with its ``auto`` settings replaced by ``choice``."""
+    model = dataclasses.replace(recipe.model, gradient_checkpointing=choice.gradient_checkpointing)
+    train = dataclasses.replace(recipe.train, micro_batch_size=choice.micro_batch_size)
+    return dataclasses.replace(recipe, model=model, train=train)
+
+
+def has_auto(recipe: Any) -> bool:
+    """Whether the recipe leaves the micro-batch or checkpointing to :func:`choose_auto`."""
+    return recipe.train.micro_batch_size == "auto" or recipe.model.gradient_checkpointing == "auto"
+
+
 def plan_recipe(
-    recipe: Any, gpu_gb: float = 24.0, device: str = "cuda", arch: str | None = None
+    recipe: Any,
+    gpu_gb: float = 24.0,
+    device: str = "cuda",
+    arch: str | None = None,
+    seq_len: int | None = None,
+    shape_spread: float = 1.0,
 ) -> MemoryPlan:
-    """Plan a loaded recipe (:class:`llm4rec.config.Recipe`) on a ``gpu_gb`` GiB ``device`` ("cuda"/"cpu")."""
+    """Plan a loaded recipe (:class:`llm4rec.config.Recipe`) on a ``gpu_gb`` GiB ``device`` ("cuda"/"cpu").
+
+    ``auto`` settings are resolved for that card first (:func:`choose_auto`); ``plan.auto`` says how.
+    """
     if device not in ("cuda", "cpu"):
         raise UserError(f"--device: {device!r} is not cuda or cpu")
     if gpu_gb <= 0:
         raise UserError(f"--gpu-gb: must be positive, got {gpu_gb}")
     # a recipe key model.arch (when the recipe schema has one) names the packaged architecture too
     arch = arch or getattr(recipe.model, "arch", None) or None
+    auto = None
+    if has_auto(recipe):
+        auto = choose_auto(recipe, gpu_gb, device, seq_len=seq_len, shape_spread=shape_spread, arch=arch)
+        recipe = resolve_auto(recipe, auto)
     resolved = resolve_arch(recipe.model.path, recipe.model.family, arch)
     params = count_params(resolved.config, resolved.name)
-    s = settings_from_recipe(recipe, params, resolved.family, device)
+    s = settings_from_recipe(recipe, params, resolved.family, device, seq_len, shape_spread)
     plan = build_plan(resolved, s, gpu_gb, params)
+    plan.auto = auto
     if not plan.fits:
         plan.advice = advise(plan, recipe.train.batch_size, params.linear_names())
     return plan
@@ -808,5 +990,7 @@ def main(argv: list[str]) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     plan = plan_recipe(recipe, gpu_gb=args.gpu_gb, device=args.device, arch=args.arch)
     plan.recipe_path = args.recipe
+    if plan.auto is not None:
+        print(plan.auto.line())
     print(plan.table())
     return 0 if plan.fits else 1

@@ -7,6 +7,7 @@ holds the best adapter (by validation AUC), the tokenizer, the resolved recipe, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from llm4rec.models.loading import (
     resolve_template,
 )
 from llm4rec.models.registry import require_model_dir
+from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -169,6 +171,65 @@ def _find_resume(recipe: Recipe) -> Path | None:
     return ckpt
 
 
+def _memory_budget_gb(recipe: Recipe, device: torch.device) -> float:
+    """What ``auto`` settings may plan for: ``train.auto_memory_gb``, else the card's free memory plus the
+    CUDA context (the plan counts it, and it is already taken), else on CPU half the available RAM."""
+    from llm4rec.models.planner import CUDA_CONTEXT_BYTES, GIB
+
+    if recipe.train.auto_memory_gb:
+        return recipe.train.auto_memory_gb
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return (free + CUDA_CONTEXT_BYTES) / GIB
+    with open("/proc/meminfo", encoding="ascii") as f:
+        avail = next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:")), 8 * GIB)
+    return avail / 2 / GIB
+
+
+def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, accelerator: Any) -> Recipe:
+    """Resolve ``auto`` micro-batch / checkpointing from the plan of this data on this device, print the
+    choice; on CUDA print the plan's expected peak and warn when it does not fit. Never blocks training
+    except through a wrong recipe."""
+    from llm4rec.models.planner import choose_auto, has_auto, plan_recipe, resolve_auto
+
+    device = accelerator.device
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    seq_len = max(lengths)
+    # lengths that vary make the allocator cache blocks later micro-batches cannot reuse
+    spread = 1.0 - min(lengths) / seq_len
+    budget = _memory_budget_gb(recipe, device) if kind == "cuda" or has_auto(recipe) else 0.0
+    saved = Path(recipe.train.output_dir) / "recipe.yaml"
+    if has_auto(recipe) and _find_resume(recipe) is not None and saved.is_file():
+        # a resumed run keeps the micro-batch it started with: its position in the epoch counts them
+        from llm4rec.config import load_recipe
+
+        before = load_recipe(saved)
+        model = dataclasses.replace(recipe.model, gradient_checkpointing=before.model.gradient_checkpointing)
+        train = dataclasses.replace(recipe.train, micro_batch_size=before.train.micro_batch_size)
+        recipe = dataclasses.replace(recipe, model=model, train=train)
+        accelerator.print(
+            f"auto: micro_batch_size={recipe.train.micro_batch_size} gradient_checkpointing="
+            f"{str(recipe.model.gradient_checkpointing).lower()} (as chosen when this run started)"
+        )
+    elif has_auto(recipe):
+        choice = choose_auto(recipe, budget, kind, world, seq_len, spread)
+        recipe = resolve_auto(recipe, choice)
+        accelerator.print(choice.line())
+    if kind == "cuda":
+        try:  # warn, never fail: the plan is an estimate
+            plan = plan_recipe(recipe, gpu_gb=budget, seq_len=seq_len, shape_spread=spread)
+            accelerator.print(
+                f"expected nvidia-smi peak: {plan.total_gb:.2f} GiB (longest sample {seq_len} tokens)"
+            )
+            if not plan.fits:
+                accelerator.print(
+                    f"warning: that is more than the {budget:.1f} GiB free; " + "; ".join(plan.advice)
+                )
+        except Exception as exc:  # noqa: BLE001 - the planner must never block training
+            accelerator.print(f"note: memory planner unavailable ({exc})")
+    return recipe
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir)."""
     from accelerate import Accelerator
@@ -181,14 +242,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
     out = Path(t.output_dir)
 
     # ---------------------------------------------------------------- setup
+    if torch.cuda.is_available() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+        # micro-batches of different lengths leave cached blocks that later shapes cannot reuse, so torch
+        # reserves far more than it uses (2.2x on an H200, issue #13); growable segments avoid that
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world = accelerator.num_processes
-    if t.batch_size % (t.micro_batch_size * world):
-        raise UserError(
-            f"train.batch_size: {t.batch_size} is not a multiple of micro_batch_size x processes "
-            f"({t.micro_batch_size} x {world})"
-        )
-    accum = t.batch_size // (t.micro_batch_size * world)
     _set_seed(t.seed)
     require_model_dir(m.path)
     family = resolve_family(m.path, m.family)
@@ -244,18 +303,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
     lengths = [len(e.input_ids) for e in examples]
     valid_labels = [int(r["label"]) for r in valid_rows]
 
-    if torch.cuda.is_available():
-        try:  # warn, never fail: the plan is an estimate
-            from llm4rec.models.planner import plan_recipe
-
-            card_gb = torch.cuda.get_device_properties(accelerator.device).total_memory / 2**30
-            plan = plan_recipe(recipe, gpu_gb=card_gb)
-            if not plan.fits:
-                accelerator.print(
-                    f"warning: memory plan says {plan.total_gb:.1f} GB; " + "; ".join(plan.advice)
-                )
-        except Exception as exc:  # noqa: BLE001 - the planner must never block training
-            accelerator.print(f"note: memory planner unavailable ({exc})")
+    recipe = _resolve_memory_settings(recipe, lengths, world, accelerator)
+    m, t = recipe.model, recipe.train
+    if t.batch_size % (t.micro_batch_size * world):
+        raise UserError(
+            f"train.batch_size: {t.batch_size} is not a multiple of micro_batch_size x processes "
+            f"({t.micro_batch_size} x {world})"
+        )
+    accum = t.batch_size // (t.micro_batch_size * world)
 
     model = load_base_model(
         model_path,
@@ -386,7 +441,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         disable=not (recipe.logging.progress_bar and accelerator.is_local_main_process),
     )
     t0 = time.time()
-    running, n_running = 0.0, 0
+    running, n_running, window_tokens = 0.0, 0, 1
     stop = state["step"] >= total_steps
     while not stop:
         batches = list(
@@ -397,10 +452,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
         for i in range(state["micro_in_epoch"], len(batches)):
             shard = batches[i][accelerator.process_index :: world] or batches[i][:1]
             batch = collate([examples[j] for j in shard], tokenizer.pad_token_id, family.train_padding_side)
+            batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            loss = model(**batch).loss / accum
-            accelerator.backward(loss)
-            running += loss.detach()
+            if n_running == 0:  # a new optimizer step: count its labelled tokens over every process
+                window_tokens = max(1, effective_batch_tokens(examples, batches[i : i + accum]))
+            part = loss_sum(model, batch) / window_tokens
+            # DDP averages gradients over processes; each holds its shard's sum over the global count
+            accelerator.backward(part * world)
+            running += part.detach()
             n_running += 1
             state["micro_in_epoch"] = i + 1
             last_of_epoch = i + 1 == len(batches)
@@ -413,7 +472,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            step_loss = float(running) * accum / n_running  # one host sync per optimizer step
+            step_loss = float(running) * world  # one host sync per optimizer step; exact on one process
             running, n_running = 0.0, 0
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=state["best_auc"])

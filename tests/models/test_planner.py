@@ -211,32 +211,141 @@ def test_plan_parts_respond_to_each_knob(llama7b, qwen2_7b):
     # on CPU the dropout keeps a full fp32 noise tensor instead of CUDA's 1-byte mask, and there is no
     # CUDA context
     cpu, _, _ = estimate(
-        llama7b, Settings(8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", device="cpu")
+        llama7b,
+        Settings(
+            8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", compute_dtype="float32", device="cpu"
+        ),
     )
     gpu, _, _ = estimate(
-        llama7b, Settings(8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", device="cuda")
+        llama7b,
+        Settings(
+            8, 512, False, 8, 0.05, ["q_proj", "v_proj"], "adamw", compute_dtype="float32", device="cuda"
+        ),
     )
     assert cpu["activations"] - gpu["activations"] == 32 * 2 * 4096 * 3 * 8 * 512
-    assert (
-        "CUDA runtime overhead" in gpu
-        and "CUDA runtime overhead" not in cpu
-        and "CPU runtime overhead" in cpu
-    )
+    assert "CUDA context" in gpu and "allocator reserve" in gpu and "CPU runtime overhead" in cpu
+    assert "CUDA context" not in cpu and "allocator reserve" not in cpu
+    # the head on answer positions only: the vocabulary-sized loss tensors (and their reserve) shrink to
+    # 8 positions per sample
+    full = estimate(qwen2_7b, Settings(8, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw"))[0]
+    head = estimate(
+        qwen2_7b, Settings(8, 512, True, 8, 0.05, ["q_proj", "v_proj"], "adamw", head_tokens_per_sample=8)
+    )[0]
+    assert head["loss / backward peak"] < full["loss / backward peak"] / 3  # one layer's backward now
+    assert full["allocator reserve"] - head["allocator reserve"] > 5 * GIB  # 2.3 x a 2.3 GiB tensor
 
 
 def _shipped_7b_recipes() -> list[Path]:
     return sorted(p for p in RECIPES.glob("tallrec_*.yaml"))
 
 
-def test_every_shipped_7b_recipe_plans_within_22_gib():
+def test_every_shipped_7b_recipe_expects_at_most_20_gib_on_a_24_gib_card():
     recipes = _shipped_7b_recipes()
     assert {"tallrec_ml1m_llama2_7b.yaml", "tallrec_ml1m_qwen2_7b.yaml", "tallrec_ml1m_qwen2_7b_zh.yaml"} <= {
         p.name for p in recipes
     }
     for path in recipes:
-        plan = plan_recipe(load_recipe(path), gpu_gb=24)
+        recipe = load_recipe(path)
+        assert recipe.train.micro_batch_size == "auto" and recipe.model.gradient_checkpointing == "auto", path
+        plan = plan_recipe(recipe, gpu_gb=24)
         assert plan.params.total > 6e9, path  # a real 7B architecture, not a fallback
-        assert plan.total_gb <= 22.0, f"{path.name}: {plan.total_gb:.2f} GiB"
+        assert plan.total_gb <= 20.0, f"{path.name}: {plan.total_gb:.2f} GiB"
+        assert plan.auto is not None and plan.auto.fits
+
+
+#: Measured on one NVIDIA H200 on 2026-11-30 (issue #13): torch 2.11+cu130, transformers 5.24.0, peft 0.21.2,
+#: bitsandbytes 0.50.2, random-weight checkpoints in the real shapes, llm4rec's training loop as it was then
+#: (the output head on every position), every micro-batch 512 tokens, by ../shared/device/run_gpu.sh and
+#: run_gpu3.sh. Columns: recipe, overrides, torch max_memory_allocated, max_memory_reserved and nvidia-smi's
+#: memory.used peak, GiB.
+REFERENCE_H200 = [
+    ("tallrec_ml1m.yaml", [], 7.84, 9.96, 10.70),
+    ("tallrec_ml1m.yaml", ["train.micro_batch_size=4"], 6.01, 6.82, 7.56),
+    ("tallrec_ml1m.yaml", ["data.cutoff_len=256"], 6.01, 6.82, 7.56),
+    ("tallrec_ml1m.yaml", ["lora.targets=all"], 8.36, 10.39, 11.13),
+    ("tallrec_ml1m.yaml", ["train.micro_batch_size=16"], 11.41, 13.88, 14.62),
+    ("tallrec_ml1m.yaml", ["train.micro_batch_size=2", "model.gradient_checkpointing=false"], 10.49, 11.02, 11.76),
+    ("tallrec_ml1m_qwen2_7b.yaml", [], 15.84, 20.83, 21.57),
+]  # fmt: skip
+#: the issue's row without checkpointing is not reproduced: re-measured on an H200 with all-512-token
+#: batches (REMEASURED_H200 below) it is 12.67 GiB allocated and 13.85 on nvidia-smi, every layer keeping
+#: what layer_activation_bytes lists (as on CPU), where the row has 6.0 GiB of activations (0.72 of the list)
+SUPERSEDED = {5}
+#: Re-measured with this code (the head on answer positions, the loss normalised by the effective batch's
+#: answer tokens) on one NVIDIA H200, 2026-11-30, same software and random LLaMA-7B as above, every
+#: micro-batch 512 tokens, two optimizer steps then validation (one step for the last row): recipe
+#: overrides, torch allocated / reserved and nvidia-smi's memory.used peak (GiB)
+REMEASURED_H200 = [
+    (["train.micro_batch_size=8", "train.batch_size=8", "model.gradient_checkpointing=true"], 7.81, 8.90, 9.64),
+    (["train.micro_batch_size=2", "train.batch_size=2", "model.gradient_checkpointing=false"], 12.67, 13.11, 13.85),
+    (["train.micro_batch_size=4", "train.batch_size=32", "model.gradient_checkpointing=false"], 21.02, 22.80, 23.54),
+]  # fmt: skip
+#: the settings the measured runs had
+MEASURED_AT = ["train.micro_batch_size=8", "train.batch_size=128", "model.gradient_checkpointing=true"]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="superseded")) if i in SUPERSEDED else r
+        for i, r in enumerate(REFERENCE_H200)
+    ],
+    ids=[" ".join([r[0], *r[1]]) for r in REFERENCE_H200],
+)
+def test_plan_predicts_the_h200_within_10_percent(row):
+    import dataclasses
+
+    from llm4rec.models.planner import build_plan, resolve_arch
+
+    name, overrides, allocated, _reserved, smi = row
+    plan = plan_recipe(load_recipe(RECIPES / name, MEASURED_AT + overrides), gpu_gb=24)
+    # the code measured ran the head on every position, and every batch had the same shape
+    s = dataclasses.replace(plan.settings, head_tokens_per_sample=0, shape_spread=0.0)
+    then = build_plan(resolve_arch("", arch=plan.arch), s, 24, plan.params)
+    assert then.total_gb == pytest.approx(smi, rel=0.10), then.table()
+    assert then.allocated_gb == pytest.approx(allocated, rel=0.10)
+    out = then.table()
+    assert f"expected nvidia-smi peak: {then.total_gb:.2f} GiB" in out
+
+
+@pytest.mark.parametrize("row", REMEASURED_H200, ids=lambda r: " ".join(r[0]))
+def test_plan_predicts_this_code_on_the_h200_within_10_percent(row):
+    overrides, allocated, _reserved, smi = row
+    plan = plan_recipe(
+        load_recipe(RECIPES / "tallrec_ml1m.yaml", overrides), gpu_gb=24, seq_len=512, shape_spread=0.0
+    )
+    assert plan.settings.head_tokens < plan.settings.tokens  # the head on answer positions only
+    assert plan.total_gb == pytest.approx(smi, rel=0.10), plan.table()
+    assert plan.allocated_gb == pytest.approx(allocated, rel=0.10)
+
+
+def test_auto_picks_the_fastest_setting_that_fits():
+    from llm4rec.models.planner import AUTO_HEADROOM, choose_auto, relative_speed
+
+    auto = ["train.micro_batch_size=auto", "model.gradient_checkpointing=auto"]
+    recipe = load_recipe(RECIPES / "tallrec_ml1m.yaml", auto)
+    big = choose_auto(recipe, 139.0, seq_len=300)
+    assert not big.gradient_checkpointing and big.micro_batch_size == 32  # a big card: the fastest there is
+    small = choose_auto(recipe, 24.0, seq_len=300)
+    assert small.fits and small.plan.total_gb <= AUTO_HEADROOM * 24
+    assert not small.gradient_checkpointing  # checkpointing only where nothing else fits
+    larger = plan_recipe(
+        load_recipe(RECIPES / "tallrec_ml1m.yaml", [f"train.micro_batch_size={2 * small.micro_batch_size}",
+                                                       "model.gradient_checkpointing=false"]),
+        gpu_gb=24, seq_len=300,
+    )  # fmt: skip
+    assert larger.total_gb > AUTO_HEADROOM * 24  # the next larger micro-batch would not have fitted
+    # a card too small for any setting without checkpointing gets checkpointing
+    tight = choose_auto(recipe, 9.0)
+    assert tight.fits and tight.gradient_checkpointing
+    assert relative_speed(tight.plan.settings) < relative_speed(small.plan.settings)
+    # nothing fits: the leanest setting, and the verdict says so
+    none = choose_auto(recipe, 4.0)
+    assert not none.fits and none.micro_batch_size == 1 and none.gradient_checkpointing
+    assert "does NOT fit" in none.line()
+    # a fixed micro-batch with automatic checkpointing keeps the micro-batch
+    fixed = choose_auto(load_recipe(RECIPES / "tallrec_ml1m.yaml", ["train.micro_batch_size=8"]), 24.0)
+    assert fixed.micro_batch_size == 8 and fixed.gradient_checkpointing  # 8 x 512 without it: no room
 
 
 def test_arch_names_from_checkpoint_directories():
@@ -261,8 +370,10 @@ def test_cli_verdicts_exit_codes_and_advice_that_works(capsys):
     assert main([recipe, "--gpu-gb", "24"]) == 0
     out = capsys.readouterr().out
     assert "verdict: fits" in out and "7,615,616,512" in out and "matches the published" in out
+    assert "auto: micro_batch_size=" in out and "expected nvidia-smi peak: " in out
 
-    for extra in ([], ["lora.targets=all", "model.gradient_checkpointing=false"]):
+    fixed = ["train.micro_batch_size=8", "model.gradient_checkpointing=true"]
+    for extra in (fixed, [*fixed, "lora.targets=all", "model.gradient_checkpointing=false"]):
         assert main([recipe, "--gpu-gb", "12", *extra]) == 1
         out = capsys.readouterr().out
         assert "does NOT fit" in out
@@ -270,10 +381,10 @@ def test_cli_verdicts_exit_codes_and_advice_that_works(capsys):
         assert advice and all(advice)
         for overrides in advice:  # every suggestion, applied as printed, must bring the plan under 12 GiB
             assert plan_recipe(load_recipe(recipe, extra + overrides), gpu_gb=12).fits, overrides
-        if extra:  # no single change is enough: one combined suggestion
+        if len(extra) > len(fixed):  # no single change is enough: one combined suggestion
             assert len(advice) == 1 and len(advice[0]) >= 2
 
-    assert main([recipe, "--gpu-gb", "6"]) == 1
+    assert main([recipe, "--gpu-gb", "6", *fixed]) == 1
     assert "nothing in the recipe brings it under 6 GiB" in capsys.readouterr().out
 
 
