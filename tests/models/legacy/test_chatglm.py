@@ -18,7 +18,7 @@ from tests.fixtures.legacy_originals import (
     save_state_dict,
 )
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import assert_cli_converts_the_same, qlora_losses
 
 try:
     from . import _reference_chatglm as ref
@@ -285,38 +285,14 @@ def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
 
 
 def test_4bit_lora_training_step_with_checkpointing(tiny):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoTokenizer
-
-    from llm4rec.models.registry import get_family
-
-    _, out = tiny["plain"]
-    model = load_4bit(out)
-    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    assert model.model.layers[0].gradient_checkpointing
-    lora = LoraConfig(
-        r=4, lora_alpha=8, target_modules=get_family("chatglm").targets("qv"), task_type="CAUSAL_LM"
-    )
-    model = get_peft_model(model, lora)
-    model.config.use_cache = False
-    tok = AutoTokenizer.from_pretrained(out)
-    tok.padding_side = "right"
-    enc = tok(
-        ["用户 喜欢 电影[gMASK]<sop>答：是<eop>", "推荐[gMASK]<sop>答：否<eop>"],
-        padding=True,
-        return_tensors="pt",
-    )
-    losses = train_losses(model, enc, lr=1e-2)
+    texts = ["用户 喜欢 电影[gMASK]<sop>答：是<eop>", "推荐[gMASK]<sop>答：否<eop>"]
+    losses = qlora_losses(tiny["plain"][1], "chatglm", texts, checkpointing=True, padding_side="right")
     assert losses[-1] < losses[0]
 
 
 def test_convert_rejects_wrong_inputs(tmp_path, tiny):
-    from llm4rec.cli import main
-
     src, hf = tiny["plain"]
-    assert main(["convert", "--family", "chatglm", "--src", str(src), "--out", str(tmp_path / "cli")]) == 0
-    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+    assert_cli_converts_the_same("chatglm", src, hf, tmp_path / "cli")
     with pytest.raises(UserError, match="use chatglm"):
         cg1.convert(src, tmp_path / "a", "chatglm2")
     glm2 = make_tiny_chatglm2(tmp_path / "glm2", "chatglm2")

@@ -15,7 +15,7 @@ from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
 from tests.fixtures.legacy_originals import make_tiny_qwen, save_state_dict
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import alpaca_zh_losses
 
 try:
     from . import _reference_qwen_baichuan as ref
@@ -196,27 +196,9 @@ def test_real_merges_equal_qwen2_published_merges(real_tokenizer):
 
 
 def test_qlora_training_step_lowers_the_loss(tiny):
-    from peft import LoraConfig, get_peft_model
-
-    from llm4rec.models.loading import load_tokenizer
-
     _, out, _ = tiny["safetensors"]
-    family = get_family("qwen")
-    model = load_4bit(out)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=family.targets("qv"), task_type="CAUSAL_LM"
-        ),
-    )
-    tok = load_tokenizer(out, family)
+    tok, losses = alpaca_zh_losses(out, "qwen")
     assert tok.pad_token == "<|endoftext|>"
-    tmpl = TEMPLATES["alpaca_zh"]
-    texts = [
-        tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
-        for i in range(4)
-    ]
-    losses = train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
     assert losses[-1] < losses[0] - 0.05, losses
 
 
