@@ -198,9 +198,11 @@ def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_speci
     """A ``tokenizers`` BPE equal to a sentencepiece BPE model, with ``extra_tokens`` appended to the vocab.
 
     Merges are ranked by the merged piece's id (sentencepiece BPE merges the highest-scoring piece first and
-    its scores fall with the id). Only ``text_special`` of the extra tokens are matched inside text.
+    its scores fall with the id); the order of a piece's own splits does not matter, as only one of them can
+    be adjacent at a time. Only ``text_special`` of the extra tokens are matched inside text.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers.tokenization_utils_base import generate_merges
 
     proto = load_sp_proto(model_path)
     if proto.trainer_spec.model_type != 2:
@@ -210,16 +212,9 @@ def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_speci
         raise UserError(f"{model_path}: unexpected normalizer {ns.name!r}; not a ChatGLM2/3 tokenizer.model")
     pieces = [p.piece for p in proto.pieces]
     vocab = {p: i for i, p in enumerate(pieces)}
-    merges: list[tuple[str, str]] = []
-    for piece in proto.pieces:
-        if piece.type != 1:  # control, unknown and byte pieces are never produced by merging
-            continue
-        splits = [
-            (vocab[piece.piece[:k]], vocab[piece.piece[k:]], piece.piece[:k], piece.piece[k:])
-            for k in range(1, len(piece.piece))
-            if piece.piece[:k] in vocab and piece.piece[k:] in vocab
-        ]
-        merges.extend((a, b) for _, _, a, b in sorted(splits))
+    # transformers' own merge list for sentencepiece BPE (ranked by the merged piece's id); control, unknown
+    # and byte pieces are never produced by merging
+    merges = generate_merges(vocab, skip_tokens={p.piece for p in proto.pieces if p.type != 1})
     for j, tok in enumerate(extra_tokens):
         # ids follow the pieces; a piece spelled like a special token maps to the special id, as the
         # original's convert_token_to_id looks special tokens up first

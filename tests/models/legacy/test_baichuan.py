@@ -82,14 +82,8 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
-    from transformers import AutoModelForCausalLM
-
     src, out, sd = tiny[family]
-    cfg = json.loads((src / "config.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(model).__name__ == "LlamaForCausalLM"
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
+    cfg, model, seqs = ref.load_converted(src, out, "LlamaForCausalLM")
     norm_head = family == "baichuan2"
 
     def reference(ids, mask, past, norm_head=norm_head):

@@ -314,17 +314,7 @@ def test_convert_rejects_wrong_inputs(tmp_path, tiny):
 def test_llm4rec_loads_trains_and_scores_an_original_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
     src = make_tiny_chatglm(tmp_path / "orig", seed=8)
-    out = ref.llm4rec_pipeline(src, "chatglm")
-    assert Path(out["path"]).parent == tmp_path / "cache" / "converted"
-    assert out["again"] == out["path"]
-    tok = out["tokenizer"]
-    assert tok.convert_ids_to_tokens(out["answer_ids"]) == ["是", "否"]
-    assert out["n_label"] == [2] * 8  # the answer and <eop>
-    assert out["losses"][-1] < out["losses"][0]
-    if out["scores"] is None:
-        pytest.skip("llm4rec.eval.scoring is not available")
-    assert out["scores"].shape == (8,)
-    assert (out["scores"] - out["direct"]).abs().max().item() < 1e-4
+    ref.assert_pipeline_trains_and_scores(ref.llm4rec_pipeline(src, "chatglm"), tmp_path / "cache")
 
 
 def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):

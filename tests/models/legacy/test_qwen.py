@@ -92,14 +92,8 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_converted_logits_equal_reference_padded_and_cached(tiny, fmt):
-    from transformers import AutoModelForCausalLM
-
     src, out, sd = tiny[fmt]
-    cfg = json.loads((src / "config.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(model).__name__ == "Qwen2ForCausalLM"
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
+    cfg, model, seqs = ref.load_converted(src, out, "Qwen2ForCausalLM")
     diffs = ref.compare_with_reference(model, lambda i, m, p: ref.qwen1_forward(sd, cfg, i, m, p), seqs)
     assert max(diffs.values()) < TOL, diffs
     # the comparison is sensitive: Qwen-1's gating (w2 through SiLU) swapped with w1 is far off
