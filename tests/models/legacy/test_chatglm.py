@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,8 @@ def test_tokenizer_matches_sentencepiece_on_long_runs(real_tokenizer, tmp_path):
     again = AutoTokenizer.from_pretrained(tmp_path / "resaved")
     assert type(again).__name__ == "ChatGLM6BTokenizer"
     _check_tokenizer(again, sp, 0, cfg, texts[:10])
+    # pickled (as for worker processes) it keeps sentencepiece's boundaries
+    _check_tokenizer(pickle.loads(pickle.dumps(tok)), sp, 0, cfg, texts[-10:])
 
 
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
