@@ -2,8 +2,9 @@
 
 A :class:`BackboneFamily` says how to load a family, which modules LoRA adapts, which prompt templates
 and answer words it uses, how it pads, and how to build a tiny random model of the same architecture.
-Adding a family means adding one entry with :func:`register_family`; no other module branches on the
-family name.
+Adding a family means adding one entry with :func:`register_family` (the legacy families are the
+``FAMILIES`` of the modules in :mod:`llm4rec.models.legacy`, which :func:`list_families` imports); no other
+module branches on the family name.
 """
 
 from __future__ import annotations

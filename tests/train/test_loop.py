@@ -258,3 +258,18 @@ def test_short_cutoff_drops_history_and_counts_it_in_the_summary(tmp_path, tiny_
     assert (
         len(lines) == 1 and "train:" in lines[0] and "valid:" in lines[0] and "1 samples skipped" in lines[0]
     )
+
+
+@pytest.mark.parametrize("name", ["AdamW8bit", "PagedAdamW8bit"])
+def test_bitsandbytes_optimizer_state_loads_with_weights_only(tmp_path, name):
+    """The 8-bit optimizers train.optimizer offers on CUDA keep their quantization state as tensors too."""
+    import bitsandbytes as bnb
+
+    param = torch.nn.Parameter(torch.randn(4096, 64))
+    optimizer = getattr(bnb.optim, name)([param], lr=1e-3)
+    param.grad = torch.randn_like(param)
+    optimizer.step()
+    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    loaded = torch.load(tmp_path / "optimizer.pt", weights_only=True)
+    assert loaded["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    optimizer.load_state_dict(loaded)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy.checkpoint_io import load_sp_proto
+from llm4rec.models.legacy.checkpoint_io import load_sp_proto, save_fast_tokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 #: first code point of the placeholders that shield user-defined pieces from normalisation
@@ -224,17 +224,6 @@ def save_baichuan_tokenizer(src: Path, out_dir: Path, model_max_length: int) -> 
             pair=" ".join([*head, "$A", *tail, *[t + ":1" for t in head], "$B:1", *[t + ":1" for t in tail]]),
             special_tokens=list(ids.items()),
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    backend.save(str(out_dir / "tokenizer.json"))
-    config = {
-        "backend": "tokenizers",
-        "tokenizer_class": "TokenizersBackend",
-        "bos_token": bos,
-        "eos_token": eos,
-        "unk_token": s["unk_token"],
-        "pad_token": s["pad_token"],
-        "model_max_length": min(s["model_max_length"], model_max_length),
-        "clean_up_tokenization_spaces": False,
-    }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return backend.get_vocab_size(with_added_tokens=True)
+    limit = min(s["model_max_length"], model_max_length)
+    specials = {"bos_token": bos, "eos_token": eos, "unk_token": s["unk_token"], "pad_token": s["pad_token"]}
+    return save_fast_tokenizer(backend, out_dir, limit, **specials)

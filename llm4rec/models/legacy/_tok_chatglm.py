@@ -17,6 +17,7 @@ still loads without llm4rec, with the small difference above on runs of one char
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
@@ -95,12 +96,29 @@ class ChatGLM6BTokenizer(TokenizersBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._plain_pre_tokenizer = self._tokenizer.pre_tokenizer
+        self._install_cuts()
+
+    def _install_cuts(self) -> None:
         from tokenizers.pre_tokenizers import PreTokenizer
 
         model = json.loads(self._tokenizer.to_str())["model"]
-        self._plain_pre_tokenizer = self._tokenizer.pre_tokenizer
         cuts = SentencePieceCuts(segmenter_proto([tuple(v) for v in model["vocab"]], model["unk_id"]))
         self._tokenizer.pre_tokenizer = PreTokenizer.custom(cuts)
+
+    # pickling and deepcopy serialise the backend, which a custom pre-tokenizer forbids: the state carries
+    # the plain one and the cuts are rebuilt on load
+    def __getstate__(self) -> dict[str, Any]:
+        exact, self._tokenizer.pre_tokenizer = self._tokenizer.pre_tokenizer, self._plain_pre_tokenizer
+        try:
+            state = dict(self.__dict__, _tokenizer=copy.deepcopy(self._tokenizer))
+        finally:
+            self._tokenizer.pre_tokenizer = exact
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._install_cuts()
 
     def _save_pretrained(self, *args: Any, **kwargs: Any) -> tuple[str, ...]:
         # a custom pre-tokenizer cannot be serialised: tokenizer.json gets the plain one

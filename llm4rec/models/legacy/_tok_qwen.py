@@ -18,11 +18,11 @@ puts them (it fixes that start; a file with another number of ranks is not a Qwe
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
+from llm4rec.models.legacy.checkpoint_io import save_fast_tokenizer
 
 #: Qwen-1's pre-tokenization pattern (tokenization_qwen.PAT_STR)
 QWEN_PATTERN = (
@@ -134,20 +134,14 @@ def save_qwen_tokenizer(tiktoken_file: str | Path, out_dir: str | Path, model_ma
     No BOS is added (Qwen-1 adds none); EOS is ``<|endoftext|>``; no pad token is declared (Qwen-1 has
     none; the registry picks one at load time). Returns the number of ids.
     """
-    out_dir = Path(out_dir)
     backend = build_qwen_tokenizer(load_ranks(tiktoken_file))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    backend.save(str(out_dir / "tokenizer.json"))
-    config = {
-        "backend": "tokenizers",
-        "tokenizer_class": "TokenizersBackend",
-        "bos_token": None,
-        "eos_token": ENDOFTEXT,
-        "pad_token": None,
-        "unk_token": None,
-        "extra_special_tokens": [IM_START, IM_END],
-        "model_max_length": model_max_length,
-        "clean_up_tokenization_spaces": False,
-    }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return backend.get_vocab_size(with_added_tokens=True)
+    return save_fast_tokenizer(
+        backend,
+        Path(out_dir),
+        model_max_length,
+        bos_token=None,
+        eos_token=ENDOFTEXT,
+        pad_token=None,
+        unk_token=None,
+        extra_special_tokens=[IM_START, IM_END],
+    )

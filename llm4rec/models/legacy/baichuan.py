@@ -37,14 +37,7 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import _tok_baichuan
-from llm4rec.models.legacy.checkpoint_io import (
-    config_value,
-    convert_checkpoint,
-    dtype_name,
-    read_original_config,
-    split_rows,
-    write_config,
-)
+from llm4rec.models.legacy import checkpoint_io as ckio
 from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
@@ -93,8 +86,8 @@ def check_family(cfg: dict[str, Any], family: str, src: Path) -> None:
 
 def llama_config(cfg: dict[str, Any], src: Path) -> dict[str, Any]:
     """LLaMA ``config.json`` fields computing the same function as the Baichuan 7B config ``cfg``."""
-    hidden = config_value(cfg, "hidden_size", src)
-    heads = config_value(cfg, "num_attention_heads", src)
+    hidden = ckio.config_value(cfg, "hidden_size", src)
+    heads = ckio.config_value(cfg, "num_attention_heads", src)
     if hidden % heads:
         raise UserError(
             f"{src / 'config.json'}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
@@ -105,15 +98,15 @@ def llama_config(cfg: dict[str, Any], src: Path) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": config_value(cfg, "vocab_size", src),
+        "vocab_size": ckio.config_value(cfg, "vocab_size", src),
         "hidden_size": hidden,
-        "intermediate_size": config_value(cfg, "intermediate_size", src),
-        "num_hidden_layers": config_value(cfg, "num_hidden_layers", src),
+        "intermediate_size": ckio.config_value(cfg, "intermediate_size", src),
+        "num_hidden_layers": ckio.config_value(cfg, "num_hidden_layers", src),
         "num_attention_heads": heads,
         "num_key_value_heads": heads,
         "head_dim": hidden // heads,
         "hidden_act": "silu",
-        "max_position_embeddings": config_value(cfg, "max_position_embeddings", src),
+        "max_position_embeddings": ckio.config_value(cfg, "max_position_embeddings", src),
         "rms_norm_eps": float(cfg.get("rms_norm_eps", 1e-6)),
         # both 7B modelling files build their rotary embedding with the default base
         "rope_theta": 10000.0,
@@ -148,7 +141,7 @@ def _tensor_converter(family: str):
             return []
         m = re.fullmatch(r"(model\.layers\.\d+\.self_attn\.)W_pack\.weight", key)
         if m:
-            q, k, v = split_rows(t, 3, key)
+            q, k, v = ckio.split_rows(t, 3, key)
             return [(f"{m.group(1)}{p}_proj.weight", x) for p, x in zip("qkv", (q, k, v))]
         if key == "lm_head.weight" and family == "baichuan2":
             return [(key, normalize_rows(t))]
@@ -166,7 +159,7 @@ def convert(src: Path, out: Path, family: str) -> Path:
         raise UserError(
             f"--family: the Baichuan converter handles 'baichuan' and 'baichuan2', not {family!r}"
         )
-    cfg = read_original_config(src)
+    cfg = ckio.read_original_config(src)
     check_family(cfg, family, src)
     new_cfg = llama_config(cfg, src)
     n = new_cfg["num_hidden_layers"]
@@ -187,15 +180,12 @@ def convert(src: Path, out: Path, family: str) -> Path:
         expected[f"model.layers.N.{name}.weight"] = n
     with atomic_dir(out) as tmp:
         n_ids = _tok_baichuan.save_baichuan_tokenizer(src, tmp, new_cfg["max_position_embeddings"])
-        if n_ids > new_cfg["vocab_size"]:
-            raise UserError(
-                f"{src}: the tokenizer has {n_ids} ids but the model only {new_cfg['vocab_size']}"
-            )
-        dtypes = convert_checkpoint(src, tmp, _tensor_converter(family), expected)
-        new_cfg["dtype"] = dtype_name(dtypes)
+        ckio.check_vocab_fits(src, n_ids, new_cfg["vocab_size"])
+        dtypes = ckio.convert_checkpoint(src, tmp, _tensor_converter(family), expected)
+        new_cfg["dtype"] = ckio.dtype_name(dtypes)
         new_cfg["llm4rec_family"] = family
         new_cfg["llm4rec_converted_from"] = f"{ARCHITECTURE[family]} ({family})"
-        write_config("LlamaConfig", new_cfg, tmp)
+        ckio.write_config("LlamaConfig", new_cfg, tmp)
         gen = {k: new_cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
         (tmp / "generation_config.json").write_text(json.dumps(gen) + "\n", encoding="utf-8")
     return out
@@ -219,30 +209,29 @@ def planned_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return llama_config({"max_position_embeddings": cfg.get("model_max_length", 4096), **cfg}, Path("."))
 
 
-FAMILIES = (
-    BackboneFamily(
-        name="baichuan",
+def _baichuan_family(name: str, description: str) -> BackboneFamily:
+    return BackboneFamily(
+        name=name,
         model_types=("baichuan",),
-        description="Baichuan-7B (converted onto LLaMA classes; no remote code; 13B/ALiBi not supported)",
+        description=description,
         lora_targets=_TARGETS,
         default_template={"en": "alpaca", "zh": "alpaca_zh"},
         # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.baichuan:convert",
         converted_config=planned_config,
-        detect=lambda cfg: generation(cfg) == "baichuan",
+        # Baichuan2 shares its architecture name with the 13B (ALiBi) models, which are detected as
+        # baichuan2 too: the converter tells them apart and rejects them with a clear message
+        detect=lambda cfg: generation(cfg) == name,
+    )
+
+
+FAMILIES = (
+    _baichuan_family(
+        "baichuan", "Baichuan-7B (converted onto LLaMA classes; no remote code; 13B/ALiBi not supported)"
     ),
-    BackboneFamily(
-        name="baichuan2",
-        model_types=("baichuan",),
-        description="Baichuan2-7B (converted onto LLaMA classes, NormHead folded in; 13B/ALiBi not supported)",
-        lora_targets=_TARGETS,
-        default_template={"en": "alpaca", "zh": "alpaca_zh"},
-        pad_token_candidates=("<unk>",),
-        converter="llm4rec.models.legacy.baichuan:convert",
-        converted_config=planned_config,
-        # Baichuan2 shares its architecture name with the 13B (ALiBi) models, which are detected here too:
-        # the converter tells them apart and rejects them with a clear message
-        detect=lambda cfg: generation(cfg) == "baichuan2",
+    _baichuan_family(
+        "baichuan2",
+        "Baichuan2-7B (converted onto LLaMA classes, NormHead folded in; 13B/ALiBi not supported)",
     ),
 )

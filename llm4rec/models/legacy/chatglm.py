@@ -42,16 +42,10 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
+from llm4rec.models.legacy import checkpoint_io as ckio
 from llm4rec.models.legacy import modeling_chatglm
 from llm4rec.models.legacy._tok_chatglm import UNREACHABLE, USER_SYMBOLS_RE
 from llm4rec.models.legacy.chatglm2 import checkpoint_generation, reject_unsupported_keys
-from llm4rec.models.legacy.checkpoint_io import (
-    ShardWriter,
-    iter_original_tensors,
-    load_sp_proto,
-    read_original_config,
-    require,
-)
 from llm4rec.models.registry import BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
@@ -76,7 +70,7 @@ def build_chatglm_tokenizer(model_path: Path, num_image_tokens: int = 0) -> Any:
     """A ``tokenizers`` unigram tokenizer giving ChatGLM-6B's ids for ``ice_text.model``."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    proto = load_sp_proto(model_path)
+    proto = ckio.load_sp_proto(model_path)
     if proto.trainer_spec.model_type != 1:
         raise UserError(f"{model_path}: expected a sentencepiece unigram model (ChatGLM-6B's ice_text.model)")
     ns = proto.normalizer_spec
@@ -116,21 +110,19 @@ def build_chatglm_tokenizer(model_path: Path, num_image_tokens: int = 0) -> Any:
 
 def write_chatglm_tokenizer(model_path: Path, out: Path, num_image_tokens: int, max_length: int) -> None:
     """Write ``tokenizer.json`` + ``tokenizer_config.json`` (special tokens as the release names them)."""
-    tk = build_chatglm_tokenizer(model_path, num_image_tokens)
-    tk.save(str(out / "tokenizer.json"))
-    tok_cfg = {
+    ckio.save_fast_tokenizer(
+        build_chatglm_tokenizer(model_path, num_image_tokens),
+        out,
+        max_length,
         # llm4rec's class: sentencepiece's own piece boundaries (see _tok_chatglm)
-        "tokenizer_class": "ChatGLM6BTokenizer",
-        "bos_token": "<sop>",
-        "eos_token": "<eop>",
-        "unk_token": "<unk>",
-        "pad_token": "<pad>",
-        "mask_token": "[MASK]",
-        "padding_side": "left",
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": max_length,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+        tokenizer_class="ChatGLM6BTokenizer",
+        bos_token="<sop>",
+        eos_token="<eop>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="[MASK]",
+        padding_side="left",
+    )
 
 
 def _image_tokens(src: Path, cfg: dict[str, Any], sp_size: int) -> int:
@@ -192,20 +184,20 @@ def native_config(cfg: dict[str, Any], src: Path, tied: bool) -> modeling_chatgl
         )
     if cfg.get("pre_seq_len"):
         raise UserError(f"{src}/config.json: pre_seq_len is set (P-tuning); convert the base model")
-    hidden = int(require(cfg, "hidden_size", src))
+    hidden = int(ckio.require(cfg, "hidden_size", src))
     return modeling_chatglm.ChatGLM6BConfig(
-        vocab_size=int(require(cfg, "vocab_size", src)),
+        vocab_size=int(ckio.require(cfg, "vocab_size", src)),
         hidden_size=hidden,
         intermediate_size=int(cfg.get("inner_hidden_size") or 4 * hidden),
-        num_hidden_layers=int(require(cfg, "num_layers", src)),
-        num_attention_heads=int(require(cfg, "num_attention_heads", src)),
+        num_hidden_layers=int(ckio.require(cfg, "num_layers", src)),
+        num_attention_heads=int(ckio.require(cfg, "num_attention_heads", src)),
         layer_norm_eps=float(cfg.get("layernorm_epsilon", 1e-5)),
         max_position_embeddings=int(cfg.get("max_sequence_length", 2048)),
-        bos_token_id=int(require(cfg, "bos_token_id", src)),
-        eos_token_id=int(require(cfg, "eos_token_id", src)),
+        bos_token_id=int(ckio.require(cfg, "bos_token_id", src)),
+        eos_token_id=int(ckio.require(cfg, "eos_token_id", src)),
         pad_token_id=int(cfg.get("pad_token_id", 3)),
-        mask_token_id=int(require(cfg, "mask_token_id", src)),
-        gmask_token_id=int(require(cfg, "gmask_token_id", src)),
+        mask_token_id=int(ckio.require(cfg, "mask_token_id", src)),
+        gmask_token_id=int(ckio.require(cfg, "gmask_token_id", src)),
         tie_word_embeddings=tied,
         # the release builds its GLMBlocks without num_layers, so they keep the default 28
         residual_alpha=RELEASE_ALPHA,
@@ -222,15 +214,15 @@ def convert(src: Path, out: Path, family: str = "chatglm") -> Path:
     src, out = Path(src), Path(out)
     if family != "chatglm":
         raise UserError(f"--family: {family!r} is not converted by {__name__} (use chatglm)")
-    cfg = read_original_config(src)
+    cfg = ckio.read_original_config(src)
     if checkpoint_generation(cfg) == "chatglm2":
         raise UserError(f"{src}: is a ChatGLM2/3 checkpoint; convert it with --family chatglm2 or chatglm3")
     sp_path = src / "ice_text.model"
     if not sp_path.is_file():
         raise UserError(f"{sp_path}: not found; ChatGLM-6B ships its sentencepiece model as ice_text.model")
-    sp_size = len(load_sp_proto(sp_path).pieces)
+    sp_size = len(ckio.load_sp_proto(sp_path).pieces)
     offset = _image_tokens(src, cfg, sp_size)
-    heads = int(require(cfg, "num_attention_heads", src))
+    heads = int(ckio.require(cfg, "num_attention_heads", src))
     with atomic_dir(out) as tmp:
         write_chatglm_tokenizer(sp_path, tmp, offset, int(cfg.get("max_sequence_length", 2048)))
         vocab = json.loads((tmp / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
@@ -245,9 +237,9 @@ def convert(src: Path, out: Path, family: str = "chatglm") -> Path:
                     f"{src}/config.json: {key}={cfg.get(key)} but the tokenizer puts {name} at {tok_id} "
                     f"(num_image_tokens={offset}); tokenizer_config.json and config.json disagree"
                 )
-        writer = ShardWriter(tmp)
+        writer = ckio.ShardWriter(tmp)
         held: dict[str, torch.Tensor] = {}
-        for key, tensor in iter_original_tensors(src):
+        for key, tensor in ckio.iter_original_tensors(src):
             reject_unsupported_keys(key, src)
             if key in ("lm_head.weight", "transformer.word_embeddings.weight"):
                 held[key] = tensor  # written last, once tying is decided
@@ -283,17 +275,14 @@ def convert(src: Path, out: Path, family: str = "chatglm") -> Path:
 #: The answer may not open the text after <sop>: the release encodes a fresh segment with sentencepiece's
 #: dummy prefix, so "是" and "否" would both start with the token "▁". A short lead-in after <sop> keeps the
 #: first answer token the answer itself.
-CHATGLM_ZH = PromptTemplate(
-    name="chatglm_zh",
-    lang="zh",
-    text="{instruction}\n{input}[gMASK]<sop>答：",
-    text_no_input="{instruction}[gMASK]<sop>答：",
-)
-CHATGLM_EN = PromptTemplate(
-    name="chatglm_en",
-    lang="en",
-    text="{instruction}\n{input}[gMASK]<sop>Answer:",
-    text_no_input="{instruction}[gMASK]<sop>Answer:",
+CHATGLM_ZH, CHATGLM_EN = (
+    PromptTemplate(
+        name=f"chatglm_{lang}",
+        lang=lang,
+        text="{instruction}\n{input}[gMASK]<sop>" + lead,
+        text_no_input="{instruction}[gMASK]<sop>" + lead,
+    )
+    for lang, lead in (("zh", "答："), ("en", "Answer:"))
 )
 register_template(CHATGLM_ZH)
 register_template(CHATGLM_EN)

@@ -31,6 +31,7 @@ Checkpoints are read and written by :mod:`llm4rec.models.legacy.checkpoint_io`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,26 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-from llm4rec.models.legacy.checkpoint_io import (
+
+# some names are only re-exported: they lived here before checkpoint_io and stay importable from here
+from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
+    SHARD_BYTES,
     ShardWriter,
+    check_vocab_fits,
+    convert_checkpoint,
     iter_original_tensors,
+    load_shard,
     load_sp_proto,
+    original_shards,
     read_original_config,
     require,
+    save_fast_tokenizer,
 )
 from llm4rec.models.registry import BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
+
+#: the old name of :func:`~llm4rec.models.legacy.checkpoint_io.read_original_config`
+read_config = read_original_config
 
 #: special tokens the original tokenizers append after the sentencepiece pieces, in id order
 SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
@@ -186,9 +198,11 @@ def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_speci
     """A ``tokenizers`` BPE equal to a sentencepiece BPE model, with ``extra_tokens`` appended to the vocab.
 
     Merges are ranked by the merged piece's id (sentencepiece BPE merges the highest-scoring piece first and
-    its scores fall with the id). Only ``text_special`` of the extra tokens are matched inside text.
+    its scores fall with the id); the order of a piece's own splits does not matter, as only one of them can
+    be adjacent at a time. Only ``text_special`` of the extra tokens are matched inside text.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers.tokenization_utils_base import generate_merges
 
     proto = load_sp_proto(model_path)
     if proto.trainer_spec.model_type != 2:
@@ -198,16 +212,9 @@ def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_speci
         raise UserError(f"{model_path}: unexpected normalizer {ns.name!r}; not a ChatGLM2/3 tokenizer.model")
     pieces = [p.piece for p in proto.pieces]
     vocab = {p: i for i, p in enumerate(pieces)}
-    merges: list[tuple[str, str]] = []
-    for piece in proto.pieces:
-        if piece.type != 1:  # control, unknown and byte pieces are never produced by merging
-            continue
-        splits = [
-            (vocab[piece.piece[:k]], vocab[piece.piece[k:]], piece.piece[:k], piece.piece[k:])
-            for k in range(1, len(piece.piece))
-            if piece.piece[:k] in vocab and piece.piece[k:] in vocab
-        ]
-        merges.extend((a, b) for _, _, a, b in sorted(splits))
+    # transformers' own merge list for sentencepiece BPE (ranked by the merged piece's id); control, unknown
+    # and byte pieces are never produced by merging
+    merges = generate_merges(vocab, skip_tokens={p.piece for p in proto.pieces if p.type != 1})
     for j, tok in enumerate(extra_tokens):
         # ids follow the pieces; a piece spelled like a special token maps to the special id, as the
         # original's convert_token_to_id looks special tokens up first
@@ -251,18 +258,10 @@ def build_chatglm2_tokenizer(model_path: Path, family: str) -> Any:
 def write_chatglm2_tokenizer(model_path: Path, out: Path, family: str, max_length: int) -> None:
     """Write ``tokenizer.json`` + ``tokenizer_config.json`` loadable by ``AutoTokenizer`` without remote code."""
     tk = build_chatglm2_tokenizer(model_path, family)
-    tk.save(str(out / "tokenizer.json"))
-    tok_cfg = {
-        "tokenizer_class": "TokenizersBackend",
-        # the original's properties: EOS </s>, padding with <unk> (id 0) on the left
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "pad_token": "<unk>",
-        "padding_side": "left",
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": max_length,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    # the original's properties: EOS </s>, padding with <unk> (id 0) on the left
+    save_fast_tokenizer(
+        tk, out, max_length, eos_token="</s>", unk_token="<unk>", pad_token="<unk>", padding_side="left"
+    )
 
 
 # --------------------------------------------------------------------------- family detection
@@ -305,31 +304,19 @@ def convert(src: Path, out: Path, family: str) -> Path:
     with atomic_dir(out) as tmp:
         write_chatglm2_tokenizer(tok_model, tmp, family, gc_kwargs["max_position_embeddings"])
         vocab = json.loads((tmp / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-        if len(vocab) > gc_kwargs["vocab_size"]:
-            raise UserError(
-                f"{src}: tokenizer has {len(vocab)} tokens but padded_vocab_size is {gc_kwargs['vocab_size']}"
-            )
-        glm = GlmConfig(**gc_kwargs)
+        check_vocab_fits(src, len(vocab), gc_kwargs["vocab_size"])
         mapping = dict(gc_kwargs, _multi_query=bool(cfg.get("multi_query_attention")))
-        writer = ShardWriter(tmp)
-        seen: set[str] = set()
-        for key, tensor in iter_original_tensors(src):
+
+        def convert_tensor(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
             reject_unsupported_keys(key, src)
             try:
-                converted = convert_glm_tensor(key, tensor, mapping)
+                return convert_glm_tensor(key, tensor, mapping)
             except KeyError:
                 raise UserError(f"{src}: unexpected tensor {key}; not a ChatGLM2/3 checkpoint") from None
-            for new_key, new_tensor in converted:
-                writer.add(new_key, new_tensor)
-                seen.add(new_key)
-        writer.close()
-        expected = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
-        missing = sorted(expected - seen)
-        if missing:
-            raise UserError(
-                f"{src}: the checkpoint lacks {missing[0]} after conversion (incomplete download?)"
-            )
-        glm.save_pretrained(str(tmp))
+
+        expected = Counter({"model.embed_tokens.weight": 1, "model.norm.weight": 1, "lm_head.weight": 1})
+        convert_checkpoint(src, tmp, convert_tensor, expected)
+        GlmConfig(**gc_kwargs).save_pretrained(str(tmp))
         eos = gc_kwargs["eos_token_id"]
         if family == "chatglm3":
             # ChatGLM3 ends an assistant turn by starting the next role: <|user|> or <|observation|>
@@ -340,32 +327,25 @@ def convert(src: Path, out: Path, family: str) -> Path:
 
 # --------------------------------------------------------------------------- registry entries
 
-#: ChatGLM2's chat format (one round, as ``build_prompt`` writes it); the answer follows "答：".
-CHATGLM2_ZH = PromptTemplate(
-    name="chatglm2_zh",
-    lang="zh",
-    text="[Round 1]\n\n问：{instruction}\n{input}\n\n答：",
-    text_no_input="[Round 1]\n\n问：{instruction}\n\n答：",
-)
-CHATGLM2_EN = PromptTemplate(
-    name="chatglm2_en",
-    lang="en",
-    text="[Round 1]\n\n问：{instruction}\n{input}\n\n答：",
-    text_no_input="[Round 1]\n\n问：{instruction}\n\n答：",
+
+def _one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplate, PromptTemplate]:
+    """The zh and en templates of a chat format the release writes the same way in every language."""
+    zh, en = (
+        PromptTemplate(name=f"{name}_{lang}", lang=lang, text=text, text_no_input=text_no_input)
+        for lang in ("zh", "en")
+    )
+    return zh, en
+
+
+#: ChatGLM2's chat format, as its tokenizer's ``build_prompt`` writes one round ("[Round 1]\n\n问：{query}
+#: \n\n答："); the release has no other wording, so English prompts use it too. The answer follows "答：".
+CHATGLM2_ZH, CHATGLM2_EN = _one_format(
+    "chatglm2", "[Round 1]\n\n问：{instruction}\n{input}\n\n答：", "[Round 1]\n\n问：{instruction}\n\n答："
 )
 #: ChatGLM3's chat format (``<|user|>\n content<|assistant|>``, as its chat template writes it); the reply
 #: starts after the assistant's metadata line "\n".
-CHATGLM3_ZH = PromptTemplate(
-    name="chatglm3_zh",
-    lang="zh",
-    text="<|user|>\n {instruction}\n{input}<|assistant|>\n",
-    text_no_input="<|user|>\n {instruction}<|assistant|>\n",
-)
-CHATGLM3_EN = PromptTemplate(
-    name="chatglm3_en",
-    lang="en",
-    text="<|user|>\n {instruction}\n{input}<|assistant|>\n",
-    text_no_input="<|user|>\n {instruction}<|assistant|>\n",
+CHATGLM3_ZH, CHATGLM3_EN = _one_format(
+    "chatglm3", "<|user|>\n {instruction}\n{input}<|assistant|>\n", "<|user|>\n {instruction}<|assistant|>\n"
 )
 for _t in (CHATGLM2_ZH, CHATGLM2_EN, CHATGLM3_ZH, CHATGLM3_EN):
     register_template(_t)
@@ -377,29 +357,30 @@ _TARGETS = {"qv": ("q_proj", "v_proj"), "qkv": ("q_proj", "k_proj", "v_proj"), "
 # generation config also stops on <|user|> / <|observation|>; training appends </s> as its fine-tuning does.
 # model_types stays empty: ChatGLM-6B, ChatGLM2-6B and ChatGLM3-6B all say model_type "chatglm", so the
 # family cannot be read from config.json (recipes name it; converted directories record llm4rec_family).
-FAMILIES = (
-    BackboneFamily(
-        name="chatglm2",
-        model_types=(),
-        detect=lambda cfg: cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm2",
-        description="ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)",
-        lora_targets=_TARGETS,
-        default_template={"en": "chatglm2_en", "zh": "chatglm2_zh"},
-        pad_token_candidates=("<unk>",),
-        converter="llm4rec.models.legacy.chatglm2:convert",
-        converted_config=lambda cfg: dict(glm_config_dict(cfg, "chatglm2", Path(".")), model_type="glm"),
-    ),
-    BackboneFamily(
-        name="chatglm3",
+
+
+def _is_glm2_layout(cfg: dict[str, Any]) -> bool:
+    return cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm2"
+
+
+def _glm_family(name: str, description: str) -> BackboneFamily:
+    """ChatGLM2 and ChatGLM3 differ only in their tokenizer's special tokens and their templates."""
+    return BackboneFamily(
+        name=name,
         model_types=(),
         # ChatGLM3's config.json is indistinguishable from ChatGLM2's: auto-detection says chatglm2, and a
         # recipe naming chatglm3 for such a directory is accepted
-        detect=lambda cfg: cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm2",
-        description="ChatGLM3-6B (converted to transformers' GLM classes; Chinese-first)",
+        detect=_is_glm2_layout,
+        description=description,
         lora_targets=_TARGETS,
-        default_template={"en": "chatglm3_en", "zh": "chatglm3_zh"},
+        default_template={"en": f"{name}_en", "zh": f"{name}_zh"},
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.chatglm2:convert",
-        converted_config=lambda cfg: dict(glm_config_dict(cfg, "chatglm3", Path(".")), model_type="glm"),
-    ),
+        converted_config=lambda cfg: dict(glm_config_dict(cfg, name, Path(".")), model_type="glm"),
+    )
+
+
+FAMILIES = (
+    _glm_family("chatglm2", "ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)"),
+    _glm_family("chatglm3", "ChatGLM3-6B (converted to transformers' GLM classes; Chinese-first)"),
 )

@@ -208,6 +208,12 @@ def convert_checkpoint(
     return dict.fromkeys(d for d, _ in dtypes.most_common())
 
 
+def check_vocab_fits(src: Path, n_ids: int, vocab_size: int) -> None:
+    """Refuse a converted tokenizer with more ids than the model has embedding rows."""
+    if n_ids > vocab_size:
+        raise UserError(f"{src}: the tokenizer has {n_ids} ids but the model only {vocab_size}")
+
+
 def dtype_name(dtypes: dict[torch.dtype, Any]) -> str:
     """The most common floating dtype of a checkpoint as a config string (``bfloat16``...)."""
     for d in dtypes:
@@ -229,6 +235,21 @@ def write_config(class_name: str, fields: dict[str, Any], out: Path) -> None:
 
     cls = getattr(transformers, class_name)
     cls(**{k: v for k, v in fields.items() if k != "model_type"}).save_pretrained(str(out))
+
+
+def save_fast_tokenizer(
+    backend: Any, out: Path, max_length: int, tokenizer_class: str = "TokenizersBackend", **settings: Any
+) -> int:
+    """Write a converted tokenizer: ``tokenizer.json`` and a ``tokenizer_config.json`` with its class, the
+    release's special tokens and other ``settings``. Returns the number of ids."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    backend.save(str(out / "tokenizer.json"))
+    config = {"backend": "tokenizers", "tokenizer_class": tokenizer_class, **settings}
+    config.update(model_max_length=max_length, clean_up_tokenization_spaces=False)
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    (out / "tokenizer_config.json").write_text(text, encoding="utf-8")
+    return backend.get_vocab_size(with_added_tokens=True)
 
 
 # --------------------------------------------------------------------------- original tokenizer files

@@ -43,10 +43,17 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import _tok_qwen
-from llm4rec.models.legacy.checkpoint_io import (
+
+# some names are only re-exported: they lived here before checkpoint_io and stay importable from here
+from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
+    ShardWriter,
+    check_vocab_fits,
     config_value,
     convert_checkpoint,
     dtype_name,
+    iter_original_tensors,
+    load_shard,
+    original_shards,
     read_original_config,
     split_rows,
     write_config,
@@ -166,10 +173,7 @@ def convert(src: Path, out: Path, family: str = "qwen") -> Path:
         expected[f"model.layers.N.{name}.weight"] = n_layers
     with atomic_dir(out) as tmp:
         n_ids = _tok_qwen.save_qwen_tokenizer(tiktoken_file, tmp, new_cfg["max_position_embeddings"])
-        if n_ids > new_cfg["vocab_size"]:
-            raise UserError(
-                f"{src}: the tokenizer has {n_ids} ids but the model only {new_cfg['vocab_size']}"
-            )
+        check_vocab_fits(src, n_ids, new_cfg["vocab_size"])
         # Qwen-1's special tokens follow the mergeable ranks, <|endoftext|> first
         new_cfg["eos_token_id"] = n_ids - len(_tok_qwen.SPECIAL_TOKENS)
         dtypes = convert_checkpoint(src, tmp, _convert_qwen_tensor, expected)

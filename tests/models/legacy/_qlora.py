@@ -30,3 +30,62 @@ def train_losses(model, batch: dict, lr: float, steps: int = 4) -> list[float]:
         opt.zero_grad()
         losses.append(loss.item())
     return losses
+
+
+def qlora_model(model_dir: Path, family: str, r: int = 4, checkpointing: bool = False):
+    """The converted checkpoint in 4-bit with LoRA (rank ``r``, alpha ``2r``) on the family's "qv" modules."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from llm4rec.models.registry import get_family
+
+    model = load_4bit(model_dir)
+    if checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        assert model.model.layers[0].gradient_checkpointing
+    targets = get_family(family).targets("qv")
+    lora = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def alpaca_zh_losses(model_dir: Path, family: str) -> tuple[object, list[float]]:
+    """(tokenizer, losses) of rank-8 LoRA steps on four alpaca_zh prompts answered 是/否, as llm4rec loads them."""
+    from llm4rec.models.loading import load_tokenizer
+    from llm4rec.models.registry import get_family
+    from llm4rec.models.templates import TEMPLATES
+
+    model = qlora_model(model_dir, family, r=8)
+    tok = load_tokenizer(model_dir, get_family(family))
+    tmpl = TEMPLATES["alpaca_zh"]
+    texts = [
+        tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
+        for i in range(4)
+    ]
+    return tok, train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
+
+
+def assert_cli_converts_the_same(family: str, src: Path, converted: Path, out: Path) -> None:
+    """``llm4rec convert`` on ``src`` writes the same weights as the converter called directly did."""
+    from llm4rec.cli import main
+
+    assert main(["convert", "--family", family, "--src", str(src), "--out", str(out)]) == 0
+    assert (out / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
+
+
+def qlora_losses(
+    model_dir: Path,
+    family: str,
+    texts: list[str],
+    *,
+    checkpointing: bool = False,
+    padding_side: str | None = None,
+) -> list[float]:
+    """Rank-4 LoRA steps (lr 1e-2) on ``texts`` as the converted tokenizer encodes them; 4-bit layers checked."""
+    from transformers import AutoTokenizer
+
+    model = qlora_model(model_dir, family, checkpointing=checkpointing)
+    q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer).__name__ == "Linear4bit"
+    model.config.use_cache = False
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = padding_side or tok.padding_side
+    return train_losses(model, tok(texts, padding=True, return_tensors="pt"), lr=1e-2)

@@ -9,6 +9,7 @@ converted models are tested for.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -262,6 +263,23 @@ def llm4rec_pipeline(src, family: str) -> dict:
         "scores": scores,
         "direct": torch.tensor(direct) if direct is not None else None,
     }
+
+
+def assert_pipeline_trains_and_scores(out: dict, cache) -> None:
+    """What :func:`llm4rec_pipeline` must show for every ChatGLM family: converted once into the cache, the
+    answers 是/否 one token each (plus the end token in the labels), a falling loss, batched scores equal to
+    direct ones."""
+    import pytest
+
+    assert Path(out["path"]).parent == Path(cache) / "converted"
+    assert out["again"] == out["path"]  # converted once, then reused
+    assert out["tokenizer"].convert_ids_to_tokens(out["answer_ids"]) == ["是", "否"]
+    assert out["n_label"] == [2] * 8  # the answer and the end token
+    assert out["losses"][-1] < out["losses"][0]
+    if out["scores"] is None:
+        pytest.skip("llm4rec.eval.scoring is not available")
+    assert out["scores"].shape == (8,)
+    assert (out["scores"] - out["direct"]).abs().max().item() < 1e-4
 
 
 def train_and_evaluate(src, family: str, work) -> dict:

@@ -9,6 +9,7 @@ a list of per-layer (keys, values) for incremental decoding.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,17 @@ def baichuan_forward(
 
 
 # ------------------------------------------------------------------------------------------------ checks
+
+
+def load_converted(src, out, class_name: str) -> tuple[dict, object, list[list[int]]]:
+    """(original config, the converted model in fp32 checked to be ``class_name``, three random id sequences)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = json.loads((Path(src) / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(model).__name__ == class_name
+    g = torch.Generator().manual_seed(0)
+    return cfg, model, [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
 
 
 def compare_with_reference(

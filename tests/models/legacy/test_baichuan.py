@@ -11,11 +11,11 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_baichuan, baichuan
-from llm4rec.models.registry import detect_family, get_family
+from llm4rec.models.registry import detect_family
 from llm4rec.models.templates import TEMPLATES
 from tests.fixtures.legacy_originals import make_tiny_baichuan, save_state_dict
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import alpaca_zh_losses
 
 try:
     from . import _reference_qwen_baichuan as ref
@@ -82,14 +82,8 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
-    from transformers import AutoModelForCausalLM
-
     src, out, sd = tiny[family]
-    cfg = json.loads((src / "config.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(model).__name__ == "LlamaForCausalLM"
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
+    cfg, model, seqs = ref.load_converted(src, out, "LlamaForCausalLM")
     norm_head = family == "baichuan2"
 
     def reference(ids, mask, past, norm_head=norm_head):
@@ -164,27 +158,9 @@ def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_qlora_training_step_lowers_the_loss(tiny, family):
-    from peft import LoraConfig, get_peft_model
-
-    from llm4rec.models.loading import load_tokenizer
-
     _, out, _ = tiny[family]
-    fam = get_family(family)
-    model = load_4bit(out)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=fam.targets("qv"), task_type="CAUSAL_LM"
-        ),
-    )
-    tok = load_tokenizer(out, fam)
+    tok, losses = alpaca_zh_losses(out, family)
     assert tok.pad_token == "<unk>"
-    tmpl = TEMPLATES["alpaca_zh"]
-    texts = [
-        tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
-        for i in range(4)
-    ]
-    losses = train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
     assert losses[-1] < losses[0] - 0.05, losses
 
 

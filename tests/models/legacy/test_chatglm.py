@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.fixtures.legacy_originals import (
     save_state_dict,
 )
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import assert_cli_converts_the_same, qlora_losses
 
 try:
     from . import _reference_chatglm as ref
@@ -269,6 +270,8 @@ def test_tokenizer_matches_sentencepiece_on_long_runs(real_tokenizer, tmp_path):
     again = AutoTokenizer.from_pretrained(tmp_path / "resaved")
     assert type(again).__name__ == "ChatGLM6BTokenizer"
     _check_tokenizer(again, sp, 0, cfg, texts[:10])
+    # pickled (as for worker processes) it keeps sentencepiece's boundaries
+    _check_tokenizer(pickle.loads(pickle.dumps(tok)), sp, 0, cfg, texts[-10:])
 
 
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
@@ -285,38 +288,14 @@ def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
 
 
 def test_4bit_lora_training_step_with_checkpointing(tiny):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoTokenizer
-
-    from llm4rec.models.registry import get_family
-
-    _, out = tiny["plain"]
-    model = load_4bit(out)
-    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    assert model.model.layers[0].gradient_checkpointing
-    lora = LoraConfig(
-        r=4, lora_alpha=8, target_modules=get_family("chatglm").targets("qv"), task_type="CAUSAL_LM"
-    )
-    model = get_peft_model(model, lora)
-    model.config.use_cache = False
-    tok = AutoTokenizer.from_pretrained(out)
-    tok.padding_side = "right"
-    enc = tok(
-        ["用户 喜欢 电影[gMASK]<sop>答：是<eop>", "推荐[gMASK]<sop>答：否<eop>"],
-        padding=True,
-        return_tensors="pt",
-    )
-    losses = train_losses(model, enc, lr=1e-2)
+    texts = ["用户 喜欢 电影[gMASK]<sop>答：是<eop>", "推荐[gMASK]<sop>答：否<eop>"]
+    losses = qlora_losses(tiny["plain"][1], "chatglm", texts, checkpointing=True, padding_side="right")
     assert losses[-1] < losses[0]
 
 
 def test_convert_rejects_wrong_inputs(tmp_path, tiny):
-    from llm4rec.cli import main
-
     src, hf = tiny["plain"]
-    assert main(["convert", "--family", "chatglm", "--src", str(src), "--out", str(tmp_path / "cli")]) == 0
-    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+    assert_cli_converts_the_same("chatglm", src, hf, tmp_path / "cli")
     with pytest.raises(UserError, match="use chatglm"):
         cg1.convert(src, tmp_path / "a", "chatglm2")
     glm2 = make_tiny_chatglm2(tmp_path / "glm2", "chatglm2")
@@ -338,17 +317,7 @@ def test_convert_rejects_wrong_inputs(tmp_path, tiny):
 def test_llm4rec_loads_trains_and_scores_an_original_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
     src = make_tiny_chatglm(tmp_path / "orig", seed=8)
-    out = ref.llm4rec_pipeline(src, "chatglm")
-    assert Path(out["path"]).parent == tmp_path / "cache" / "converted"
-    assert out["again"] == out["path"]
-    tok = out["tokenizer"]
-    assert tok.convert_ids_to_tokens(out["answer_ids"]) == ["是", "否"]
-    assert out["n_label"] == [2] * 8  # the answer and <eop>
-    assert out["losses"][-1] < out["losses"][0]
-    if out["scores"] is None:
-        pytest.skip("llm4rec.eval.scoring is not available")
-    assert out["scores"].shape == (8,)
-    assert (out["scores"] - out["direct"]).abs().max().item() < 1e-4
+    ref.assert_pipeline_trains_and_scores(ref.llm4rec_pipeline(src, "chatglm"), tmp_path / "cache")
 
 
 def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from llm4rec.models.legacy import chatglm2 as cg2
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
 from tests.fixtures.legacy_originals import TINY_CORPUS, make_tiny_chatglm2
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import assert_cli_converts_the_same, qlora_losses
 
 try:
     from . import _reference_chatglm as ref
@@ -225,34 +225,14 @@ def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
 
 
 def test_4bit_lora_training_step_lowers_loss(tiny):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer
-
-    from llm4rec.models.registry import get_family
-
-    _, out = tiny["chatglm3"]
-    model = load_4bit(out)
-    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
-    targets = get_family("chatglm3").targets("qv")
-    model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM")
-    )
-    tok = AutoTokenizer.from_pretrained(out)
-    enc = tok(
-        ["<|user|>\n 你好<|assistant|>\n是", "<|user|>\n 电影<|assistant|>\n否"],
-        padding=True,
-        return_tensors="pt",
-    )
-    losses = train_losses(model, enc, lr=1e-2)
+    texts = ["<|user|>\n 你好<|assistant|>\n是", "<|user|>\n 电影<|assistant|>\n否"]
+    losses = qlora_losses(tiny["chatglm3"][1], "chatglm3", texts)
     assert losses[-1] < losses[0]
 
 
 def test_convert_rejects_wrong_inputs(tmp_path, tiny):
-    from llm4rec.cli import main
-
     src, hf = tiny["chatglm2"]
-    assert main(["convert", "--family", "chatglm2", "--src", str(src), "--out", str(tmp_path / "cli")]) == 0
-    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+    assert_cli_converts_the_same("chatglm2", src, hf, tmp_path / "cli")
     with pytest.raises(UserError, match="chatglm2 or chatglm3"):
         cg2.convert(src, tmp_path / "x", "qwen")
     gen1 = tmp_path / "gen1"
@@ -277,20 +257,11 @@ def test_llm4rec_loads_trains_and_scores_an_original_directory(tmp_path, monkeyp
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "cache"))
     src = make_tiny_chatglm2(tmp_path / "orig", "chatglm3", seed=7)
     out = ref.llm4rec_pipeline(src, "chatglm3")
-    assert Path(out["path"]).parent == tmp_path / "cache" / "converted"
-    assert out["again"] == out["path"]  # converted once, then reused
     assert (
         get_family("chatglm3").converter
         and json.loads((Path(out["path"]) / "config.json").read_text())["llm4rec_family"] == "chatglm3"
     )
-    tok = out["tokenizer"]
-    assert tok.convert_ids_to_tokens(out["answer_ids"]) == ["是", "否"]
-    assert out["n_label"] == [2] * 8  # the answer and </s>
-    assert out["losses"][-1] < out["losses"][0]
-    if out["scores"] is None:
-        pytest.skip("llm4rec.eval.scoring is not available")
-    assert out["scores"].shape == (8,)
-    assert (out["scores"] - out["direct"]).abs().max().item() < 1e-4
+    ref.assert_pipeline_trains_and_scores(out, tmp_path / "cache")
 
 
 def test_train_py_loop_and_llm4rec_evaluate(tmp_path, monkeypatch):

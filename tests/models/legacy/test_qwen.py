@@ -15,7 +15,7 @@ from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
 from tests.fixtures.legacy_originals import make_tiny_qwen, save_state_dict
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import load_4bit, train_losses
+from tests.models.legacy._qlora import alpaca_zh_losses
 
 try:
     from . import _reference_qwen_baichuan as ref
@@ -92,14 +92,8 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_converted_logits_equal_reference_padded_and_cached(tiny, fmt):
-    from transformers import AutoModelForCausalLM
-
     src, out, sd = tiny[fmt]
-    cfg = json.loads((src / "config.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(model).__name__ == "Qwen2ForCausalLM"
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist() for n in (12, 7, 4)]
+    cfg, model, seqs = ref.load_converted(src, out, "Qwen2ForCausalLM")
     diffs = ref.compare_with_reference(model, lambda i, m, p: ref.qwen1_forward(sd, cfg, i, m, p), seqs)
     assert max(diffs.values()) < TOL, diffs
     # the comparison is sensitive: Qwen-1's gating (w2 through SiLU) swapped with w1 is far off
@@ -196,27 +190,9 @@ def test_real_merges_equal_qwen2_published_merges(real_tokenizer):
 
 
 def test_qlora_training_step_lowers_the_loss(tiny):
-    from peft import LoraConfig, get_peft_model
-
-    from llm4rec.models.loading import load_tokenizer
-
     _, out, _ = tiny["safetensors"]
-    family = get_family("qwen")
-    model = load_4bit(out)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=family.targets("qv"), task_type="CAUSAL_LM"
-        ),
-    )
-    tok = load_tokenizer(out, family)
+    tok, losses = alpaca_zh_losses(out, "qwen")
     assert tok.pad_token == "<|endoftext|>"
-    tmpl = TEMPLATES["alpaca_zh"]
-    texts = [
-        tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
-        for i in range(4)
-    ]
-    losses = train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
     assert losses[-1] < losses[0] - 0.05, losses
 
 
