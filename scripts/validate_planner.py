@@ -38,15 +38,15 @@ SWEEP: list[dict[str, Any]] = [
     dict(name="ckpt-qv", hidden=768, inter=2048, layers=8, heads=12, vocab=32000, mb=4, cutoff=256, ckpt=True, targets="qv"),
     dict(name="nockpt-qv", hidden=768, inter=2048, layers=8, heads=12, vocab=32000, mb=4, cutoff=256, ckpt=False, targets="qv"),
     dict(name="nockpt-all", hidden=768, inter=2048, layers=8, heads=12, vocab=32000, mb=4, cutoff=256, ckpt=False, targets="all"),
-    dict(name="ckpt-all-bigvocab", hidden=512, inter=1376, layers=6, heads=8, vocab=152064, mb=2, cutoff=256, ckpt=True, targets="all"),
-    dict(name="nockpt-qv-long", hidden=512, inter=1376, layers=8, heads=8, vocab=32000, mb=2, cutoff=768, ckpt=False, targets="qv"),
+    dict(name="ckpt-all-bigvocab", hidden=512, inter=1408, layers=6, heads=8, vocab=152064, mb=2, cutoff=256, ckpt=True, targets="all"),
+    dict(name="nockpt-qv-long", hidden=512, inter=1408, layers=8, heads=8, vocab=32000, mb=2, cutoff=768, ckpt=False, targets="qv"),
     # a small vocabulary, so the backward through one recomputed layer (not the loss) sets the peak
     dict(name="ckpt-all-smallvocab", hidden=768, inter=2048, layers=8, heads=12, vocab=8000, mb=4, cutoff=256, ckpt=True, targets="all"),
     # grouped key/value heads (as Qwen2): unpadded batches let SDPA skip repeating them, the plan does not
     dict(name="nockpt-all-gqa", hidden=768, inter=2048, layers=8, heads=12, kv_heads=4, vocab=32000, mb=4, cutoff=256, ckpt=False, targets="all"),
 ]  # fmt: skip
 QUICK: list[dict[str, Any]] = [
-    dict(name="quick-nockpt", hidden=256, inter=688, layers=4, heads=4, vocab=32000, mb=2, cutoff=128, ckpt=False, targets="all"),
+    dict(name="quick-nockpt", hidden=256, inter=704, layers=4, heads=4, vocab=32000, mb=2, cutoff=128, ckpt=False, targets="all"),
 ]  # fmt: skip
 
 
@@ -105,17 +105,19 @@ def write_samples(path: Path, n: int, words: int, seed: int = 0) -> None:
     vocab = ["user", "liked", "movie", "film", "comedy", "drama", "action", "horror", "target", "yes", "no"]
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
-            f.write(
-                json.dumps(
-                    {
-                        "instruction": "Will the user like the target movie?",
-                        "input": " ".join(rng.choice(vocab) + str(rng.randrange(100)) for _ in range(words)),
-                        "output": "Yes." if i % 2 else "No.",
-                        "label": i % 2,
-                    }
-                )
-                + "\n"
-            )
+            # every word is a history item, so training drops the oldest ones to fit ``cutoff_len`` exactly
+            items = [rng.choice(vocab) + str(rng.randrange(100)) for _ in range(words)]
+            starts = [sum(len(w) + 1 for w in items[:k]) for k in range(words)]
+            sample = {
+                "instruction": "Will the user like the target movie?",
+                "input": (text := " ".join(items)),
+                "output": "Yes." if i % 2 else "No.",
+                "label": i % 2,
+                "history_spans": [
+                    [s, s + len(w), min(s + len(w) + 1, len(text))] for s, w in zip(starts, items)
+                ],
+            }
+            f.write(json.dumps(sample) + "\n")
 
 
 def recipe_for(cfg: dict[str, Any], model_dir: Path, data: Path, out: Path, steps: int = 3) -> Any:
@@ -156,6 +158,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers.models.llama.modeling_llama  # noqa: F401
 
+    import llm4rec  # noqa: F401  - first: it quiets bitsandbytes' import-time notice
     import llm4rec.eval.metrics  # noqa: F401
     import llm4rec.eval.scoring  # noqa: F401
     import llm4rec.train.loop as loop

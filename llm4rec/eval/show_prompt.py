@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``llm4rec show-prompt`` argument parser."""
     ap = argparse.ArgumentParser(
         prog="llm4rec show-prompt",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__.split("\n\n")[0]),
         formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument(

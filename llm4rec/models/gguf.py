@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir
 
@@ -183,7 +184,7 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
 @exit_on_user_error
 def main(argv: list[str]) -> int:
     """Command-line entry: ``llm4rec import-gguf FILE.gguf --out DIR``."""
-    ap = argparse.ArgumentParser(prog="llm4rec import-gguf", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="llm4rec import-gguf", description=plain(__doc__.split("\n\n")[0]))
     ap.add_argument(
         "file", type=Path, help="a .gguf file (architectures: " + ", ".join(SUPPORTED_ARCHITECTURES) + ")"
     )

@@ -99,15 +99,20 @@ def test_overlong_prompt_names_the_sample_and_counts(tiny_llama):
 def _tiny_legacy_tokenizer(family, root):
     from llm4rec.models.legacy import baichuan, chatglm, chatglm2, qwen
     from llm4rec.models.loading import load_tokenizer
+    from tests.fixtures import legacy_originals as orig
 
+    src = root / f"{family}-orig"
+    if family == "qwen":
+        orig.make_tiny_qwen(src)
+    elif family == "chatglm":
+        orig.make_tiny_chatglm(src)
+    elif family.startswith("baichuan"):
+        orig.make_tiny_baichuan(src, family)
+    else:
+        orig.make_tiny_chatglm2(src, family)
     mod = {"qwen": qwen, "baichuan": baichuan, "baichuan2": baichuan, "chatglm": chatglm}.get(
         family, chatglm2
     )
-    src = root / f"{family}-orig"
-    if family in ("qwen", "chatglm"):
-        mod.make_tiny_original(src)
-    else:
-        mod.make_tiny_original(src, family)
     return load_tokenizer(mod.convert(src, root / family, family), get_family(family))
 
 

@@ -139,7 +139,7 @@ def test_layer_activation_model_matches_what_autograd_saves(tmp_path, targets):
     from llm4rec.models.loading import load_base_model
     from llm4rec.models.registry import get_family
 
-    cfg = LlamaConfig(vocab_size=500, hidden_size=128, intermediate_size=344, num_hidden_layers=3,
+    cfg = LlamaConfig(vocab_size=500, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)  # fmt: skip
     AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
     fam = get_family("llama")
@@ -236,7 +236,8 @@ def test_plan_parts_respond_to_each_knob(llama7b, qwen2_7b):
 
 
 def _shipped_7b_recipes() -> list[Path]:
-    return sorted(p for p in RECIPES.glob("tallrec_*.yaml"))
+    # every TALLRec recipe but the SmolLM2-135M one (a 135M model, not a 7B)
+    return sorted(p for p in RECIPES.glob("tallrec_*.yaml") if "smollm2" not in p.name)
 
 
 def test_every_shipped_7b_recipe_expects_at_most_20_gib_on_a_24_gib_card():
