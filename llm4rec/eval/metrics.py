@@ -476,20 +476,22 @@ def _ideal_gains(rel: torch.Tensor, kk: int, narrow: Any = None) -> torch.Tensor
     return torch.topk(rel, kk, dim=1, largest=True, sorted=True).values
 
 
-def _narrow_int(rel: torch.Tensor) -> Any:
-    """The narrowest of int16/int32 holding every value of an integer CPU ``rel`` (None: keep its type)."""
+def _relevance_checks(rel: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The bad-relevance flag of :func:`_bad_relevance_flag`, and the narrowest of int16/int32 holding
+    every value of an integer CPU ``rel`` (None: keep its type); one min/max pass serves both."""
     if (
         rel.device.type != "cpu"
         or rel.is_floating_point()
         or rel.dtype in (torch.int16, torch.int8, torch.uint8)
     ):
-        return None
+        return _bad_relevance_flag(rel), None
     lo, hi = int(rel.min()), int(rel.max())
+    flag = torch.tensor(lo < 0)
     for dt in (np.int16, np.int32):
         info = np.iinfo(dt)
         if info.min <= lo and hi <= info.max:
-            return dt
-    return None
+            return flag, dt
+    return flag, None
 
 
 def _at_threshold(s: torch.Tensor, rel: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -550,8 +552,8 @@ def ndcg_at_k(scores: Any, relevance: Any, k: int) -> float:
     """
     k = _check_k(k)
     s, rel = _validate_2d(scores, relevance)
-    neg = _bad_relevance_flag(rel)
-    total, nan = _sum_over_row_chunks(_ndcg_block, s, rel, k, _narrow_int(rel))
+    neg, narrow = _relevance_checks(rel)
+    total, nan = _sum_over_row_chunks(_ndcg_block, s, rel, k, narrow)
     value, nan_v, neg_v = _fetch(total, nan, neg)
     _raise_on_flags(nan_v, neg_v, s, rel)
     return value / s.shape[0]
