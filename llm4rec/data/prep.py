@@ -9,7 +9,8 @@ memory stays flat at any scale) and append them to ``OUT/<task>/{train,valid,tes
 Output (built in a temporary directory and renamed onto OUT only when complete)::
 
     OUT/interactions.parquet, OUT/items.parquet   canonical tables
-    OUT/meta.json                                 arguments, source hashes, skipped lines, filters, splits
+    OUT/meta.json                                 arguments, source hashes, skipped lines, filters, splits,
+                                                  what was dropped (dropped), equal-time rule (ties)
     OUT/<task>/{train,valid,test}.jsonl           samples (schema: llm4rec.data.tasks)
     OUT/<task>/train_n<N>_s<SEED>.jsonl           few-shot subsets (--train-samples/--seeds)
     OUT/<task>/meta.json                          the above plus counts and label balance per split

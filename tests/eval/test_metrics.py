@@ -440,3 +440,20 @@ def test_nan_scores_name_the_row():
         ndcg_at_k(s, np.eye(3, 2), 1)
     with pytest.raises(ValueError, match=r"NaN \(row 2\)"):
         compute_ranking_metrics(s, [0, 1, 0])
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_ndcg_host_and_torch_blocks_agree_with_ties(k):
+    # CPU runs the numpy block; accelerators run the torch block: both must give sklearn's value
+    from llm4rec.eval.metrics import _ndcg_block, _relevance_checks, _validate_2d
+
+    rng = np.random.default_rng(k)
+    scores = np.round(rng.random((300, 30)), 1)  # about 10 distinct values: ties everywhere, at the cut too
+    rel = rng.integers(0, 4, (300, 30)) * (rng.random((300, 30)) < 0.3)
+    rel[5] = 0  # a query without relevant candidates counts 0
+    s, r = _validate_2d(scores, rel)
+    narrow = _relevance_checks(r)[1]
+    host = float(_ndcg_block(s, r, k, narrow, True)[0]) / 300
+    dev = float(_ndcg_block(s, r, k, narrow, False)[0]) / 300
+    assert host == pytest.approx(dev, abs=1e-12)
+    assert host == pytest.approx(ndcg_score(rel, scores, k=k), abs=1e-12)

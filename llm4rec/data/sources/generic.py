@@ -133,7 +133,7 @@ def _parquet_cast(col: pl.Series, dtype: Any, path: Path) -> pl.Series:
         if bad.len():
             k = int(bad[0])
             raise UserError(f"{path.name}: row {k + 1}: column {name!r} is {col[k]}, not an id")
-        if (col == col.floor()).all():
+        if ((col == col.floor()) & (col.abs() < 2.0**63)).all():
             return col.cast(pl.Int64).cast(pl.Utf8)
         return col.cast(pl.Utf8)
     cast = col.cast(dtype, strict=False)
