@@ -180,28 +180,27 @@ def load_base_model(
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
     if q is not None and device.type == "cpu":
-        check_cpu_4bit_shapes(model, path)
+        keep_cpu_4bit_trainable(model)
     return model
 
 
-def check_cpu_4bit_shapes(model: Any, path: str | Path) -> None:
-    """Refuse, in one line, a 4-bit model that bitsandbytes' CPU inference kernels cannot run.
+def keep_cpu_4bit_trainable(model: Any) -> int:
+    """Switch off bitsandbytes' packed CPU inference layout on every 4-bit layer; return how many.
 
-    On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for inference in blocks of 32 output rows
-    and 64 input columns and asserts on any other width; elsewhere every width works.
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight the first time the layer runs in
+    eval mode without gradients, and keeps it packed. The packed kernel has no backward: every training step
+    after the first validation then silently gets no LoRA gradients, and the repacking also asserts on
+    widths that are not multiples of 32/64. With it off, validation, evaluation and training share one
+    4-bit layout on every CPU and every width runs.
     """
     import bitsandbytes as bnb
-    from bitsandbytes.functional import has_avx512bf16
 
-    if not has_avx512bf16():
-        return
-    for name, mod in model.named_modules():
-        if isinstance(mod, bnb.nn.Linear4bit) and (mod.out_features % 32 or mod.in_features % 64):
-            raise UserError(
-                f"{path}: layer {name} is {mod.in_features}->{mod.out_features}; bitsandbytes' 4-bit CPU "
-                "kernels on this CPU (avx512_bf16) need input widths in multiples of 64 and output widths in "
-                "multiples of 32. Set model.load_in_4bit=false to run it unquantized on CPU, or use a GPU"
-            )
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 @dataclass
