@@ -458,6 +458,9 @@ class PromptSizer:
     text + EOS, in the backbone's template) fits ``max_tokens``: the same rule training applies
     (:func:`llm4rec.data.tokenize.fit_to_budget`), applied once, before training starts."""
 
+    #: samples tokenized at once
+    BLOCK = 4096
+
     def __init__(self, tokenizer: Any, template: Any, max_tokens: int) -> None:
         self.tokenizer, self.template, self.max_tokens = tokenizer, template, max_tokens
         self.stats: dict[str, Any] = {}
@@ -491,28 +494,35 @@ class PromptSizer:
         if rows.height == 0 or "history_spans" not in rows.columns:
             return rows
         cols = ["instruction", "input", "output", "history", "history_spans"]
-        samples = rows.select(cols).to_dicts()
-        over = [i for i, ids in enumerate(self._encode(samples)) if len(ids) > self.max_tokens]
-        if not over:
+        fitted: dict[int, tuple[dict[str, Any], int]] = {}
+        # in blocks: token ids of a whole chunk at once would hold gigabytes of Python ints
+        for a in range(0, rows.height, self.BLOCK):
+            block = rows.slice(a, self.BLOCK).select(cols).to_dicts()
+            for k, ids in enumerate(self._encode(block)):
+                if len(ids) <= self.max_tokens:
+                    continue
+                where = f"{task}/{split}: sample of user {rows['user_id'][a + k]!r}"
+                try:
+                    f = fit_to_budget(
+                        block[k],
+                        self._ids,
+                        self.max_tokens,
+                        where,
+                        ids=ids,
+                        limit=f"--max-prompt-tokens {self.max_tokens} (prompt, answer and EOS together)",
+                    )
+                except OverlongPrompt as exc:
+                    raise UserError(str(exc)) from None
+                fitted[a + k] = (f.sample, f.dropped)  # not the ids: they would add up to gigabytes
+        if not fitted:
             return rows
         inputs, hist, spans = (rows[c].to_list() for c in ("input", "history", "history_spans"))
-        for i in over:
-            where = f"{task}/{split}: sample of user {rows['user_id'][i]!r}"
-            try:
-                fitted = fit_to_budget(
-                    samples[i],
-                    self._ids,
-                    self.max_tokens,
-                    where,
-                    limit=f"--max-prompt-tokens {self.max_tokens} (prompt, answer and EOS together)",
-                )
-            except OverlongPrompt as exc:
-                raise UserError(str(exc)) from None
-            inputs[i] = fitted.sample["input"]
-            hist[i] = fitted.sample["history"]
-            spans[i] = fitted.sample["history_spans"]
+        for i, (sample, dropped) in fitted.items():
+            inputs[i] = sample["input"]
+            hist[i] = sample["history"]
+            spans[i] = sample["history_spans"]
             st["shortened"] += 1
-            st["items_dropped"] += fitted.dropped
+            st["items_dropped"] += dropped
         return rows.with_columns(
             pl.Series("input", inputs, dtype=rows.schema["input"]),
             pl.Series("history", hist, dtype=rows.schema["history"]),

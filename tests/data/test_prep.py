@@ -170,16 +170,18 @@ def test_max_prompt_tokens_sizes_samples_to_a_tokenizer(src, tmp_path, tiny_llam
     tasks = "tallrec,ranking,next_item"
     assert run("movielens", "--src", src, "--task", tasks, "--out", tmp_path / "a") == 0
     plain = {
-        t: read(tmp_path / "a" / t / "test.jsonl") + read(tmp_path / "a" / t / "train.jsonl")
+        t: read(tmp_path / "a" / t / "test.jsonl") + read(tmp_path / "a" / t / "valid.jsonl")
         for t in tasks.split(",")
     }
-    bare = max(length(drop_history(r, len(history_spans(r)))) for rows in plain.values() for r in rows)
+    train = [r for t in plain for r in read(tmp_path / "a" / t / "train.jsonl")]
+    everything = [r for rows in plain.values() for r in rows] + train
+    bare = max(length(drop_history(r, len(history_spans(r)))) for r in everything)
     whole = max(length(r) for rows in plain.values() for r in rows)
     n = (bare + whole) // 2
     args = ["--src", src, "--task", tasks, "--max-prompt-tokens", str(n), "--tokenizer", tiny_llama]
     assert run("movielens", *args, "--out", tmp_path / "b") == 0
     for task, rows in plain.items():
-        sized = read(tmp_path / "b" / task / "test.jsonl") + read(tmp_path / "b" / task / "train.jsonl")
+        sized = read(tmp_path / "b" / task / "test.jsonl") + read(tmp_path / "b" / task / "valid.jsonl")
         assert len(sized) == len(rows)
         shortened = 0
         for r, s in zip(rows, sized):
