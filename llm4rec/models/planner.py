@@ -897,11 +897,13 @@ def _combined_advice(plan: MemoryPlan, batch_size: int, all_targets: list[str], 
     return f"{' '.join(keys.values())}  ({total(**changes):.1f} GiB together)"
 
 
-#: checkpointing recomputes every layer's forward in backward: about a third more compute per step
-CKPT_COST = 1 / 3
-#: the 4-bit base is dequantized once per forward and once per backward of each micro-batch: a fixed cost
-#: per micro-batch worth about this many tokens of compute on a 7B model (so tiny micro-batches are slower)
-DEQUANT_TOKENS = 64
+#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (issue #13, scripts/bench_train.py): a
+#: micro-batch costs a fixed ~0.23 s (the kernel launches of 32 layers of dequantization, casts and LoRA,
+#: whatever its size) plus ~7.4e-5 s per token, 1.3x that with checkpointing (every layer's forward runs
+#: again in backward). The fixed part is worth ~3,000 tokens, so few large micro-batches beat many small
+#: ones, with or without checkpointing.
+CKPT_COST = 0.3
+MICRO_BATCH_OVERHEAD_TOKENS = 3000
 #: auto settings plan to at most this fraction of the memory they are given: room for the plan's +-10%
 #: and for whatever else the card runs (24 GiB -> 19.9 GiB)
 AUTO_HEADROOM = 0.83
@@ -911,9 +913,9 @@ AUTO_MAX_MICRO = {"cuda": 32, "cpu": 8}
 
 
 def relative_speed(s: Settings) -> float:
-    """Samples per second relative to an ideal step (no checkpointing, no per-micro-batch overhead)."""
-    overhead = DEQUANT_TOKENS / s.tokens if s.load_in_4bit else 0.0
-    return 1.0 / ((1.0 + CKPT_COST * s.gradient_checkpointing) * (1.0 + overhead))
+    """Tokens per second relative to an ideal step (no checkpointing, no per-micro-batch cost)."""
+    per_token = 1.0 + CKPT_COST * s.gradient_checkpointing
+    return s.tokens / (MICRO_BATCH_OVERHEAD_TOKENS + s.tokens * per_token)
 
 
 @dataclass
@@ -949,8 +951,8 @@ def choose_auto(
 
     Among micro-batches that divide the per-process batch (up to :data:`AUTO_MAX_MICRO`) and, when
     checkpointing is auto, both checkpointing settings, the one with the highest :func:`relative_speed`
-    whose plan is within ``AUTO_HEADROOM x budget_gb``: no checkpointing wherever it fits. When nothing
-    fits, the leanest setting.
+    whose plan is within ``AUTO_HEADROOM x budget_gb``: checkpointing only where it buys a micro-batch
+    large enough to pay for its recomputation. When nothing fits, the leanest setting.
     """
     t, m = recipe.train, recipe.model
     resolved = resolve_arch(m.path, m.family, arch or getattr(m, "arch", None) or None)
