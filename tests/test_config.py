@@ -75,3 +75,19 @@ def test_every_field_is_documented():
     rows = describe()
     assert len(rows) > 30
     assert all(doc for _, doc, _ in rows)
+
+
+def test_auto_micro_batch_and_checkpointing(tmp_path):
+    r = load_recipe(
+        _write(tmp_path, BASE),
+        ["train.micro_batch_size=auto", "model.gradient_checkpointing=auto", "train.batch_size=10"],
+    )
+    assert r.train.micro_batch_size == "auto" and r.model.gradient_checkpointing == "auto"
+    with pytest.raises(UserError, match=r"train\.micro_batch_size: expected an integer or 'auto', got 'big'"):
+        load_recipe(_write(tmp_path, BASE), ["train.micro_batch_size=big"])
+    with pytest.raises(
+        UserError, match=r"model\.gradient_checkpointing: expected true or false or 'auto', got 'maybe'"
+    ):
+        load_recipe(_write(tmp_path, BASE), ["model.gradient_checkpointing=maybe"])
+    with pytest.raises(UserError, match=r"train\.auto_memory_gb: must be >= 0"):
+        load_recipe(_write(tmp_path, BASE), ["train.auto_memory_gb=-1"])

@@ -181,3 +181,14 @@ def test_two_processes_shard_validation_and_keep_the_best_adapter(tmp_path, tiny
     )
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert abs(report["checkpoints"][0]["metrics"]["auc"] - summary["best_valid_auc"]) < 1e-6
+
+
+def test_auto_micro_batch_resolves_prints_and_is_saved(tmp_path, tiny_llama, capsys):
+    data = _recipe(tmp_path, tiny_llama, max_steps=1, eval_every=1, micro_batch_size="auto", batch_size=8)
+    data["model"]["gradient_checkpointing"] = "auto"
+    summary = train(recipe_from_dict(data))
+    assert summary["steps"] == 1
+    out = capsys.readouterr().out
+    assert "auto: micro_batch_size=8 gradient_checkpointing=false" in out  # CPU: no checkpointing, at most 8
+    saved = yaml.safe_load((Path(summary["output_dir"]) / "recipe.yaml").read_text())
+    assert saved["train"]["micro_batch_size"] == 8 and saved["model"]["gradient_checkpointing"] is False
