@@ -18,10 +18,12 @@ The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
   attention (grouped key/value heads are repeated because padded batches carry a mask) and LoRA dropout
   (CUDA saves a 1-byte mask, the CPU kernel a full-width noise tensor); gradient checkpointing keeps one
   hidden state per layer and recomputes one layer at a time;
-* the loss upcasts logits to fp32 and cross-entropy holds three ``tokens x vocab`` fp32 tensors at once in
-  its backward, which dominates for 150k vocabularies;
-* on CUDA a fixed context (kernels, cuBLAS workspace) and allocator fragmentation are added; on CPU a
-  small fixed overhead (kernel code, Python objects) measured by the validation script.
+* the loss upcasts logits to fp32 and cross-entropy holds three ``positions x vocab`` fp32 tensors at once
+  in its backward; llm4rec's loop runs the head on the labelled positions only (``llm4rec.train.loss``),
+  transformers' own loss on every position, which dominates for 150k vocabularies;
+* on CUDA the plan is the expected nvidia-smi peak: the caching allocator's reserve (fitted to an H200,
+  issue #13) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
+  code, Python objects) measured by the validation script.
 
 Validated on CPU against measured peak RSS of real 4-bit training steps (``scripts/validate_planner.py``).
 """
