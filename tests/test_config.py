@@ -91,3 +91,19 @@ def test_every_python_float_spelling_is_a_number(tmp_path, spelling):
 def test_non_numbers_and_non_finite_floats_are_rejected(tmp_path, value):
     with pytest.raises(UserError, match=r"train\.learning_rate: expected a (finite )?number"):
         load_recipe(_write(tmp_path, BASE), [f"train.learning_rate={value}"])
+
+
+def test_auto_micro_batch_and_checkpointing(tmp_path):
+    r = load_recipe(
+        _write(tmp_path, BASE),
+        ["train.micro_batch_size=auto", "model.gradient_checkpointing=auto", "train.batch_size=10"],
+    )
+    assert r.train.micro_batch_size == "auto" and r.model.gradient_checkpointing == "auto"
+    with pytest.raises(UserError, match=r"train\.micro_batch_size: expected an integer or 'auto', got 'big'"):
+        load_recipe(_write(tmp_path, BASE), ["train.micro_batch_size=big"])
+    with pytest.raises(
+        UserError, match=r"model\.gradient_checkpointing: expected true or false or 'auto', got 'maybe'"
+    ):
+        load_recipe(_write(tmp_path, BASE), ["model.gradient_checkpointing=maybe"])
+    with pytest.raises(UserError, match=r"train\.auto_memory_gb: must be >= 0"):
+        load_recipe(_write(tmp_path, BASE), ["train.auto_memory_gb=-1"])

@@ -18,10 +18,12 @@ The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
   attention (grouped key/value heads are repeated because padded batches carry a mask) and LoRA dropout
   (CUDA saves a 1-byte mask, the CPU kernel a full-width noise tensor); gradient checkpointing keeps one
   hidden state per layer and recomputes one layer at a time;
-* the loss upcasts logits to fp32 and cross-entropy holds three ``tokens x vocab`` fp32 tensors at once in
-  its backward, which dominates for 150k vocabularies;
-* on CUDA a fixed context (kernels, cuBLAS workspace) and allocator fragmentation are added; on CPU a
-  small fixed overhead (kernel code, Python objects) measured by the validation script.
+* the loss upcasts logits to fp32 and cross-entropy holds three ``positions x vocab`` fp32 tensors at once
+  in its backward; llm4rec's loop runs the head on the labelled positions only (``llm4rec.train.loss``),
+  transformers' own loss on every position, which dominates for 150k vocabularies;
+* on CUDA the plan is the expected nvidia-smi peak: the caching allocator's reserve (fitted to an H200,
+  issue #13) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
+  code, Python objects) measured by the validation script.
 
 Validated on CPU against measured peak RSS of real 4-bit training steps (``scripts/validate_planner.py``).
 """
@@ -834,11 +836,13 @@ def _combined_advice(plan: MemoryPlan, batch_size: int, all_targets: list[str], 
     return f"{' '.join(keys.values())}  ({total(**changes):.1f} GiB together)"
 
 
-#: checkpointing recomputes every layer's forward in backward: about a third more compute per step
-CKPT_COST = 1 / 3
-#: the 4-bit base is dequantized once per forward and once per backward of each micro-batch: a fixed cost
-#: per micro-batch worth about this many tokens of compute on a 7B model (so tiny micro-batches are slower)
-DEQUANT_TOKENS = 64
+#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (issue #13, scripts/bench_train.py): a
+#: micro-batch costs a fixed ~0.23 s (the kernel launches of 32 layers of dequantization, casts and LoRA,
+#: whatever its size) plus ~7.4e-5 s per token, 1.3x that with checkpointing (every layer's forward runs
+#: again in backward). The fixed part is worth ~3,000 tokens, so few large micro-batches beat many small
+#: ones, with or without checkpointing.
+CKPT_COST = 0.3
+MICRO_BATCH_OVERHEAD_TOKENS = 3000
 #: auto settings plan to at most this fraction of the memory they are given: room for the plan's +-10%
 #: and for whatever else the card runs (24 GiB -> 19.9 GiB)
 AUTO_HEADROOM = 0.83
@@ -848,9 +852,9 @@ AUTO_MAX_MICRO = {"cuda": 32, "cpu": 8}
 
 
 def relative_speed(s: Settings) -> float:
-    """Samples per second relative to an ideal step (no checkpointing, no per-micro-batch overhead)."""
-    overhead = DEQUANT_TOKENS / s.tokens if s.load_in_4bit else 0.0
-    return 1.0 / ((1.0 + CKPT_COST * s.gradient_checkpointing) * (1.0 + overhead))
+    """Tokens per second relative to an ideal step (no checkpointing, no per-micro-batch cost)."""
+    per_token = 1.0 + CKPT_COST * s.gradient_checkpointing
+    return s.tokens / (MICRO_BATCH_OVERHEAD_TOKENS + s.tokens * per_token)
 
 
 @dataclass
@@ -886,8 +890,8 @@ def choose_auto(
 
     Among micro-batches that divide the per-process batch (up to :data:`AUTO_MAX_MICRO`) and, when
     checkpointing is auto, both checkpointing settings, the one with the highest :func:`relative_speed`
-    whose plan is within ``AUTO_HEADROOM x budget_gb``: no checkpointing wherever it fits. When nothing
-    fits, the leanest setting.
+    whose plan is within ``AUTO_HEADROOM x budget_gb``: checkpointing only where it buys a micro-batch
+    large enough to pay for its recomputation. When nothing fits, the leanest setting.
     """
     t, m = recipe.train, recipe.model
     resolved = resolve_arch(m.path, m.family, arch or getattr(m, "arch", None) or None)

@@ -321,25 +321,31 @@ def test_plan_predicts_this_code_on_the_h200_within_10_percent(row):
 
 
 def test_auto_picks_the_fastest_setting_that_fits():
-    from llm4rec.models.planner import AUTO_HEADROOM, choose_auto, relative_speed
+    import dataclasses
+
+    from llm4rec.models.planner import AUTO_HEADROOM, choose_auto, estimate, relative_speed
 
     auto = ["train.micro_batch_size=auto", "model.gradient_checkpointing=auto"]
     recipe = load_recipe(RECIPES / "tallrec_ml1m.yaml", auto)
+    for budget, seq_len in ((139.0, 300), (24.0, 300), (24.0, 512), (9.0, 512)):
+        choice = choose_auto(recipe, budget, seq_len=seq_len)
+        assert choice.fits and choice.plan.total_gb <= AUTO_HEADROOM * budget
+        best = relative_speed(choice.plan.settings)
+        for mb in (1, 2, 4, 8, 16, 32):  # the divisors of batch_size 128 up to AUTO_MAX_MICRO
+            for ckpt in (False, True):
+                s = dataclasses.replace(
+                    choice.plan.settings, micro_batch_size=mb, gradient_checkpointing=ckpt
+                )
+                if relative_speed(s) > best:  # anything faster would not have fitted
+                    assert sum(estimate(choice.plan.params, s)[0].values()) / GIB > AUTO_HEADROOM * budget
     big = choose_auto(recipe, 139.0, seq_len=300)
     assert not big.gradient_checkpointing and big.micro_batch_size == 32  # a big card: the fastest there is
-    small = choose_auto(recipe, 24.0, seq_len=300)
-    assert small.fits and small.plan.total_gb <= AUTO_HEADROOM * 24
-    assert not small.gradient_checkpointing  # checkpointing only where nothing else fits
-    larger = plan_recipe(
-        load_recipe(RECIPES / "tallrec_ml1m.yaml", [f"train.micro_batch_size={2 * small.micro_batch_size}",
-                                                       "model.gradient_checkpointing=false"]),
-        gpu_gb=24, seq_len=300,
-    )  # fmt: skip
-    assert larger.total_gb > AUTO_HEADROOM * 24  # the next larger micro-batch would not have fitted
-    # a card too small for any setting without checkpointing gets checkpointing
-    tight = choose_auto(recipe, 9.0)
-    assert tight.fits and tight.gradient_checkpointing
-    assert relative_speed(tight.plan.settings) < relative_speed(small.plan.settings)
+    on24 = choose_auto(recipe, 24.0, seq_len=300)
+    assert on24.gradient_checkpointing and on24.micro_batch_size == 32  # one large micro-batch beats 4 small
+    # per micro-batch cost: 8 micro-batches of 16 without checkpointing beat 32 of 4 with it
+    fast = dataclasses.replace(big.plan.settings, micro_batch_size=16, gradient_checkpointing=False)
+    slow = dataclasses.replace(big.plan.settings, micro_batch_size=4, gradient_checkpointing=True)
+    assert relative_speed(fast) > relative_speed(slow)
     # nothing fits: the leanest setting, and the verdict says so
     none = choose_auto(recipe, 4.0)
     assert not none.fits and none.micro_batch_size == 1 and none.gradient_checkpointing

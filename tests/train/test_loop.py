@@ -273,3 +273,14 @@ def test_bitsandbytes_optimizer_state_loads_with_weights_only(tmp_path, name):
     loaded = torch.load(tmp_path / "optimizer.pt", weights_only=True)
     assert loaded["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
     optimizer.load_state_dict(loaded)
+
+
+def test_auto_micro_batch_resolves_prints_and_is_saved(tmp_path, tiny_llama, capsys):
+    data = _recipe(tmp_path, tiny_llama, max_steps=1, eval_every=1, micro_batch_size="auto", batch_size=8)
+    data["model"]["gradient_checkpointing"] = "auto"
+    summary = train(recipe_from_dict(data))
+    assert summary["steps"] == 1
+    out = capsys.readouterr().out
+    assert "auto: micro_batch_size=8 gradient_checkpointing=false" in out  # CPU: no checkpointing, at most 8
+    saved = yaml.safe_load((Path(summary["output_dir"]) / "recipe.yaml").read_text())
+    assert saved["train"]["micro_batch_size"] == 8 and saved["model"]["gradient_checkpointing"] is False
