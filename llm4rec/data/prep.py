@@ -844,7 +844,7 @@ def _write_meta(
     tmp: Path,
     meta: dict,
 ) -> None:
-    """Check no split came out empty; write each task's meta.json (with its few-shot grids) and the top one."""
+    """Check no split came out empty; write each task's meta.json (with few-shot grids) and the top one."""
     shared = {k: v for k, v in meta.items() if k != "tasks"}
     for name, w in writers.items():
         for split_name, n in w.counts.items():
