@@ -390,17 +390,8 @@ def score_token_sequences(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(seqs), desc="score", unit="prompt")
-    job = _Job(
-        parts=parts,
-        seqs=seqs,
-        ans=torch.tensor(list(answer_ids), dtype=torch.long).to(device),
-        out=out,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        pad=pad_token_id,
-        stats=stats,
-        bar=bar,
-    )
+    ans = torch.tensor(list(answer_ids), dtype=torch.long).to(device)
+    job = _Job(parts, seqs, ans, out, batch_size, max_batch_tokens, pad_token_id, stats, bar)
     if parts.decoder is None:
         _run_generic(job)
     else:

@@ -175,36 +175,29 @@ def detect_family(model_dir: str | Path) -> str | None:
     return None
 
 
-def _tiny_llama(vocab_size: int) -> Any:
-    from transformers import LlamaConfig
+def _tiny_config(config_class: str, vocab_size: int, kv_heads: int) -> Any:
+    """A two-layer config of the given transformers class, in the widths bitsandbytes' 4-bit kernels take."""
+    import transformers
 
-    return LlamaConfig(
+    return getattr(transformers, config_class)(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=1024,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
     )
+
+
+def _tiny_llama(vocab_size: int) -> Any:
+    return _tiny_config("LlamaConfig", vocab_size, kv_heads=4)
 
 
 def _tiny_qwen2(vocab_size: int) -> Any:
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-    )
+    return _tiny_config("Qwen2Config", vocab_size, kv_heads=2)
 
 
 _BUILTINS_LOADED = False
