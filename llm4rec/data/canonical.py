@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from llm4rec.data.readers import ReadReport, sha256_file
+from llm4rec.data.readers import ReadReport
 from llm4rec.errors import UserError
+from llm4rec.io import sha256_file
 
 INTERACTION_SCHEMA: dict[str, Any] = {
     "user": pl.Utf8,
