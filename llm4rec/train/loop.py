@@ -321,16 +321,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=run.state["best_auc"])
             if run.state["step"] % recipe.logging.log_every == 0:
-                _log(
-                    run,
-                    {
-                        "step": run.state["step"],
-                        "epoch": run.state["epoch"] + (i + 1) / len(batches),
-                        "loss": step_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "elapsed_s": round(time.time() - t0, 2),
-                    },
-                )
+                _log_step(run, (i + 1) / len(batches), step_loss, t0)
             done = run.state["step"] >= total_steps
             if run.state["step"] % eval_every == 0 or done:
                 done = _validate_and_keep_best(run) or done
@@ -548,6 +539,20 @@ def _optimizer_step(run: _Run, running: Any) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     run.state["step"] += 1
     return float(running) * run.accelerator.num_processes  # one host sync per step; exact on one process
+
+
+def _log_step(run: _Run, epoch_part: float, loss: float, t0: float) -> None:
+    """Log one optimizer step: its loss, learning rate and where it stands in epochs and seconds."""
+    _log(
+        run,
+        {
+            "step": run.state["step"],
+            "epoch": run.state["epoch"] + epoch_part,
+            "loss": loss,
+            "lr": run.scheduler.get_last_lr()[0],
+            "elapsed_s": round(time.time() - t0, 2),
+        },
+    )
 
 
 def _log(run: _Run, record: dict[str, Any]) -> None:
