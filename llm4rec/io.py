@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -144,3 +145,12 @@ def read_jsonl(path: str | os.PathLike[str], required: Iterable[str] = ()) -> li
     if not rows:
         raise UserError(f"{path}: the file holds no samples")
     return rows
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -38,18 +38,26 @@ def spans_of(text: str, history: list[str], *lists: list[str]) -> list[list[int]
     return [spans[t] for t in history]
 
 
-def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
-    """TALLRec-format samples whose label follows a learnable rule: the target's genre is in the liked list."""
+def tallrec_draws(n: int, seed: int, genres: tuple[str, ...], title: str):
+    """Yield (titles, history, liked, disliked, target, label) ``n`` times: a liked genre is drawn, the history
+    items of that genre are liked (at least the first one), and the label says whether the target has it."""
     rng = random.Random(seed)
-    titles = [f"Film {k} ({g})" for k in range(12) for g in GENRES]
-    rows = []
-    for i in range(n):
-        liked_genre = rng.choice(GENRES)
+    titles = [title.format(k=k, g=g) for k in range(12) for g in genres]
+    for _ in range(n):
+        genre = rng.choice(genres)
         hist = rng.sample(titles, 6)
-        liked = [t for t in hist if liked_genre in t] or [hist[0]]
+        liked = [t for t in hist if genre in t] or [hist[0]]
         disliked = [t for t in hist if t not in liked]
         target = rng.choice(titles)
-        label = int(liked_genre in target)
+        yield titles, hist, liked, disliked, target, int(genre in target)
+
+
+def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
+    """TALLRec-format samples whose label follows a learnable rule: the target's genre is in the liked list."""
+    rows = []
+    for i, (titles, hist, liked, disliked, target, label) in enumerate(
+        tallrec_draws(n, seed, GENRES, "Film {k} ({g})")
+    ):
         text = (
             "User Preference: "
             + ", ".join(f'"{t}"' for t in liked)

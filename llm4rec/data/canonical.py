@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from llm4rec.data.readers import ReadReport
 from llm4rec.errors import UserError
+from llm4rec.io import sha256_file
 
 INTERACTION_SCHEMA: dict[str, Any] = {
     "user": pl.Utf8,
@@ -62,6 +64,27 @@ class Canonical:
     filtered: dict[str, int] = field(default_factory=dict)
     #: the domain noun the source suggests ("movie", "book", "product")
     domain: str = "item"
+
+
+def assemble(
+    interactions: pl.DataFrame,
+    items: pl.DataFrame,
+    files: list[Path],
+    report: ReadReport,
+    *,
+    domain: str,
+    filtered: dict[str, int] | None = None,
+) -> Canonical:
+    """Conform both tables and record the source files' hashes and the lines skipped reading them."""
+    inter, it = conform(interactions, items)
+    return Canonical(
+        interactions=inter,
+        items=it,
+        sources={f.name: sha256_file(f) for f in files},
+        skipped_lines=dict(report.skipped),
+        filtered=dict(filtered or {}),
+        domain=domain,
+    )
 
 
 def conform(interactions: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

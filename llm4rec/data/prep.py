@@ -291,6 +291,14 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         description=f"Turn a {source.name} log into canonical tables and instruction samples.",
     )
     source.add_arguments(ap)
+    _add_input_arguments(ap, source)
+    _add_split_arguments(ap, source)
+    _add_task_arguments(ap)
+    _add_sizing_arguments(ap)
+    return ap
+
+
+def _add_input_arguments(ap: argparse.ArgumentParser, source: Source) -> None:
     # every source takes the same two input flags
     ap.add_argument(
         "--encoding",
@@ -309,6 +317,9 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         help=f"task(s) to build, comma-separated or repeated: {', '.join(TASKS)} (default tallrec)",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), help="a published setup's defaults")
+
+
+def _add_split_arguments(ap: argparse.ArgumentParser, source: Source) -> None:
     ap.add_argument("--split", choices=SPLITS, default=None, help="how targets are split (default loo)")
     ap.add_argument("--history", type=int, default=None, help="earlier events shown per sample (default 10)")
     ap.add_argument(
@@ -349,6 +360,9 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
     ap.add_argument(
         "--cutoffs", default=None, help="--split temporal: valid,test cut-offs (quantiles in [0,1] or times)"
     )
+
+
+def _add_task_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lang", choices=LANGS, default="en", help="prompt language (zh: answers 是/否)")
     ap.add_argument("--domain", choices=sorted(NOUNS), default=None, help="item noun in prompts")
     ap.add_argument("--seed", type=int, default=0, help="seed of every random choice")
@@ -375,6 +389,9 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         "--instructrec-intentions", default="none,vague,specific", help="instructrec: intention kinds"
     )
     ap.add_argument("--rerank-candidates", type=int, default=5, help="instructrec reranking: pool size")
+
+
+def _add_sizing_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--max-prompt-tokens",
         type=int,
@@ -394,7 +411,6 @@ def build_parser(source: Source, prog: str | None = None) -> argparse.ArgumentPa
         "--template", default="auto", help="prompt template for sizing (default: the family's for --lang)"
     )
     ap.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    return ap
 
 
 def resolve(args: argparse.Namespace, source: Source) -> dict[str, Any]:
@@ -827,6 +843,18 @@ def _write_tasks(
             for pool in pools.values():
                 pool.shutdown()
     meta["ties"] = {"rule": settings["ties"], "targets_with_same_second_history": same_second}
+    _write_meta(writers, stats, sizer, settings, tmp, meta)
+
+
+def _write_meta(
+    writers: dict[str, _SplitWriter],
+    stats: dict[str, dict[str, Any]],
+    sizer: PromptSizer | None,
+    settings: dict[str, Any],
+    tmp: Path,
+    meta: dict,
+) -> None:
+    """Check no split came out empty; write each task's meta.json (with few-shot grids) and the top one."""
     shared = {k: v for k, v in meta.items() if k != "tasks"}
     for name, w in writers.items():
         for split_name, n in w.counts.items():

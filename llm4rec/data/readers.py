@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -96,15 +95,6 @@ def find_file(src: Path, names: list[str], what: str) -> Path:
     found = sorted(p.name for p in src.iterdir())[:20] if src.is_dir() else []
     where = f"found: {', '.join(found)}" if found else f"{src} does not exist or is empty"
     raise UserError(f"{src}: no {what} ({' or '.join(names)}); {where}")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_gzip(path: Path) -> bool:

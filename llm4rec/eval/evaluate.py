@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,51 @@ def _positive(value: int, name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec evaluate`` (and ``python -m llm4rec.eval``)."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    ks = _check_args(args)
+    s = _read_samples(args)
+
+    from accelerate import PartialState
+    from transformers.utils import logging as hf_logging
+
+    if not args.progress:
+        hf_logging.disable_progress_bar()  # one line per event on the terminal; --progress shows the bars
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
+    results = []
+    columns: dict[str, Any] = {"index": s.kept}
+    for key in ("user_id", "item_id"):
+        if all(key in r for r in s.rows):
+            columns[key] = [r[key] for r in s.rows]
+    curves: dict[str, dict[str, Any]] = {"roc": {}, "k": {}}
+    method = ""
+    for ckpt, name in zip(args.checkpoint, _names(args.checkpoint)):
+        result, method = _evaluate_checkpoint(args, s, ckpt, name, state, ks, columns, curves)
+        results.append(result)
+        gc.collect()
+        if state.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    if not state.is_main_process:
+        return 0
+    task = s.task
+    report = {
+        "data": str(args.data),
+        "n_samples": len(s.rows),
+        "task": task if not (task == "binary" and args.group_by) else f"binary, ranked by {args.group_by}",
+        "method": method,
+        "ks": ks,
+        "checkpoints": results,
+    }
+    metric_names = table_metrics(results)
+    _write(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
+    _print_summary(report, metric_names, task)
+    print(f"report: {out_dir}")
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> list[int]:
+    """Validate the flags that need no data or model; return the sorted cut-offs of --ks."""
     for name in ("batch_size", "max_batch_tokens", "max_samples", "cutoff_len"):
         _positive(getattr(args, name), "--" + name.replace("_", "-"))
     try:
@@ -280,7 +326,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--checkpoint: {ckpt} {what} (checkpoint directory not found)")
     if args.progress is None:
         args.progress = sys.stderr.isatty()
+    return ks
 
+
+@dataclass
+class _Samples:
+    """The test rows to score (after --max-samples and --skip-overlong) and where each came from."""
+
+    rows: list[dict[str, Any]]
+    sources: list[str]
+    targets: list[int] | None
+    kept: list[int]
+    task: str
+    n_total: int
+
+
+def _read_samples(args: argparse.Namespace) -> _Samples:
+    """Read --data and check every field the task needs, before any model is loaded."""
     rows = read_jsonl(args.data)
     if args.max_samples:
         rows = rows[: args.max_samples]
@@ -306,179 +368,179 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [rows[i] for i in kept]
         sources = [sources[i] for i in kept]
         targets = [targets[i] for i in kept] if targets is not None else None
+    return _Samples(rows, sources, targets, kept, task, n_total)
 
-    from accelerate import PartialState
-    from transformers.utils import logging as hf_logging
 
-    if not args.progress:
-        hf_logging.disable_progress_bar()  # one line per event on the terminal; --progress shows the bars
+def _evaluate_checkpoint(
+    args: argparse.Namespace,
+    s: _Samples,
+    ckpt: Path,
+    name: str,
+    state: Any,
+    ks: list[int],
+    columns: dict[str, Any],
+    curves: dict[str, dict[str, Any]],
+) -> tuple[dict[str, Any], str]:
+    """Load one checkpoint, score the samples, add its columns and curves; its report entry and method."""
+    from llm4rec.models.loading import load_checkpoint
 
-    state = PartialState(cpu=not torch.cuda.is_available())
     device = state.device
-    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
-    names = _names(args.checkpoint)
-    results = []
-    columns: dict[str, Any] = {"index": kept}
-    for key in ("user_id", "item_id"):
-        if all(key in r for r in rows):
-            columns[key] = [r[key] for r in rows]
-    roc_curves: dict[str, Any] = {}
-    k_curves: dict[str, Any] = {}
-    method = ""
-    for ckpt, name in zip(args.checkpoint, names):
-        from llm4rec.models.loading import load_checkpoint
-
-        bundle = load_checkpoint(
-            ckpt,
-            device=device,
-            load_in_4bit=False if args.no_4bit else None,
-            cutoff_len=args.cutoff_len,
-            lang=args.lang,
-        )
-        cutoff = bundle.cutoff_len
-        stats = ScoringStats()
-        stats.truncation.skipped = n_total - len(kept)
-        common = dict(
-            batch_size=args.batch_size,
-            cutoff_len=cutoff,
-            max_batch_tokens=args.max_batch_tokens or None,
-            stats=stats,
-            progress=args.progress and state.is_local_main_process,
-            distributed=True,
-        )
-        notes: list[str] = []
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            if task == "binary":
-                labels = binary_labels(rows, bundle.answers, args.data)
-                if args.group_by:
-                    groups = [json.dumps(r[args.group_by]) for r in rows]
-                    scores = score_pointwise(
-                        bundle.model,
-                        bundle.tokenizer,
-                        bundle.template,
-                        rows,
-                        groups,
-                        bundle.answers,
-                        sources=sources,
-                        **common,
-                    )
-                    method = "pointwise Yes/No, shared prefix and per-group prefixes computed once"
-                else:
-                    scores = score_binary(
-                        bundle.model,
-                        bundle.tokenizer,
-                        bundle.template,
-                        rows,
-                        bundle.answers,
-                        sources=sources,
-                        **common,
-                    )
-                    method = "Yes/No first-token probability, shared prefix computed once"
-            elif args.rank_method == "letters":
-                scores = score_choices(
-                    bundle.model, bundle.tokenizer, bundle.template, rows, sources=sources, **common
-                )
-                method = "listwise: index-letter probabilities in one pass per sample (LlamaRec verbalizer)"
-            else:
-                flat, owner, counts = pointwise_samples(rows)
-                p = score_pointwise(
-                    bundle.model,
-                    bundle.tokenizer,
-                    bundle.template,
-                    flat,
-                    owner,
-                    bundle.answers,
-                    sources=[sources[o] for o in owner],
-                    **common,
-                )
-                scores = torch.full((len(rows), max(counts)), -1.0, device=p.device)
-                col = torch.tensor([j for c in counts for j in range(c)], device=p.device)
-                scores[torch.tensor(owner, device=p.device), col] = p
-                method = "pointwise: Yes/No per candidate, each user's history computed once"
-        _sync(device)
-        seconds = time.perf_counter() - t0
-        if task == "binary":
-            lab = torch.tensor(labels, device=scores.device)
-            user = [r["user_id"] for r in rows] if "user_id" in columns else None
-            metrics = binary_metrics(scores, lab, user)
-            if args.group_by:
-                smat, rel = group_matrix(scores, lab, groups)
-                metrics.update(_grouped_ranking(smat, rel, ks))
-            columns["label"] = labels
-            columns[f"score:{name}"] = scores.float().cpu().numpy()
-            roc_curves[name] = (
-                *rep.roc_points(scores.float().cpu().numpy(), np.array(labels)),
-                metrics.get("auc"),
-            )
-        else:
-            tgt = torch.tensor(targets, device=scores.device)
-            kk = [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]
-            metrics = ranking_metrics(scores, tgt, kk)
-            rel = torch.zeros_like(scores).scatter_(1, tgt[:, None], 1.0)
-            k_curves[name] = at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
-            columns["target_index"] = targets
-            columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
-            columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
-        notes += [
-            f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
-        ]
-        trunc = stats.truncation
-        warning = trunc.warning(f"{name} on {args.data}", cutoff)
-        if warning:
-            notes.append(warning.removeprefix("warning: "))
-            if state.is_main_process:
-                print(warning)
-        counts = [stats.tokens_run, stats.unique_tokens, stats.prompt_tokens]
-        if state.num_processes > 1:  # every process scored its shard: report the totals
-            t = torch.tensor(counts, dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(t)
-            counts = [int(x) for x in t.tolist()]
-        results.append(
-            {
-                "name": name,
-                "path": str(ckpt),
-                "family": bundle.family.name,
-                "template": bundle.template.name,
-                "answers": list(bundle.answers),
-                "metrics": metrics,
-                "scoring": {
-                    "seconds": round(seconds, 3),
-                    "samples_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None,
-                    "tokens_run": counts[0],
-                    "unique_prompt_tokens": counts[1],
-                    "prompt_tokens": counts[2],
-                    "shared_prefix_tokens": stats.shared_prefix_tokens,
-                    "cutoff_len": cutoff,
-                    "fast_path": stats.fast_path,
-                    "processes": state.num_processes,
-                    "device": str(device),
-                },
-                "truncation": {"cutoff_len": cutoff, **trunc.as_dict()},
-                "notes": notes,
-            }
-        )
-        del bundle
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    if not state.is_main_process:
-        return 0
-    report = {
-        "data": str(args.data),
-        "n_samples": len(rows),
-        "task": task if not (task == "binary" and args.group_by) else f"binary, ranked by {args.group_by}",
-        "method": method,
-        "ks": ks,
-        "checkpoints": results,
+    bundle = load_checkpoint(
+        ckpt,
+        device=device,
+        load_in_4bit=False if args.no_4bit else None,
+        cutoff_len=args.cutoff_len,
+        lang=args.lang,
+    )
+    cutoff = bundle.cutoff_len
+    stats = ScoringStats()
+    stats.truncation.skipped = s.n_total - len(s.kept)
+    common = dict(
+        batch_size=args.batch_size,
+        cutoff_len=cutoff,
+        max_batch_tokens=args.max_batch_tokens or None,
+        stats=stats,
+        progress=args.progress and state.is_local_main_process,
+        distributed=True,
+    )
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        scores, labels, groups, method = _score(args, s, bundle, common)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    metrics = _checkpoint_metrics(s, name, scores, labels, groups, args.group_by, ks, columns, curves)
+    notes = [
+        f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
+    ]
+    trunc = stats.truncation
+    warning = trunc.warning(f"{name} on {args.data}", cutoff)
+    if warning:
+        notes.append(warning.removeprefix("warning: "))
+        if state.is_main_process:
+            print(warning)
+    counts = [stats.tokens_run, stats.unique_tokens, stats.prompt_tokens]
+    if state.num_processes > 1:  # every process scored its shard: report the totals
+        t = torch.tensor(counts, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        counts = [int(x) for x in t.tolist()]
+    result = {
+        "name": name,
+        "path": str(ckpt),
+        "family": bundle.family.name,
+        "template": bundle.template.name,
+        "answers": list(bundle.answers),
+        "metrics": metrics,
+        "scoring": {
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(len(s.rows) / seconds, 2) if seconds > 0 else None,
+            "tokens_run": counts[0],
+            "unique_prompt_tokens": counts[1],
+            "prompt_tokens": counts[2],
+            "shared_prefix_tokens": stats.shared_prefix_tokens,
+            "cutoff_len": cutoff,
+            "fast_path": stats.fast_path,
+            "processes": state.num_processes,
+            "device": str(device),
+        },
+        "truncation": {"cutoff_len": cutoff, **trunc.as_dict()},
+        "notes": notes,
     }
-    metric_names = table_metrics(results)
-    _write(out_dir, report, metric_names, columns, roc_curves, k_curves, args.scores_format)
-    _print_summary(report, metric_names, task)
-    print(f"report: {out_dir}")
-    return 0
+    return result, method
+
+
+def _score(
+    args: argparse.Namespace, s: _Samples, bundle: Any, common: dict[str, Any]
+) -> tuple[torch.Tensor, list[int] | None, list[str] | None, str]:
+    """Scores of the samples as the task and --rank-method say; labels and groups of a binary task."""
+    rows, sources = s.rows, s.sources
+    labels = groups = None
+    if s.task == "binary":
+        labels = binary_labels(rows, bundle.answers, args.data)
+        if args.group_by:
+            groups = [json.dumps(r[args.group_by]) for r in rows]
+            scores = score_pointwise(
+                bundle.model,
+                bundle.tokenizer,
+                bundle.template,
+                rows,
+                groups,
+                bundle.answers,
+                sources=sources,
+                **common,
+            )
+            return (
+                scores,
+                labels,
+                groups,
+                "pointwise Yes/No, shared prefix and per-group prefixes computed once",
+            )
+        scores = score_binary(
+            bundle.model, bundle.tokenizer, bundle.template, rows, bundle.answers, sources=sources, **common
+        )
+        return scores, labels, groups, "Yes/No first-token probability, shared prefix computed once"
+    if args.rank_method == "letters":
+        scores = score_choices(
+            bundle.model, bundle.tokenizer, bundle.template, rows, sources=sources, **common
+        )
+        return (
+            scores,
+            None,
+            None,
+            "listwise: index-letter probabilities in one pass per sample (LlamaRec verbalizer)",
+        )
+    flat, owner, counts = pointwise_samples(rows)
+    p = score_pointwise(
+        bundle.model,
+        bundle.tokenizer,
+        bundle.template,
+        flat,
+        owner,
+        bundle.answers,
+        sources=[sources[o] for o in owner],
+        **common,
+    )
+    scores = torch.full((len(rows), max(counts)), -1.0, device=p.device)
+    col = torch.tensor([j for c in counts for j in range(c)], device=p.device)
+    scores[torch.tensor(owner, device=p.device), col] = p
+    return scores, None, None, "pointwise: Yes/No per candidate, each user's history computed once"
+
+
+def _checkpoint_metrics(
+    s: _Samples,
+    name: str,
+    scores: torch.Tensor,
+    labels: list[int] | None,
+    groups: list[str] | None,
+    group_by: str | None,
+    ks: list[int],
+    columns: dict[str, Any],
+    curves: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """One checkpoint's metrics; its score columns and curves are added to ``columns`` and ``curves``."""
+    if s.task == "binary":
+        lab = torch.tensor(labels, device=scores.device)
+        user = [r["user_id"] for r in s.rows] if "user_id" in columns else None
+        metrics = binary_metrics(scores, lab, user)
+        if group_by:
+            smat, rel = group_matrix(scores, lab, groups)
+            metrics.update(_grouped_ranking(smat, rel, ks))
+        columns["label"] = labels
+        columns[f"score:{name}"] = scores.float().cpu().numpy()
+        curves["roc"][name] = (
+            *rep.roc_points(scores.float().cpu().numpy(), np.array(labels)),
+            metrics.get("auc"),
+        )
+        return metrics
+    tgt = torch.tensor(s.targets, device=scores.device)
+    kk = [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]
+    metrics = ranking_metrics(scores, tgt, kk)
+    rel = torch.zeros_like(scores).scatter_(1, tgt[:, None], 1.0)
+    curves["k"][name] = at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
+    columns["target_index"] = s.targets
+    columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
+    columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
+    return metrics
 
 
 def _fitting(

@@ -359,40 +359,26 @@ def score_token_sequences(
     With ``distributed`` and an initialised process group, each process scores its shard (whole groups)
     and every process receives all rows in the original order.
     """
+    options = dict(
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        pad_token_id=pad_token_id,
+        reuse_prefix=reuse_prefix,
+        fast=fast,
+        stats=stats,
+        progress=progress,
+    )
     if distributed:
-        from llm4rec.eval.distributed import gather_in_order, shard_assignment, world
+        from llm4rec.eval.distributed import world
 
-        rank, size = world()
-        if size > 1:
-            shards = shard_assignment(len(seqs), size, groups)
-            mine = shards[rank]
-            kwargs = dict(
-                batch_size=batch_size,
-                max_batch_tokens=max_batch_tokens,
-                pad_token_id=pad_token_id,
-                reuse_prefix=reuse_prefix,
-                fast=fast,
-                stats=stats,
-                progress=progress,
-            )
-            if mine:
-                local = score_token_sequences(
-                    model,
-                    [seqs[i] for i in mine],
-                    answer_ids,
-                    groups=[groups[i] for i in mine] if groups is not None else None,
-                    **kwargs,
-                )
-            else:
-                local = torch.empty(0, len(answer_ids), device=_resolve(model, fast).device)
-            return gather_in_order(local, shards, len(seqs))
+        if world()[1] > 1:
+            return _score_shard(model, seqs, answer_ids, groups, options)
     if not seqs:
         raise UserError("no samples to score")
     if any(len(s) == 0 for s in seqs):
         raise UserError("a prompt tokenized to nothing")
     parts = _resolve(model, fast)
     device = parts.device
-    ans = torch.tensor(list(answer_ids), dtype=torch.long)
     out = torch.empty(len(seqs), len(answer_ids), dtype=torch.float32, device=device)
     if stats is not None:
         stats.prompts += len(seqs)
@@ -404,25 +390,68 @@ def score_token_sequences(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(seqs), desc="score", unit="prompt")
+    ans = torch.tensor(list(answer_ids), dtype=torch.long).to(device)
+    job = _Job(parts, seqs, ans, out, batch_size, max_batch_tokens, pad_token_id, stats, bar)
     if parts.decoder is None:
-        _run_generic(parts, seqs, ans.to(device), out, batch_size, max_batch_tokens, pad_token_id, stats, bar)
+        _run_generic(job)
     else:
-        _run_fast(
-            parts,
-            seqs,
-            ans.to(device),
-            out,
-            groups,
-            batch_size,
-            max_batch_tokens,
-            pad_token_id,
-            reuse_prefix,
-            stats,
-            bar,
-        )
+        job.head = _head_rows(parts.head, job.ans)
+        _run_fast(job, groups, reuse_prefix)
     if bar is not None:
         bar.close()
     return out
+
+
+def _score_shard(
+    model: Any,
+    seqs: Sequence[Sequence[int]],
+    answer_ids: Sequence[int],
+    groups: Sequence[Any] | None,
+    options: dict[str, Any],
+) -> torch.Tensor:
+    """Score this process's shard (whole groups); every process gets all rows back in the original order."""
+    from llm4rec.eval.distributed import gather_in_order, shard_assignment, world
+
+    rank, size = world()
+    shards = shard_assignment(len(seqs), size, groups)
+    mine = shards[rank]
+    if mine:
+        local = score_token_sequences(
+            model,
+            [seqs[i] for i in mine],
+            answer_ids,
+            groups=[groups[i] for i in mine] if groups is not None else None,
+            **options,
+        )
+    else:
+        local = torch.empty(0, len(answer_ids), device=_resolve(model, options["fast"]).device)
+    return gather_in_order(local, shards, len(seqs))
+
+
+@dataclass
+class _Job:
+    """One scoring call: the sequences, where their answer logits go, and how big a forward pass may be."""
+
+    parts: _Parts
+    seqs: Sequence[Sequence[int]]
+    #: answer token ids, on the model's device
+    ans: torch.Tensor
+    #: [N, A] float32 answer logits, filled row by row
+    out: torch.Tensor
+    batch_size: int
+    max_batch_tokens: int | None
+    pad: int
+    stats: ScoringStats | None
+    bar: Any | None
+    #: fast path: hidden [B, H] -> answer logits [B, A]
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def count_pass(self, ids: torch.Tensor, real_tokens: int) -> None:
+        """Record one forward pass over ``ids`` of which ``real_tokens`` were not padding."""
+        if self.stats is not None:
+            self.stats.tokens_run += ids.numel()
+            self.stats.padding_tokens += ids.numel() - real_tokens
+            self.stats.forward_passes += 1
 
 
 def _budget(batch_size: int, max_batch_tokens: int | None, lengths: Sequence[int]) -> int:
@@ -431,14 +460,15 @@ def _budget(batch_size: int, max_batch_tokens: int | None, lengths: Sequence[int
     return max(1, batch_size * math.ceil(sum(lengths) / max(1, len(lengths))))
 
 
-def _run_generic(parts, seqs, ans, out, batch_size, max_batch_tokens, pad, stats, bar) -> None:
+def _run_generic(job: _Job) -> None:
     """Whole prompts, left padding, last position only: works for any causal LM."""
+    parts, seqs = job.parts, job.seqs
     lengths = [len(s) for s in seqs]
     order = sorted(range(len(seqs)), key=lambda i: -lengths[i])
-    budget = _budget(batch_size, max_batch_tokens, lengths)
-    for rows in _pack(lengths, order, budget, 4 * batch_size):
+    budget = _budget(job.batch_size, job.max_batch_tokens, lengths)
+    for rows in _pack(lengths, order, budget, 4 * job.batch_size):
         width = lengths[rows[0]]
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        ids = torch.full((len(rows), width), job.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for r, i in enumerate(rows):
             ids[r, width - lengths[i] :] = torch.tensor(seqs[i])
@@ -452,67 +482,25 @@ def _run_generic(parts, seqs, ans, out, batch_size, max_batch_tokens, pad, stats
         if parts.accepts_logits_to_keep:
             kwargs["logits_to_keep"] = 1
         logits = parts.model(**kwargs).logits[:, -1]
-        out[_to_device(torch.tensor(rows), parts.device)] = logits.index_select(-1, ans).float()
-        if stats is not None:
-            stats.tokens_run += ids.numel()
-            stats.padding_tokens += ids.numel() - sum(lengths[i] for i in rows)
-            stats.forward_passes += 1
-        if bar is not None:
-            bar.update(len(rows))
+        job.out[_to_device(torch.tensor(rows), parts.device)] = logits.index_select(-1, job.ans).float()
+        job.count_pass(ids, sum(lengths[i] for i in rows))
+        if job.bar is not None:
+            job.bar.update(len(rows))
 
 
-def _run_fast(
-    parts, seqs, ans, out, groups, batch_size, max_batch_tokens, pad, reuse_prefix, stats, bar
-) -> None:
+def _run_fast(job: _Job, groups: Sequence[Any] | None, reuse_prefix: bool) -> None:
     """Shared prefix once, group prefixes once per group, suffixes batched; answer rows of the head only."""
-    device, decoder = parts.device, parts.decoder
-    config = decoder.config
-    head = _head_rows(parts.head, ans)
-    n = len(seqs)
+    seqs = job.seqs
     lengths = [len(s) for s in seqs]
-    # Every row keeps at least its last token in the suffix, so its hidden state is computed in a batch.
-    p0 = min(common_prefix(seqs), min(lengths) - 1) if reuse_prefix else 0
-    if p0 < MIN_PREFIX_TOKENS:
-        p0 = 0
-    prefix_kv = None
-    if p0:
-        cache = _new_cache(config, None)
-        ids = _to_device(torch.tensor([list(seqs[0][:p0])]), device)
-        decoder(
-            input_ids=ids,
-            position_ids=torch.arange(p0, device=device)[None],
-            cache=cache,
-            use_cache=True,
-        )
-        prefix_kv = _kv(cache)
-        if stats is not None:
-            stats.tokens_run += p0
-            stats.forward_passes += 1
-            stats.shared_prefix_tokens = p0
-
-    # group prefixes: per group, the common prefix of its members beyond p0
-    if groups is not None and reuse_prefix:
-        members: dict[Any, list[int]] = {}
-        for i, g in enumerate(groups):
-            members.setdefault(g, []).append(i)
-        group_list = list(members.values())
-        gend = []
-        for rows in group_list:
-            k = common_prefix([seqs[i] for i in rows])
-            k = min(k, min(lengths[i] for i in rows) - 1)
-            gend.append(k if k - p0 >= MIN_PREFIX_TOKENS else p0)
-    else:
-        group_list = [list(range(n))]
-        gend = [p0]
-
-    budget_rows = 8 * batch_size
-    suffix_len = [0] * n
+    p0, prefix_kv = _shared_prefix(job, reuse_prefix)
+    group_list, gend = _group_prefix_ends(seqs, groups if reuse_prefix else None, p0)
+    suffix_len = [0] * len(seqs)
     for rows, k in zip(group_list, gend):
         for i in rows:
             suffix_len[i] = lengths[i] - k
     # the budget is in new tokens per pass, sized like `batch_size` whole prompts: prefix reuse turns the
     # same memory into more rows per pass
-    budget = _budget(batch_size, max_batch_tokens, lengths)
+    budget = _budget(job.batch_size, job.max_batch_tokens, lengths)
 
     # process groups in chunks whose group-prefix caches fit the budget (all when there are no groups)
     rem = [k - p0 for k in gend]
@@ -525,78 +513,143 @@ def _run_fast(
     if len(with_rem) < len(gorder):
         chunks.append([g for g in gorder if rem[g] == 0])
     for chunk in chunks:
-        chunk_rows = [i for g in chunk for i in group_list[g]]
-        # --- run this chunk's group prefixes (one row per group) on top of the shared prefix
-        gkv = None
-        gmask = None
-        row_slot = {}
-        rmax = max(rem[g] for g in chunk)
-        if rmax > 0:
-            gids = torch.full((len(chunk), rmax), pad, dtype=torch.long)
-            gm = torch.zeros((len(chunk), rmax), dtype=torch.long)
-            for slot, g in enumerate(chunk):
-                first = seqs[group_list[g][0]]
-                gids[slot, : rem[g]] = torch.tensor(first[p0 : gend[g]])
-                gm[slot, : rem[g]] = 1
-                for i in group_list[g]:
-                    row_slot[i] = slot
-            cache = _new_cache(config, _broadcast(prefix_kv, len(chunk)))
-            full_mask = torch.cat([torch.ones((len(chunk), p0), dtype=torch.long), gm], 1)
-            decoder(
-                input_ids=_to_device(gids, device),
-                attention_mask=_to_device(full_mask, device),
-                position_ids=_to_device(p0 + torch.arange(rmax)[None].expand(len(chunk), -1), device),
-                cache=cache,
-                use_cache=True,
-            )
-            gkv = _kv(cache)
-            gmask = gm
-            if stats is not None:
-                stats.tokens_run += gids.numel()
-                stats.padding_tokens += gids.numel() - sum(rem[g] for g in chunk)
-                stats.group_prefix_tokens += sum(rem[g] for g in chunk)
-                stats.forward_passes += 1
+        members = [group_list[g] for g in chunk]
+        group = _run_group_prefixes(job, members, [gend[g] for g in chunk], p0, prefix_kv)
         start = {i: gend[g] for g in chunk for i in group_list[g]}
-        order = sorted(chunk_rows, key=lambda i: -suffix_len[i])
-        for rows in _pack(suffix_len, order, budget, budget_rows):
-            b = len(rows)
-            width = suffix_len[rows[0]]
-            ids = torch.full((b, width), pad, dtype=torch.long)
-            smask = torch.zeros((b, width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : suffix_len[i]] = torch.tensor(seqs[i][start[i] :])
-                smask[r, : suffix_len[i]] = 1
-            pos = torch.tensor([start[i] for i in rows])[:, None] + torch.arange(width)
-            last = torch.tensor([suffix_len[i] - 1 for i in rows])
-            gather_rows = None
-            if gkv is not None:
-                slots = torch.tensor([row_slot[i] for i in rows])
-                gather_rows = _to_device(slots, device)
-                past = gkv
-                mask = torch.cat([torch.ones((b, p0), dtype=torch.long), gmask[slots], smask], 1)
-            elif prefix_kv is not None:
-                past = _broadcast(prefix_kv, b)
-                mask = torch.cat([torch.ones((b, p0), dtype=torch.long), smask], 1)
-            else:
-                past = None
-                mask = smask
-            padded = bool((smask == 0).any()) or (gkv is not None and bool((gmask == 0).any()))
-            hidden = decoder(
-                input_ids=_to_device(ids, device),
-                attention_mask=_to_device(mask, device) if padded else None,
-                position_ids=_to_device(pos, device),
-                cache=None if past is None else _new_cache(config, past, keep=False, rows=gather_rows),
-                use_cache=past is not None,
-            ).last_hidden_state
-            dlast = _to_device(last, device)
-            h = hidden[torch.arange(b, device=device), dlast]
-            out[_to_device(torch.tensor(rows), device)] = head(h).float()
-            if stats is not None:
-                stats.tokens_run += ids.numel()
-                stats.padding_tokens += ids.numel() - sum(suffix_len[i] for i in rows)
-                stats.forward_passes += 1
-            if bar is not None:
-                bar.update(b)
+        order = sorted([i for rows in members for i in rows], key=lambda i: -suffix_len[i])
+        for rows in _pack(suffix_len, order, budget, 8 * job.batch_size):
+            _run_suffixes(job, rows, start, suffix_len, p0, prefix_kv, group)
+
+
+def _shared_prefix(job: _Job, reuse_prefix: bool) -> tuple[int, Any]:
+    """Run the prefix every sequence shares, once; its length (0: none worth reusing) and its cache."""
+    seqs, device, decoder = job.seqs, job.parts.device, job.parts.decoder
+    # Every row keeps at least its last token in the suffix, so its hidden state is computed in a batch.
+    p0 = min(common_prefix(seqs), min(len(s) for s in seqs) - 1) if reuse_prefix else 0
+    if p0 < MIN_PREFIX_TOKENS:
+        return 0, None
+    cache = _new_cache(decoder.config, None)
+    ids = _to_device(torch.tensor([list(seqs[0][:p0])]), device)
+    decoder(
+        input_ids=ids,
+        position_ids=torch.arange(p0, device=device)[None],
+        cache=cache,
+        use_cache=True,
+    )
+    if job.stats is not None:
+        job.stats.tokens_run += p0
+        job.stats.forward_passes += 1
+        job.stats.shared_prefix_tokens = p0
+    return p0, _kv(cache)
+
+
+def _group_prefix_ends(
+    seqs: Sequence[Sequence[int]], groups: Sequence[Any] | None, p0: int
+) -> tuple[list[list[int]], list[int]]:
+    """The groups' member rows, and where each group's common prefix ends (``p0`` when not worth reusing)."""
+    if groups is None:
+        return [list(range(len(seqs)))], [p0]
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    group_list = list(members.values())
+    gend = []
+    for rows in group_list:
+        k = common_prefix([seqs[i] for i in rows])
+        k = min(k, min(len(seqs[i]) for i in rows) - 1)
+        gend.append(k if k - p0 >= MIN_PREFIX_TOKENS else p0)
+    return group_list, gend
+
+
+@dataclass
+class _GroupPrefixes:
+    """One chunk's group prefixes run on top of the shared prefix: one cache row (slot) per group."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    #: [groups, longest group prefix] 1 where a slot holds a real token
+    mask: torch.Tensor
+    #: sequence index -> its group's slot
+    slot: dict[int, int]
+
+
+def _run_group_prefixes(
+    job: _Job, members: list[list[int]], ends: list[int], p0: int, prefix_kv: Any
+) -> _GroupPrefixes | None:
+    """Run each group's prefix beyond ``p0`` (one row per group); None when no group has one."""
+    device, config = job.parts.device, job.parts.decoder.config
+    rem = [k - p0 for k in ends]
+    rmax = max(rem)
+    if rmax <= 0:
+        return None
+    n = len(members)
+    gids = torch.full((n, rmax), job.pad, dtype=torch.long)
+    gm = torch.zeros((n, rmax), dtype=torch.long)
+    slot_of = {}
+    for slot, rows in enumerate(members):
+        gids[slot, : rem[slot]] = torch.tensor(job.seqs[rows[0]][p0 : ends[slot]])
+        gm[slot, : rem[slot]] = 1
+        for i in rows:
+            slot_of[i] = slot
+    cache = _new_cache(config, _broadcast(prefix_kv, n))
+    full_mask = torch.cat([torch.ones((n, p0), dtype=torch.long), gm], 1)
+    job.parts.decoder(
+        input_ids=_to_device(gids, device),
+        attention_mask=_to_device(full_mask, device),
+        position_ids=_to_device(p0 + torch.arange(rmax)[None].expand(n, -1), device),
+        cache=cache,
+        use_cache=True,
+    )
+    job.count_pass(gids, sum(rem))
+    if job.stats is not None:
+        job.stats.group_prefix_tokens += sum(rem)
+    return _GroupPrefixes(_kv(cache), gm, slot_of)
+
+
+def _run_suffixes(
+    job: _Job,
+    rows: list[int],
+    start: dict[int, int],
+    suffix_len: list[int],
+    p0: int,
+    prefix_kv: Any,
+    group: _GroupPrefixes | None,
+) -> None:
+    """One batch of suffixes on top of the cached prefixes; writes the answer logits of ``rows``."""
+    device, config = job.parts.device, job.parts.decoder.config
+    b = len(rows)
+    width = suffix_len[rows[0]]
+    ids = torch.full((b, width), job.pad, dtype=torch.long)
+    smask = torch.zeros((b, width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        ids[r, : suffix_len[i]] = torch.tensor(job.seqs[i][start[i] :])
+        smask[r, : suffix_len[i]] = 1
+    pos = torch.tensor([start[i] for i in rows])[:, None] + torch.arange(width)
+    last = torch.tensor([suffix_len[i] - 1 for i in rows])
+    gather_rows = None
+    if group is not None:
+        slots = torch.tensor([group.slot[i] for i in rows])
+        gather_rows = _to_device(slots, device)
+        past = group.kv
+        mask = torch.cat([torch.ones((b, p0), dtype=torch.long), group.mask[slots], smask], 1)
+    elif prefix_kv is not None:
+        past = _broadcast(prefix_kv, b)
+        mask = torch.cat([torch.ones((b, p0), dtype=torch.long), smask], 1)
+    else:
+        past = None
+        mask = smask
+    padded = bool((smask == 0).any()) or (group is not None and bool((group.mask == 0).any()))
+    hidden = job.parts.decoder(
+        input_ids=_to_device(ids, device),
+        attention_mask=_to_device(mask, device) if padded else None,
+        position_ids=_to_device(pos, device),
+        cache=None if past is None else _new_cache(config, past, keep=False, rows=gather_rows),
+        use_cache=past is not None,
+    ).last_hidden_state
+    h = hidden[torch.arange(b, device=device), _to_device(last, device)]
+    job.out[_to_device(torch.tensor(rows), device)] = job.head(h).float()
+    job.count_pass(ids, sum(suffix_len[i] for i in rows))
+    if job.bar is not None:
+        job.bar.update(b)
 
 
 # ------------------------------------------------------------------------------------------------ tasks

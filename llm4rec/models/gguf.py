@@ -11,14 +11,13 @@ source file and the prompt template to use with it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
-from llm4rec.io import atomic_dir
+from llm4rec.io import atomic_dir, sha256_file
 
 #: GGUF ``general.architecture`` -> llm4rec backbone family. Only families llm4rec trains and scores.
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
@@ -33,14 +32,6 @@ def _field(reader: Any, key: str) -> Any:
     if f is None:
         return None
     return f.contents()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def inspect_gguf(path: Path) -> dict[str, Any]:
@@ -159,7 +150,7 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
         "source": {
             "format": "gguf",
             "file": src.name,
-            "sha256": _sha256(src),
+            "sha256": sha256_file(src),
             "architecture": info["architecture"],
             "name": info["name"],
             "tensor_types": info["tensor_types"],

@@ -48,6 +48,10 @@ def require_model_dir(path: str | Path, key: str = "model.path") -> Path:
 
 #: Linear layers of a LLaMA-style decoder block (also Qwen2, converted Baichuan and Qwen-1).
 LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: LoRA target sets of every family whose layers carry LLaMA's projection names
+LLAMA_TARGETS = {"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR}
+#: TALLRec's Alpaca templates, the default of the families without a chat format of their own
+ALPACA_TEMPLATES = {"en": "alpaca", "zh": "alpaca_zh"}
 
 
 @dataclass(frozen=True)
@@ -175,36 +179,29 @@ def detect_family(model_dir: str | Path) -> str | None:
     return None
 
 
-def _tiny_llama(vocab_size: int) -> Any:
-    from transformers import LlamaConfig
+def _tiny_config(config_class: str, vocab_size: int, kv_heads: int) -> Any:
+    """A two-layer config of the given transformers class, in the widths bitsandbytes' 4-bit kernels take."""
+    import transformers
 
-    return LlamaConfig(
+    return getattr(transformers, config_class)(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=1024,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
     )
+
+
+def _tiny_llama(vocab_size: int) -> Any:
+    return _tiny_config("LlamaConfig", vocab_size, kv_heads=4)
 
 
 def _tiny_qwen2(vocab_size: int) -> Any:
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-    )
+    return _tiny_config("Qwen2Config", vocab_size, kv_heads=2)
 
 
 _BUILTINS_LOADED = False
@@ -222,8 +219,8 @@ def _register_core_families() -> None:
             name="llama",
             model_types=("llama",),
             description="LLaMA-1 / Llama-2 / Llama-3 (TALLRec's backbone)",
-            lora_targets={"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR},
-            default_template={"en": "alpaca", "zh": "alpaca_zh"},
+            lora_targets=LLAMA_TARGETS,
+            default_template=ALPACA_TEMPLATES,
             # LLaMA ships no pad token; TALLRec pads with id 0 (<unk>). EOS must stay distinct: the
             # loss trains the model to stop after "Yes."/"No.".
             pad_token_candidates=("<unk>", "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"),
@@ -235,8 +232,8 @@ def _register_core_families() -> None:
             name="qwen2",
             model_types=("qwen2",),
             description="Qwen1.5 / Qwen2 / Qwen2.5",
-            lora_targets={"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR},
-            default_template={"en": "alpaca", "zh": "alpaca_zh"},
+            lora_targets=LLAMA_TARGETS,
+            default_template=ALPACA_TEMPLATES,
             # Qwen pads with <|endoftext|>; labels are built from lengths, never from pad ids, so the
             # end-of-text token the loss needs is kept even where pad and EOS coincide.
             pad_token_candidates=("<|endoftext|>",),

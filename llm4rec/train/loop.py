@@ -230,36 +230,164 @@ def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, acc
     return recipe
 
 
+@dataclasses.dataclass
+class _Data:
+    """The encoded training examples and the validation rows that fit data.cutoff_len."""
+
+    examples: list[Any]
+    lengths: list[int]
+    valid_rows: list[dict[str, Any]]
+    valid_src: list[str]
+    valid_labels: list[int]
+    truncation: dict[str, TruncationStats]
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one run share; ``state`` is what ``checkpoint-last`` saves and resume restores."""
+
+    recipe: Recipe
+    accelerator: Any
+    family: Any
+    tokenizer: Any
+    template: Any
+    answers: Any
+    data: _Data
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    out: Path
+    state: dict[str, Any]
+    wandb_run: Any = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir)."""
-    from accelerate import Accelerator
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-    from llm4rec.eval.metrics import UndefinedMetricError, auc
-    from llm4rec.eval.scoring import score_binary
-
-    m, d, t = recipe.model, recipe.data, recipe.train
-    out = Path(t.output_dir)
-
     # ---------------------------------------------------------------- setup
+    accelerator = _setup_accelerator()
+    world = accelerator.num_processes
+    _set_seed(recipe.train.seed)
+    family, model_path, tokenizer, template, answers = _setup_backbone(recipe)
+    data = _setup_data(recipe, tokenizer, template, answers, accelerator)
+    recipe = _resolve_memory_settings(recipe, data.lengths, world, accelerator)
+    t, d = recipe.train, recipe.data
+    accum = _accumulation_steps(t, world)
+    model, resume_dir = _setup_model(recipe, model_path, family, accelerator)
+    micro_per_epoch = math.ceil(len(data.examples) / (t.micro_batch_size * world))
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
+    total_steps = t.max_steps or math.ceil(steps_per_epoch * t.epochs)
+    params, optimizer, scheduler = _setup_optimizer(t, model, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    eval_every = t.eval_every or steps_per_epoch
+    save_every = t.save_every or eval_every
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_auc": None, "best_step": 0, "bad_evals": 0}
+    run = _Run(
+        recipe, accelerator, family, tokenizer, template, answers, data, model, optimizer, scheduler, params,
+        Path(t.output_dir), state,
+    )  # fmt: skip
+    _start_outputs(run, resume_dir)
+
+    # ---------------------------------------------------------------- train
+    model.train()
+    bar = _progress_bar(run, total_steps)
+    t0 = time.time()
+    running, n_running, window_tokens = 0.0, 0, 1
+    stop = run.state["step"] >= total_steps
+    while not stop:
+        batches = list(
+            length_grouped_batches(
+                data.lengths, t.micro_batch_size * world, t.seed + run.state["epoch"], d.group_by_length
+            )
+        )
+        for i in range(run.state["micro_in_epoch"], len(batches)):
+            batch = _micro_batch(run, batches[i])
+            if n_running == 0:  # a new optimizer step: count its labelled tokens over every process
+                window_tokens = max(1, effective_batch_tokens(data.examples, batches[i : i + accum]))
+            part = loss_sum(model, batch) / window_tokens
+            # DDP averages gradients over processes; each holds its shard's sum over the global count
+            accelerator.backward(part * world)
+            running += part.detach()
+            n_running += 1
+            run.state["micro_in_epoch"] = i + 1
+            if n_running < accum and i + 1 < len(batches):
+                continue
+            step_loss = _optimizer_step(run, running)
+            running, n_running = 0.0, 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=run.state["best_auc"])
+            if run.state["step"] % recipe.logging.log_every == 0:
+                _log_step(run, (i + 1) / len(batches), step_loss, t0)
+            done = run.state["step"] >= total_steps
+            if run.state["step"] % eval_every == 0 or done:
+                done = _validate_and_keep_best(run) or done
+            if run.state["step"] % save_every == 0 or done:
+                _save_checkpoint(run)
+            if done:
+                stop = True
+                break
+        else:
+            run.state["epoch"] += 1
+            run.state["micro_in_epoch"] = 0
+    bar.close()
+
+    # ---------------------------------------------------------------- save
+    return _finish(run, t0)
+
+
+def _accumulation_steps(t: Any, world: int) -> int:
+    """Micro-batches per optimizer step on each process."""
+    if t.batch_size % (t.micro_batch_size * world):
+        raise UserError(
+            f"train.batch_size: {t.batch_size} is not a multiple of micro_batch_size x processes "
+            f"({t.micro_batch_size} x {world})"
+        )
+    return t.batch_size // (t.micro_batch_size * world)
+
+
+def _setup_optimizer(t: Any, model: Any, total_steps: int) -> tuple[list[torch.nn.Parameter], Any, Any]:
+    """The trainable parameters, their optimizer and the learning-rate schedule over ``total_steps``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(t.optimizer, params, t.learning_rate, t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(t.lr_scheduler, min(t.warmup_steps, total_steps), total_steps)
+    )
+    return params, optimizer, scheduler
+
+
+def _setup_accelerator() -> Any:
+    from accelerate import Accelerator
+
     if torch.cuda.is_available() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         # micro-batches of different lengths leave cached blocks that later shapes cannot reuse, so torch
         # reserves far more than it uses (2.2x on an H200, issue #13); growable segments avoid that
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    world = accelerator.num_processes
-    _set_seed(t.seed)
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def _setup_backbone(recipe: Recipe) -> tuple[Any, Path, Any, Any, Any]:
+    """Family, weights directory, tokenizer, template and answer words of the recipe's model."""
+    m = recipe.model
     require_model_dir(m.path)
     family = resolve_family(m.path, m.family)
     model_path = resolve_model_path(m.path, family)
     tokenizer = load_tokenizer(model_path, family)
     template = resolve_template(family, m.template, m.lang, model_path)
-    answers = answer_words(family, m.lang, template)
+    return family, model_path, tokenizer, template, answer_words(family, m.lang, template)
+
+
+def _setup_data(recipe: Recipe, tokenizer: Any, template: Any, answers: Any, accelerator: Any) -> _Data:
+    """Read and encode the training rows, fit the validation rows; warn once about what was truncated."""
+    d, seed = recipe.data, recipe.train.seed
     train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
     valid_rows = read_jsonl(d.valid, required=("instruction", "input", "label")) if d.valid else []
     valid_src = [f"{d.valid}:{n}" for n in line_numbers(d.valid)] if d.valid else []
     if d.max_valid_samples and len(valid_rows) > d.max_valid_samples:
-        picked = random.Random(t.seed).sample(range(len(valid_rows)), d.max_valid_samples)
+        picked = random.Random(seed).sample(range(len(valid_rows)), d.max_valid_samples)
         valid_rows, valid_src = [valid_rows[i] for i in picked], [valid_src[i] for i in picked]
     # fail early (before loading weights) when the answers cannot be scored with this tokenizer
     answer_token_ids(tokenizer, render_prompt(template, train_rows[0]), answers)
@@ -302,16 +430,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
         accelerator.print("warning: " + "; ".join(w.removeprefix("warning: ") for w in warnings_))
     lengths = [len(e.input_ids) for e in examples]
     valid_labels = [int(r["label"]) for r in valid_rows]
+    return _Data(examples, lengths, valid_rows, valid_src, valid_labels, truncation)
 
-    recipe = _resolve_memory_settings(recipe, lengths, world, accelerator)
-    m, t = recipe.model, recipe.train
-    if t.batch_size % (t.micro_batch_size * world):
-        raise UserError(
-            f"train.batch_size: {t.batch_size} is not a multiple of micro_batch_size x processes "
-            f"({t.micro_batch_size} x {world})"
-        )
-    accum = t.batch_size // (t.micro_batch_size * world)
 
+def _setup_model(recipe: Recipe, model_path: Path, family: Any, accelerator: Any) -> tuple[Any, Path | None]:
+    """The base model prepared for (k-bit) training with its LoRA adapter: new, or the one to resume."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    m = recipe.model
     model = load_base_model(
         model_path,
         family,
@@ -335,55 +461,44 @@ def train(recipe: Recipe) -> dict[str, Any]:
         model.enable_input_require_grads()
     resume_dir = _find_resume(recipe)
     if resume_dir is not None:
-        model = PeftModel.from_pretrained(model, str(resume_dir), is_trainable=True)
-    else:
-        lora = LoraConfig(
-            r=recipe.lora.r,
-            lora_alpha=recipe.lora.alpha,
-            lora_dropout=recipe.lora.dropout,
-            target_modules=family.targets(recipe.lora.targets),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        try:
-            model = get_peft_model(model, lora)
-        except ValueError as exc:
-            raise UserError(f"lora.targets: {str(exc).splitlines()[0]}") from None
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(t.optimizer, params, t.learning_rate, t.weight_decay)
-    micro_per_epoch = math.ceil(len(examples) / (t.micro_batch_size * world))
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
-    total_steps = t.max_steps or math.ceil(steps_per_epoch * t.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(t.lr_scheduler, min(t.warmup_steps, total_steps), total_steps)
+        return PeftModel.from_pretrained(model, str(resume_dir), is_trainable=True), resume_dir
+    lora = LoraConfig(
+        r=recipe.lora.r,
+        lora_alpha=recipe.lora.alpha,
+        lora_dropout=recipe.lora.dropout,
+        target_modules=family.targets(recipe.lora.targets),
+        bias="none",
+        task_type="CAUSAL_LM",
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    eval_every = t.eval_every or steps_per_epoch
-    save_every = t.save_every or eval_every
+    try:
+        return get_peft_model(model, lora), None
+    except ValueError as exc:
+        raise UserError(f"lora.targets: {str(exc).splitlines()[0]}") from None
 
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_auc": None, "best_step": 0, "bad_evals": 0}
+
+def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
+    """Write recipe, tokenizer and llm4rec.json; restore the state to resume from; open wandb."""
+    accelerator, out, recipe = run.accelerator, run.out, run.recipe
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
-        tokenizer.save_pretrained(str(out))
+        run.tokenizer.save_pretrained(str(out))
         write_json_atomic(
-            out / "llm4rec.json", {"family": family.name, "template": template.name, "answers": answers}
+            out / "llm4rec.json",
+            {"family": run.family.name, "template": run.template.name, "answers": run.answers},
         )
-    metrics_path = out / "metrics.jsonl"
     if resume_dir is not None:
-        state = json.loads((resume_dir / "trainer_state.json").read_text())
-        _load_resume_state(resume_dir, optimizer, scheduler)
+        run.state = json.loads((resume_dir / "trainer_state.json").read_text())
+        _load_resume_state(resume_dir, run.optimizer, run.scheduler)
         if accelerator.is_main_process:
-            _truncate_metrics(metrics_path, state["step"])
-        accelerator.print(f"resumed from {resume_dir} at step {state['step']}")
-    elif accelerator.is_main_process and metrics_path.exists():
-        metrics_path.unlink()
-
-    wandb_run = None
+            _truncate_metrics(run.metrics_path, run.state["step"])
+        accelerator.print(f"resumed from {resume_dir} at step {run.state['step']}")
+    elif accelerator.is_main_process and run.metrics_path.exists():
+        run.metrics_path.unlink()
     if recipe.logging.wandb.mode != "disabled" and accelerator.is_main_process:
         import wandb
 
-        wandb_run = wandb.init(
+        run.wandb_run = wandb.init(
             mode=recipe.logging.wandb.mode,
             project=recipe.logging.wandb.project,
             name=recipe.logging.wandb.name or out.name,
@@ -392,142 +507,143 @@ def train(recipe: Recipe) -> dict[str, Any]:
             resume="allow",
         )
 
-    def log(record: dict[str, Any]) -> None:
-        if accelerator.is_main_process:
-            _append_metrics(metrics_path, record)
-            if wandb_run is not None:
-                wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def validate() -> float | None:
-        """Validation AUC with the same scoring core as `llm4rec evaluate` (None if undefined)."""
-        if not valid_rows:
-            return None
-        model.eval()
-        with torch.no_grad():
-            scores = score_binary(
-                accelerator.unwrap_model(model),
-                tokenizer,
-                template,
-                valid_rows,
-                answers,
-                batch_size=recipe.eval.batch_size,
-                cutoff_len=d.cutoff_len,
-                sources=valid_src,
-                # with several processes each scores a shard; every one gets all scores back, in order
-                distributed=accelerator.num_processes > 1,
-            )
-        model.train()
-        try:
-            return auc(scores, valid_labels)
-        except UndefinedMetricError as exc:
-            accelerator.print(f"validation AUC undefined: {exc}")
-            return None
-
-    def save_checkpoint() -> None:
-        if not accelerator.is_main_process:
-            return
-        with atomic_dir(out / "checkpoint-last") as tmp:
-            accelerator.unwrap_model(model).save_pretrained(str(tmp))
-            _save_resume_state(tmp, optimizer, scheduler)
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-
-    # ---------------------------------------------------------------- train
-    model.train()
-    bar = tqdm(
+def _progress_bar(run: _Run, total_steps: int) -> tqdm:
+    return tqdm(
         total=total_steps,
-        initial=state["step"],
+        initial=run.state["step"],
         desc="train",
         unit="step",
-        disable=not (recipe.logging.progress_bar and accelerator.is_local_main_process),
+        disable=not (run.recipe.logging.progress_bar and run.accelerator.is_local_main_process),
     )
-    t0 = time.time()
-    running, n_running, window_tokens = 0.0, 0, 1
-    stop = state["step"] >= total_steps
-    while not stop:
-        batches = list(
-            length_grouped_batches(
-                lengths, t.micro_batch_size * world, t.seed + state["epoch"], d.group_by_length
-            )
-        )
-        for i in range(state["micro_in_epoch"], len(batches)):
-            shard = batches[i][accelerator.process_index :: world] or batches[i][:1]
-            batch = collate([examples[j] for j in shard], tokenizer.pad_token_id, family.train_padding_side)
-            batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            if n_running == 0:  # a new optimizer step: count its labelled tokens over every process
-                window_tokens = max(1, effective_batch_tokens(examples, batches[i : i + accum]))
-            part = loss_sum(model, batch) / window_tokens
-            # DDP averages gradients over processes; each holds its shard's sum over the global count
-            accelerator.backward(part * world)
-            running += part.detach()
-            n_running += 1
-            state["micro_in_epoch"] = i + 1
-            last_of_epoch = i + 1 == len(batches)
-            if n_running < accum and not last_of_epoch:
-                continue
-            # ------------------------------------------------ optimizer step
-            if t.max_grad_norm:
-                accelerator.clip_grad_norm_(params, t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            step_loss = float(running) * world  # one host sync per optimizer step; exact on one process
-            running, n_running = 0.0, 0
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=state["best_auc"])
-            if state["step"] % recipe.logging.log_every == 0:
-                log(
-                    {
-                        "step": state["step"],
-                        "epoch": state["epoch"] + (i + 1) / len(batches),
-                        "loss": step_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "elapsed_s": round(time.time() - t0, 2),
-                    }
-                )
-            # ------------------------------------------------ validate
-            done = state["step"] >= total_steps
-            if state["step"] % eval_every == 0 or done:
-                val_auc = validate()
-                if val_auc is not None:
-                    improved = state["best_auc"] is None or val_auc > state["best_auc"]
-                    log({"step": state["step"], "valid_auc": val_auc, "n_valid": len(valid_rows)})
-                    if improved:
-                        state.update(best_auc=val_auc, best_step=state["step"], bad_evals=0)
-                        if accelerator.is_main_process:
-                            _save_adapter(accelerator.unwrap_model(model), out)
-                    else:
-                        state["bad_evals"] += 1
-                    if t.early_stopping_patience and state["bad_evals"] >= t.early_stopping_patience:
-                        accelerator.print(f"early stopping: no AUC gain in {state['bad_evals']} validations")
-                        done = True
-            if state["step"] % save_every == 0 or done:
-                save_checkpoint()
-            if done:
-                stop = True
-                break
-        else:
-            state["epoch"] += 1
-            state["micro_in_epoch"] = 0
-    bar.close()
 
-    # ---------------------------------------------------------------- save
+
+def _micro_batch(run: _Run, indices: list[int]) -> dict[str, torch.Tensor]:
+    """This process's share of one micro-batch, collated and on its device."""
+    accelerator, world = run.accelerator, run.accelerator.num_processes
+    shard = indices[accelerator.process_index :: world] or indices[:1]
+    batch = collate(
+        [run.data.examples[j] for j in shard], run.tokenizer.pad_token_id, run.family.train_padding_side
+    )
+    batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
+    return {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+
+
+def _optimizer_step(run: _Run, running: Any) -> float:
+    """Clip, step optimizer and scheduler, count the step; return the step's loss."""
+    t = run.recipe.train
+    if t.max_grad_norm:
+        run.accelerator.clip_grad_norm_(run.params, t.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state["step"] += 1
+    return float(running) * run.accelerator.num_processes  # one host sync per step; exact on one process
+
+
+def _log_step(run: _Run, epoch_part: float, loss: float, t0: float) -> None:
+    """Log one optimizer step: its loss, learning rate and where it stands in epochs and seconds."""
+    _log(
+        run,
+        {
+            "step": run.state["step"],
+            "epoch": run.state["epoch"] + epoch_part,
+            "loss": loss,
+            "lr": run.scheduler.get_last_lr()[0],
+            "elapsed_s": round(time.time() - t0, 2),
+        },
+    )
+
+
+def _log(run: _Run, record: dict[str, Any]) -> None:
+    if run.accelerator.is_main_process:
+        _append_metrics(run.metrics_path, record)
+        if run.wandb_run is not None:
+            run.wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def _validate(run: _Run) -> float | None:
+    """Validation AUC with the same scoring core as `llm4rec evaluate` (None if undefined)."""
+    from llm4rec.eval.metrics import UndefinedMetricError, auc
+    from llm4rec.eval.scoring import score_binary
+
+    if not run.data.valid_rows:
+        return None
+    accelerator, model = run.accelerator, run.model
+    model.eval()
+    with torch.no_grad():
+        scores = score_binary(
+            accelerator.unwrap_model(model),
+            run.tokenizer,
+            run.template,
+            run.data.valid_rows,
+            run.answers,
+            batch_size=run.recipe.eval.batch_size,
+            cutoff_len=run.recipe.data.cutoff_len,
+            sources=run.data.valid_src,
+            # with several processes each scores a shard; every one gets all scores back, in order
+            distributed=accelerator.num_processes > 1,
+        )
+    model.train()
+    try:
+        return auc(scores, run.data.valid_labels)
+    except UndefinedMetricError as exc:
+        accelerator.print(f"validation AUC undefined: {exc}")
+        return None
+
+
+def _validate_and_keep_best(run: _Run) -> bool:
+    """Validate, log, keep the adapter when the AUC improved; True when early stopping ends the run."""
+    val_auc = _validate(run)
+    if val_auc is None:
+        return False
+    state, patience = run.state, run.recipe.train.early_stopping_patience
+    improved = state["best_auc"] is None or val_auc > state["best_auc"]
+    _log(run, {"step": state["step"], "valid_auc": val_auc, "n_valid": len(run.data.valid_rows)})
+    if improved:
+        state.update(best_auc=val_auc, best_step=state["step"], bad_evals=0)
+        if run.accelerator.is_main_process:
+            _save_adapter(run.accelerator.unwrap_model(run.model), run.out)
+    else:
+        state["bad_evals"] += 1
+    if patience and state["bad_evals"] >= patience:
+        run.accelerator.print(f"early stopping: no AUC gain in {state['bad_evals']} validations")
+        return True
+    return False
+
+
+def _save_checkpoint(run: _Run) -> None:
+    if not run.accelerator.is_main_process:
+        return
+    with atomic_dir(run.out / "checkpoint-last") as tmp:
+        run.accelerator.unwrap_model(run.model).save_pretrained(str(tmp))
+        _save_resume_state(tmp, run.optimizer, run.scheduler)
+        (tmp / "trainer_state.json").write_text(json.dumps(run.state, indent=2))
+
+
+def _finish(run: _Run, t0: float) -> dict[str, Any]:
+    """Keep the last adapter when nothing was validated; write and return the summary."""
+    accelerator, state = run.accelerator, run.state
     if accelerator.is_main_process and state["best_auc"] is None:
-        _save_adapter(accelerator.unwrap_model(model), out)  # no validation set: keep the last adapter
+        _save_adapter(
+            accelerator.unwrap_model(run.model), run.out
+        )  # no validation set: keep the last adapter
     summary = {
-        "output_dir": str(out),
+        "output_dir": str(run.out),
         "steps": state["step"],
         "best_valid_auc": state["best_auc"],
         "best_step": state["best_step"],
         "train_seconds": round(time.time() - t0, 1),
-        "truncation": {"cutoff_len": d.cutoff_len, **{k: v.as_dict() for k, v in truncation.items()}},
+        "truncation": {
+            "cutoff_len": run.recipe.data.cutoff_len,
+            **{k: v.as_dict() for k, v in run.data.truncation.items()},
+        },
     }
     if accelerator.is_main_process:
-        write_json_atomic(out / "train_summary.json", summary)
-    if wandb_run is not None:
-        wandb_run.summary.update(summary)
-        wandb_run.finish()
+        write_json_atomic(run.out / "train_summary.json", summary)
+    if run.wandb_run is not None:
+        run.wandb_run.summary.update(summary)
+        run.wandb_run.finish()
     accelerator.wait_for_everyone()
     # callers print the summary once, from the main process
     return {**summary, "main_process": accelerator.is_main_process}

@@ -56,3 +56,14 @@ def assert_generate_matches_cache_loop(model, seqs: list[list[int]], pad_id: int
         for i, s in enumerate(seqs):
             alone, _ = _cache_loop(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long), steps)
             assert torch.equal(padded[i], alone[0])
+
+
+def assert_converted_generate_matches(out) -> None:
+    """Load the converted model directory ``out`` and check :func:`assert_generate_matches_cache_loop` on two
+    random prompts of different lengths (left padding with id 0)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
+    assert_generate_matches_cache_loop(model, seqs, pad_id=0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 
 import pytest
@@ -17,7 +16,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.loading import answer_words, load_tokenizer, resolve_family, resolve_template
 from llm4rec.models.registry import LLAMA_LINEAR, detect_family, get_family, list_families
 from llm4rec.models.templates import ALPACA, TEMPLATES
-from tests.conftest import REPO, make_tallrec_samples, shared_path
+from tests.conftest import REPO, make_tallrec_samples, shared_path, tallrec_draws
 
 
 def test_shipped_families_and_their_choices():
@@ -130,16 +129,8 @@ GENRES_ZH = ("动作", "喜剧", "剧情", "恐怖")
 
 def make_zh_samples(n: int, seed: int = 0) -> list[dict]:
     """Chinese TALLRec samples in data_prep's --lang zh wording; the label follows the liked genre."""
-    rng = random.Random(seed)
-    titles = [f"电影{k}（{g}）" for k in range(12) for g in GENRES_ZH]
     rows = []
-    for _ in range(n):
-        genre = rng.choice(GENRES_ZH)
-        hist = rng.sample(titles, 6)
-        liked = [t for t in hist if genre in t] or [hist[0]]
-        disliked = [t for t in hist if t not in liked]
-        target = rng.choice(titles)
-        label = int(genre in target)
+    for _, _, liked, disliked, target, label in tallrec_draws(n, seed, GENRES_ZH, "电影{k}（{g}）"):
         rows.append(
             {
                 "instruction": "根据用户喜欢和不喜欢的电影，判断用户是否会喜欢目标电影，请回答“是”或“否”。",

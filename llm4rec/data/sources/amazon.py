@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from llm4rec.data.canonical import Canonical, conform
+from llm4rec.data.canonical import Canonical, assemble
 from llm4rec.data.readers import (
     ReadReport,
     check_codec,
@@ -28,7 +28,6 @@ from llm4rec.data.readers import (
     read_json_table,
     reject_rows,
     require_file,
-    sha256_file,
 )
 from llm4rec.errors import UserError
 
@@ -183,12 +182,5 @@ def read_amazon(
         )
     else:
         items = pl.DataFrame(schema={"item": pl.Utf8, "title": pl.Utf8})
-    inter, items = conform(inter, items)
     domain = "book" if "book" in reviews.name.lower() else "product"
-    return Canonical(
-        interactions=inter,
-        items=items,
-        sources={f.name: sha256_file(f) for f in files},
-        skipped_lines=dict(report.skipped),
-        domain=domain,
-    )
+    return assemble(inter, items, files, report, domain=domain)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from llm4rec.data.canonical import Canonical, conform
+from llm4rec.data.canonical import Canonical, assemble
 from llm4rec.data.readers import (
     ReadReport,
     check_codec,
@@ -29,7 +29,6 @@ from llm4rec.data.readers import (
     read_csv_table,
     read_text,
     reject_rows,
-    sha256_file,
 )
 from llm4rec.errors import UserError
 
@@ -121,12 +120,5 @@ def read_bookcrossing(
     items = _books(books_path, encoding, skip_bad_lines, report).unique(
         "item", keep="first", maintain_order=True
     )
-    inter, items = conform(inter, items)
-    return Canonical(
-        interactions=inter,
-        items=items,
-        sources={p.name: sha256_file(p) for p in (ratings_path, books_path)},
-        skipped_lines=dict(report.skipped),
-        filtered={"implicit_events_dropped": r.height - inter.height},
-        domain="book",
-    )
+    dropped = {"implicit_events_dropped": r.height - inter.height}
+    return assemble(inter, items, [ratings_path, books_path], report, domain="book", filtered=dropped)

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from llm4rec.data.canonical import Canonical, conform
+from llm4rec.data.canonical import Canonical, assemble
 from llm4rec.data.readers import (
     ReadReport,
     check_codec,
@@ -25,7 +25,6 @@ from llm4rec.data.readers import (
     read_json_table,
     reject_rows,
     require_file,
-    sha256_file,
 )
 from llm4rec.errors import UserError
 
@@ -182,7 +181,6 @@ def read_generic(
         cols[cmap.time] = pl.Utf8 if cmap.time_unit == "iso" else pl.Int64
     inline_title = items_path is None and cmap.title
     log_cols = dict(cols)
-    required = list(cols)
     if inline_title:
         head = _columns_of(interactions, fmt, sep, encoding)
         if cmap.title in head:
@@ -190,50 +188,9 @@ def read_generic(
             for c in [cmap.categories, *cmap.attributes]:
                 if c and c in head:
                     log_cols[c] = pl.Utf8
-    df = read_table(
-        interactions,
-        fmt,
-        log_cols,
-        sep=sep,
-        encoding=encoding,
-        skip_bad_lines=skip_bad_lines,
-        report=report,
-        required=required,
-    )
-    if cmap.label:
-        lab = pl.col(cmap.label).str.strip_chars().str.to_lowercase()
-        bad = df.filter(~lab.is_in(["0", "1", "true", "false", "0.0", "1.0"]))
-        if bad.height:
-            raise UserError(
-                f"{interactions.name}: --label-col {cmap.label!r} holds {bad[cmap.label][0]!r}; labels must be 0/1"
-            )
-        label = lab.is_in(["1", "true", "1.0"]).cast(pl.Int8)
-        rating = pl.lit(None, dtype=pl.Float64)
-    elif cmap.rating:
-        fmt_used = detect_format(interactions) if fmt == "auto" else fmt
-        if fmt_used == "parquet":
-            locate = lambda k: f"{interactions.name}: row {k + 1}"  # noqa: E731
-        else:
-            locate = line_locator(
-                interactions,
-                encoding=encoding,
-                header=fmt_used in ("csv", "tsv"),
-                sep=sep or ("\t" if fmt_used == "tsv" else ","),
-            )
-        df = reject_rows(
-            df,
-            pl.col(cmap.rating).is_nan() | pl.col(cmap.rating).is_infinite(),
-            interactions,
-            lambda row: f"--rating-col {cmap.rating!r} is {row[cmap.rating]}, not a number",
-            locate,
-            skip_bad_lines=skip_bad_lines,
-            report=report,
-        )
-        rating = pl.col(cmap.rating)
-        label = (rating > threshold).cast(pl.Int8)
-    else:
-        rating = pl.lit(None, dtype=pl.Float64)
-        label = pl.lit(1, dtype=pl.Int8)
+    opts = {"sep": sep, "encoding": encoding, "skip_bad_lines": skip_bad_lines, "report": report}
+    df = read_table(interactions, fmt, log_cols, required=list(cols), **opts)
+    df, rating, label = _rating_and_label(df, interactions, cmap, fmt, threshold, opts)
     ts = _time(cmap.time, cmap.time_unit) if cmap.time else pl.lit(None, dtype=pl.Int64)
     inter = df.select(
         pl.col(cmap.user).str.strip_chars().alias("user"),
@@ -253,34 +210,59 @@ def read_generic(
     if items_path is not None:
         items_path = require_file(Path(items_path), "item table (--items)")
         files.append(items_path)
-        id_col = cmap.item_id or cmap.item
-        icols: dict[str, Any] = {id_col: pl.Utf8, cmap.title: pl.Utf8}
-        for c in [cmap.categories, *cmap.attributes]:
-            if c:
-                icols[c] = pl.Utf8
-        it = read_table(
-            items_path,
-            "auto",
-            icols,
-            sep=None,
-            encoding=encoding,
-            skip_bad_lines=skip_bad_lines,
-            report=report,
-            required=[id_col],
-        ).rename({id_col: "_id"})
+        it = _item_table(items_path, cmap, {**opts, "sep": None})
     elif inline_title and cmap.title in df.columns:
         it = df.select(pl.col(cmap.item).alias("_id"), *[c for c in df.columns if c not in cols])
     else:
         it = None
-    items = _items(inter, it, cmap)
-    inter, items = conform(inter, items)
-    return Canonical(
-        interactions=inter,
-        items=items,
-        sources={f.name: sha256_file(f) for f in files},
-        skipped_lines=dict(report.skipped),
-        domain=domain,
+    return assemble(inter, _items(inter, it, cmap), files, report, domain=domain)
+
+
+def _rating_and_label(
+    df: pl.DataFrame, path: Path, cmap: ColumnMap, fmt: str, threshold: float, opts: dict[str, Any]
+) -> tuple[pl.DataFrame, pl.Expr, pl.Expr]:
+    """The rating and label expressions; rows whose rating is not a number are rejected (or skipped)."""
+    if cmap.label:
+        lab = pl.col(cmap.label).str.strip_chars().str.to_lowercase()
+        bad = df.filter(~lab.is_in(["0", "1", "true", "false", "0.0", "1.0"]))
+        if bad.height:
+            raise UserError(
+                f"{path.name}: --label-col {cmap.label!r} holds {bad[cmap.label][0]!r}; labels must be 0/1"
+            )
+        return df, pl.lit(None, dtype=pl.Float64), lab.is_in(["1", "true", "1.0"]).cast(pl.Int8)
+    if not cmap.rating:
+        return df, pl.lit(None, dtype=pl.Float64), pl.lit(1, dtype=pl.Int8)
+    fmt_used = detect_format(path) if fmt == "auto" else fmt
+    if fmt_used == "parquet":
+        locate = lambda k: f"{path.name}: row {k + 1}"  # noqa: E731
+    else:
+        locate = line_locator(
+            path,
+            encoding=opts["encoding"],
+            header=fmt_used in ("csv", "tsv"),
+            sep=opts["sep"] or ("\t" if fmt_used == "tsv" else ","),
+        )
+    df = reject_rows(
+        df,
+        pl.col(cmap.rating).is_nan() | pl.col(cmap.rating).is_infinite(),
+        path,
+        lambda row: f"--rating-col {cmap.rating!r} is {row[cmap.rating]}, not a number",
+        locate,
+        skip_bad_lines=opts["skip_bad_lines"],
+        report=opts["report"],
     )
+    rating = pl.col(cmap.rating)
+    return df, rating, (rating > threshold).cast(pl.Int8)
+
+
+def _item_table(path: Path, cmap: ColumnMap, opts: dict[str, Any]) -> pl.DataFrame:
+    """The --items table with its id column renamed ``_id``."""
+    id_col = cmap.item_id or cmap.item
+    icols: dict[str, Any] = {id_col: pl.Utf8, cmap.title: pl.Utf8}
+    for c in [cmap.categories, *cmap.attributes]:
+        if c:
+            icols[c] = pl.Utf8
+    return read_table(path, "auto", icols, required=[id_col], **opts).rename({id_col: "_id"})
 
 
 def _columns_of(path: Path, fmt: str, sep: str | None, encoding: str) -> list[str]:

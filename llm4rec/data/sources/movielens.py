@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from llm4rec.data.canonical import Canonical, conform
+from llm4rec.data.canonical import Canonical, assemble
 from llm4rec.data.readers import (
     ReadReport,
     check_codec,
@@ -30,7 +30,6 @@ from llm4rec.data.readers import (
     read_delimited,
     read_text,
     reject_rows,
-    sha256_file,
 )
 from llm4rec.errors import UserError
 
@@ -219,11 +218,4 @@ def read_movielens(
         pl.col("timestamp"),
     )
     items = items.unique("item", keep="first", maintain_order=True)
-    inter, items = conform(inter, items)
-    return Canonical(
-        interactions=inter,
-        items=items,
-        sources={f.name: sha256_file(f) for f in files},
-        skipped_lines=dict(report.skipped),
-        domain="movie",
-    )
+    return assemble(inter, items, files, report, domain="movie")

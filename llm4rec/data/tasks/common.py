@@ -165,6 +165,29 @@ def base_fields(
     return fields
 
 
+def sample_frame(
+    targets: pl.DataFrame,
+    ctx: TaskContext,
+    task: str,
+    instruction: str,
+    input_text: pl.Expr,
+    output: pl.Expr,
+    spans: pl.Series,
+    *extra: pl.Expr | pl.Series,
+) -> pl.DataFrame:
+    """One row per target: instruction, input, output and task, then :func:`base_fields`, ``extra`` columns
+    and ``split`` (kept for the writer)."""
+    return targets.select(
+        pl.lit(instruction).alias("instruction"),
+        input_text.alias("input"),
+        output.alias("output"),
+        pl.lit(task).alias("task"),
+        *base_fields(ctx, targets, ctx.history, spans),
+        *extra,
+        "split",
+    )
+
+
 def literal_chars(text: str, field_name: str, static: dict[str, str] | None = None) -> int:
     """Characters of ``text`` (a format string) before ``{field_name}``, with earlier fields filled from
     ``static`` (every field before it must be there)."""

@@ -220,13 +220,54 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     hist = np.stack([t[hist_col(k)].fill_null(-1).cast(pl.Int64).to_numpy() for k in range(n)], axis=1)
     liked = np.stack([t[hist_label_col(k)].fill_null(0).to_numpy() == 1 for k in range(n)], axis=1)
     target = t["i"].to_numpy().astype(np.int64)
+    forms = list(ir["mix"])
+    form_idx, pref, intent, top1, top2 = _choose_templates(ir, rng, hist, liked, target)
+    form = np.array(forms, dtype=object)[form_idx]
+    pool, pos, label, shown = _candidates(chunk, ctx, rng, t, form, target)
+    width = pool.shape[1]
+    # template code: form (in FORMS order) x preference x intention
+    code = np.array([FORMS.index(f) for f in forms])[form_idx] * 9 + pref * 3 + intent
+    frame = t.with_columns(
+        pl.Series("_row", np.arange(rows)),
+        pl.Series("_tcode", code),
+        pl.Series("_shown", shown, dtype=pl.Int64),
+        pl.Series("_label", label),
+        pl.Series("_pos", pos),
+        pl.Series("_t1", top1, dtype=pl.Int64),
+        pl.Series("_t2", top2, dtype=pl.Int64),
+        *[pl.Series(f"_c{j}", pool[:, j]) for j in range(width)],
+        list_of(ctx.item_ids, pool, "candidates"),
+    ).with_columns(
+        [pl.when(pl.col(f"_c{j}") >= 0).then(pl.col(f"_c{j}")).alias(f"_c{j}") for j in range(width)]
+    )
+    out, used = _render(frame, ctx, ir, _fields(ctx, ir, width))
+    hist_ids = list_of(ctx.item_ids, hist, "history")
+    out = out.insert_column(out.columns.index("timestamp") + 1, hist_ids)
+    # only the implicit preference shows the history; it opens the input
+    begin = literal_chars(PREFERENCE_TEXT[ctx.lang]["implicit"], "history", {"nouns": ctx.nouns})
+    s, e, d, _ = list_spans(
+        item_lengths(ctx, hist), hist >= 0, np.full(rows, begin, dtype=np.int64), len(LIST_SEP[ctx.lang])
+    )
+    spans = span_column(hist, np.stack([s, e, d], axis=2), shown=pref == _IMPLICIT)
+    out = out.insert_column(out.columns.index("history") + 1, spans)
+    return out, {f"template:{k}": v for k, v in sorted(used.items())}
 
-    # template choice: form by the mix weights, then a (preference, intention) pair uniformly
+
+# preference and intention codes: indices into PREFERENCES / INTENTIONS (0 = none)
+_NONE, _IMPLICIT, _EXPLICIT, _VAGUE, _SPECIFIC = 0, 1, 2, 1, 2
+
+
+def _choose_templates(ir: dict, rng: np.random.Generator, hist: np.ndarray, liked: np.ndarray, target):
+    """Form index, preference and intention codes per row, and the stated top-2 liked categories.
+
+    The form is drawn by the mix weights, then a (preference, intention) pair uniformly; a row whose data
+    cannot fill the drawn template falls back to the nearest one it supports.
+    """
+    rows, n = hist.shape
     forms = list(ir["mix"])
     w = np.array([ir["mix"][f] for f in forms], dtype=float)
     form_idx = rng.choice(len(forms), size=rows, p=w / w.sum())
     combo_idx = rng.integers(0, len(ir["combos"]), size=rows)
-    # kinds as codes: PREFERENCES / INTENTIONS indices (0 = none)
     pref = np.array([PREFERENCES.index(p) for p, _ in ir["combos"]])[combo_idx]
     intent = np.array([INTENTIONS.index(i) for _, i in ir["combos"]])[combo_idx]
 
@@ -243,16 +284,20 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     has_hist = (hist >= 0).any(axis=1)
     first_cat = ir["first_cat"].gather(target).is_not_null().to_numpy()
     has_specific = ir["specific"].gather(target).is_not_null().to_numpy()
-    # fall back to the nearest template the data supports
-    none, implicit, explicit, vague, specific = 0, 1, 2, 1, 2
-    intent = np.where((intent == specific) & ~has_specific, vague, intent)
-    intent = np.where((intent == vague) & ~first_cat, none, intent)
-    pref = np.where((pref == explicit) & (top1 < 0), implicit, pref)
-    pref = np.where((pref == none) & (intent == none), implicit, pref)
-    pref = np.where((pref == implicit) & ~has_hist & (intent != none), none, pref)
+    intent = np.where((intent == _SPECIFIC) & ~has_specific, _VAGUE, intent)
+    intent = np.where((intent == _VAGUE) & ~first_cat, _NONE, intent)
+    pref = np.where((pref == _EXPLICIT) & (top1 < 0), _IMPLICIT, pref)
+    pref = np.where((pref == _NONE) & (intent == _NONE), _IMPLICIT, pref)
+    pref = np.where((pref == _IMPLICIT) & ~has_hist & (intent != _NONE), _NONE, pref)
+    return form_idx, pref, intent, top1, top2
 
-    # candidates: pointwise shows the target or one negative; pairwise 2; reranking R
-    form = np.array(forms, dtype=object)[form_idx]
+
+def _candidates(chunk: Chunk, ctx: TaskContext, rng: np.random.Generator, t: pl.DataFrame, form, target):
+    """Candidate pool (-1 = empty), target position, label and shown item per row.
+
+    Pointwise shows the target or one negative; pairwise 2 candidates; reranking R; matching none.
+    """
+    rows = t.height
     r = int(ctx.options.get("rerank_candidates", 5))
     width = max(r, 2)
     sampler = NegativeSampler(chunk.events, ctx.timeline.n_items)
@@ -269,25 +314,13 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     pool[point_neg, 0] = neg[point_neg, 0]
     label = np.where(form == "pointwise", positive.astype(np.int64), 1)
     shown = np.where(form == "pointwise", pool[:, 0], target)
+    return pool, pos, label, shown
 
-    yes, no = YES_NO[ctx.lang]
+
+def _fields(ctx: TaskContext, ir: dict, width: int) -> dict[str, pl.Expr]:
+    """The template placeholders as expressions over the working frame."""
     letters_s = pl.Series(list(letters(26)))
-    # template code: form (in FORMS order) x preference x intention
-    code = np.array([FORMS.index(f) for f in forms])[form_idx] * 9 + pref * 3 + intent
-    frame = t.with_columns(
-        pl.Series("_row", np.arange(rows)),
-        pl.Series("_tcode", code),
-        pl.Series("_shown", shown, dtype=pl.Int64),
-        pl.Series("_label", label),
-        pl.Series("_pos", pos),
-        pl.Series("_t1", top1, dtype=pl.Int64),
-        pl.Series("_t2", top2, dtype=pl.Int64),
-        *[pl.Series(f"_c{j}", pool[:, j]) for j in range(width)],
-        list_of(ctx.item_ids, pool, "candidates"),
-    ).with_columns(
-        [pl.when(pl.col(f"_c{j}") >= 0).then(pl.col(f"_c{j}")).alias(f"_c{j}") for j in range(width)]
-    )
-    history = joined(ctx, [gather(ctx.display, hist_col(k)) for k in range(n)])
+    history = joined(ctx, [gather(ctx.display, hist_col(k)) for k in range(ctx.history)])
     cat = ir["cat_names"]
     stated = pl.concat_str(
         [
@@ -298,7 +331,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         ],
         ignore_nulls=True,
     )
-    fields = {
+    return {
         "history": history,
         "explicit": stated,
         "vague": pl.lit(ir["first_cat"]).gather(pl.col("i")),
@@ -321,6 +354,12 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         "noun": pl.lit(ctx.noun),
         "nouns": pl.lit(ctx.nouns),
     }
+
+
+def _render(frame: pl.DataFrame, ctx: TaskContext, ir: dict, fields: dict) -> tuple[pl.DataFrame, dict]:
+    """Render each template's rows; returns the samples in row order and the rows per template id."""
+    yes, no = YES_NO[ctx.lang]
+    letters_s = pl.Series(list(letters(26)))
     parts = []
     used: dict[str, int] = {}
     for tid, (f, p, i, instruction, text) in ir["templates"].items():
@@ -359,17 +398,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
                 "split",
             )
         )
-    out = pl.concat(parts).sort("_row").drop("_row")
-    hist_ids = list_of(ctx.item_ids, hist, "history")
-    out = out.insert_column(out.columns.index("timestamp") + 1, hist_ids)
-    # only the implicit preference shows the history; it opens the input
-    begin = literal_chars(PREFERENCE_TEXT[ctx.lang]["implicit"], "history", {"nouns": ctx.nouns})
-    s, e, d, _ = list_spans(
-        item_lengths(ctx, hist), hist >= 0, np.full(rows, begin, dtype=np.int64), len(LIST_SEP[ctx.lang])
-    )
-    spans = span_column(hist, np.stack([s, e, d], axis=2), shown=pref == implicit)
-    out = out.insert_column(out.columns.index("history") + 1, spans)
-    return out, {f"template:{k}": v for k, v in sorted(used.items())}
+    return pl.concat(parts).sort("_row").drop("_row"), used
 
 
 def _empty(ctx: TaskContext) -> pl.DataFrame:

@@ -14,7 +14,6 @@ from llm4rec.data.tasks.common import (
     LIST_SEP,
     Chunk,
     TaskContext,
-    base_fields,
     fmt,
     gather,
     hist_col,
@@ -23,6 +22,7 @@ from llm4rec.data.tasks.common import (
     joined,
     list_spans,
     literal_chars,
+    sample_frame,
     span_column,
 )
 
@@ -47,11 +47,12 @@ def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     hist = history_matrix(chunk.targets, n)
     start = np.full(len(hist), literal_chars(text, "history"), dtype=np.int64)
     s, e, d, _ = list_spans(item_lengths(ctx, hist), hist >= 0, start, len(LIST_SEP[ctx.lang]))
-    return chunk.targets.select(
-        pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun, nouns=ctx.nouns)).alias("instruction"),
-        fmt(text, {"history": history}).alias("input"),
-        gather(ctx.display, "i").alias("output"),
-        pl.lit(NAME).alias("task"),
-        *base_fields(ctx, chunk.targets, n, span_column(hist, np.stack([s, e, d], axis=2))),
-        "split",
+    return sample_frame(
+        chunk.targets,
+        ctx,
+        NAME,
+        INSTRUCTION[ctx.lang].format(noun=ctx.noun, nouns=ctx.nouns),
+        fmt(text, {"history": history}),
+        gather(ctx.display, "i"),
+        span_column(hist, np.stack([s, e, d], axis=2)),
     )

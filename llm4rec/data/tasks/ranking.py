@@ -25,7 +25,6 @@ from llm4rec.data.tasks.common import (
     LIST_SEP,
     Chunk,
     TaskContext,
-    base_fields,
     fmt,
     gather,
     hist_col,
@@ -35,6 +34,7 @@ from llm4rec.data.tasks.common import (
     list_of,
     list_spans,
     literal_chars,
+    sample_frame,
     span_column,
 )
 from llm4rec.data.tasks.negatives import NegativeSampler
@@ -158,15 +158,16 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     hist = history_matrix(targets, n)
     start = np.full(len(hist), literal_chars(INPUT[ctx.lang], "history"), dtype=np.int64)
     s, e, d, _ = list_spans(item_lengths(ctx, hist), hist >= 0, start, len(LIST_SEP[ctx.lang]))
-    rows = targets.select(
-        pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun)).alias("instruction"),
-        fmt(INPUT[ctx.lang], {"history": history, "pool": lines}).alias("input"),
-        pl.lit(pl.Series(labels)).gather(pl.col("_pos")).alias("output"),
-        pl.lit(NAME).alias("task"),
-        *base_fields(ctx, targets, n, span_column(hist, np.stack([s, e, d], axis=2))),
+    rows = sample_frame(
+        targets,
+        ctx,
+        NAME,
+        INSTRUCTION[ctx.lang].format(noun=ctx.noun),
+        fmt(INPUT[ctx.lang], {"history": history, "pool": lines}),
+        pl.lit(pl.Series(labels)).gather(pl.col("_pos")),
+        span_column(hist, np.stack([s, e, d], axis=2)),
         list_of(ctx.item_ids, kept_pool, "candidates"),
         list_of(ctx.titles, kept_pool, "candidate_titles"),
         pl.col("_pos").alias("target_index"),
-        "split",
     )
     return rows, {"dropped_target_not_in_candidates": int((~keep).sum())}

@@ -14,7 +14,6 @@ from llm4rec.data.tasks.common import (
     YES_NO,
     Chunk,
     TaskContext,
-    base_fields,
     fmt,
     gather,
     hist_col,
@@ -24,6 +23,7 @@ from llm4rec.data.tasks.common import (
     joined,
     list_spans,
     literal_chars,
+    sample_frame,
     span_column,
 )
 
@@ -54,13 +54,14 @@ def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     yes, no = YES_NO[ctx.lang]
     text = INPUT[ctx.lang].replace("{noun}", ctx.noun)
     spans = _spans(chunk, ctx, text)
-    return chunk.targets.select(
-        pl.lit(INSTRUCTION[ctx.lang].format(noun=ctx.noun)).alias("instruction"),
-        fmt(text, {"liked": liked, "disliked": disliked, "target": gather(ctx.display, "i")}).alias("input"),
-        pl.when(pl.col("label") == 1).then(pl.lit(yes)).otherwise(pl.lit(no)).alias("output"),
-        pl.lit(NAME).alias("task"),
-        *base_fields(ctx, chunk.targets, n, spans),
-        "split",
+    return sample_frame(
+        chunk.targets,
+        ctx,
+        NAME,
+        INSTRUCTION[ctx.lang].format(noun=ctx.noun),
+        fmt(text, {"liked": liked, "disliked": disliked, "target": gather(ctx.display, "i")}),
+        pl.when(pl.col("label") == 1).then(pl.lit(yes)).otherwise(pl.lit(no)),
+        spans,
     )
 
 

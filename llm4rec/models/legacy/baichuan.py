@@ -38,7 +38,7 @@ from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
 from llm4rec.models.legacy import _tok_baichuan
 from llm4rec.models.legacy import checkpoint_io as ckio
-from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily
+from llm4rec.models.registry import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
 from llm4rec.models.templates import PromptTemplate, register_template
 
 #: ``architectures`` of each family's original config (Baichuan-7B spells it with a capital C)
@@ -201,8 +201,6 @@ BAICHUAN2_CHAT = PromptTemplate(
 )
 register_template(BAICHUAN2_CHAT)
 
-_TARGETS = {"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR}
-
 
 def planned_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """:func:`llama_config` for the planner, which may only have Baichuan2's ``model_max_length``."""
@@ -214,8 +212,8 @@ def _baichuan_family(name: str, description: str) -> BackboneFamily:
         name=name,
         model_types=("baichuan",),
         description=description,
-        lora_targets=_TARGETS,
-        default_template={"en": "alpaca", "zh": "alpaca_zh"},
+        lora_targets=LLAMA_TARGETS,
+        default_template=ALPACA_TEMPLATES,
         # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
         pad_token_candidates=("<unk>",),
         converter="llm4rec.models.legacy.baichuan:convert",

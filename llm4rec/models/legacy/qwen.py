@@ -58,7 +58,7 @@ from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
     split_rows,
     write_config,
 )
-from llm4rec.models.registry import LLAMA_LINEAR, BackboneFamily
+from llm4rec.models.registry import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
 
 # ---------------------------------------------------------------------------------------------------------
 # Qwen-1 -> Qwen2
@@ -194,8 +194,8 @@ FAMILIES = (
         name="qwen",
         model_types=("qwen",),
         description="Qwen-7B v1 (converted onto Qwen2 classes; no remote code)",
-        lora_targets={"qv": ("q_proj", "v_proj"), "all": LLAMA_LINEAR},
-        default_template={"en": "alpaca", "zh": "alpaca_zh"},
+        lora_targets=LLAMA_TARGETS,
+        default_template=ALPACA_TEMPLATES,
         # Qwen-1 defines no pad token; its own fine-tuning code pads with <|endoftext|>. Labels come from
         # lengths, never from pad ids, so the end-of-text the loss needs stays trained.
         pad_token_candidates=("<|endoftext|>",),

@@ -13,8 +13,9 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_baichuan, baichuan
 from llm4rec.models.registry import detect_family
 from llm4rec.models.templates import TEMPLATES
+from tests.conftest import shared_path
 from tests.fixtures.legacy_originals import make_tiny_baichuan, save_state_dict
-from tests.models._generate import assert_generate_matches_cache_loop
+from tests.models._generate import assert_converted_generate_matches
 from tests.models.legacy._qlora import alpaca_zh_losses
 
 try:
@@ -26,13 +27,6 @@ SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "models"
 MOVIELENS = ref.movielens_texts(SHARED.parent)
 TOL = 1e-4
 FAMILIES = ["baichuan", "baichuan2"]
-
-
-def _shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not present (../shared is only beside the repo on CI and dev machines)")
-    return path
 
 
 def _original_ids(model_file: Path, texts: list[str], add_bos: bool) -> list[list[int]]:
@@ -132,7 +126,7 @@ def test_tiny_tokenizer_ids_equal_sentencepiece(tiny, family):
 def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
     from transformers import AutoTokenizer
 
-    src = _shared(name)
+    src = shared_path("models", name)
     _tok_baichuan.save_baichuan_tokenizer(src, tmp_path, 4096)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))  # as convert() writes it
     tok = AutoTokenizer.from_pretrained(tmp_path)
@@ -189,10 +183,5 @@ def test_rejects_13b_alibi_and_the_wrong_generation(tmp_path, tiny):
 
 @pytest.mark.parametrize("variant", ["baichuan", "baichuan2"])
 def test_generate_equals_explicit_cache_loop(tiny, variant):
-    from transformers import AutoModelForCausalLM
-
     _, out, _ = tiny[variant]
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    g = torch.Generator().manual_seed(3)
-    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
-    assert_generate_matches_cache_loop(model, seqs, pad_id=0)
+    assert_converted_generate_matches(out)

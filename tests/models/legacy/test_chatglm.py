@@ -13,6 +13,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm as cg1
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
 from tests.fixtures.legacy_originals import (
+    MIXED_TEXTS,
     TINY_CORPUS,
     make_tiny_chatglm,
     make_tiny_chatglm2,
@@ -170,11 +171,7 @@ def _release_ids(sp, text: str, offset: int, specials: dict[str, int]) -> list[i
 
 
 CORPUS = [
-    "Hello world! The quick brown fox jumps over the lazy dog.",
-    "你好，世界！今天天气很好，我们去公园散步吧。",
-    "电影《玩具总动员》(1995) 的评分是 4.5/5，共 12345 人评价。",
-    "digits 0123456789 3.14159 -42 1,000,000 2024-06-01T12:00:00Z",
-    "emoji 🤗🎉👍🏽 mixed 中文 and English 😀 \U0001f9d1\u200d\U0001f4bb",
+    *MIXED_TEXTS,
     "runs   of    spaces and\ttabs\t\tand\n\nnewlines\n\n\n  indented\n    more" + " " * 85 + "end",
     "   leading spaces and trailing spaces   ",
     "ñ é ü ß ©®™ Ω≈ç√ ｆｕｌｌｗｉｄｔｈ　全角空格　 ＡＢＣ１２３ a\u00a0b \r\n <0x41> </s> <s>",

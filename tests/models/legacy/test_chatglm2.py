@@ -11,7 +11,7 @@ import torch
 from llm4rec.errors import UserError
 from llm4rec.models.legacy import chatglm2 as cg2
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
-from tests.fixtures.legacy_originals import TINY_CORPUS, make_tiny_chatglm2
+from tests.fixtures.legacy_originals import MIXED_TEXTS, TINY_CORPUS, make_tiny_chatglm2
 from tests.models._generate import assert_generate_matches_cache_loop
 from tests.models.legacy._qlora import assert_cli_converts_the_same, qlora_losses
 
@@ -145,11 +145,7 @@ def test_config_and_tokenizer_of_conversion(tiny):
 
 
 CORPUS = [
-    "Hello world! The quick brown fox jumps over the lazy dog.",
-    "你好，世界！今天天气很好，我们去公园散步吧。",
-    "电影《玩具总动员》(1995) 的评分是 4.5/5，共 12345 人评价。",
-    "digits 0123456789 3.14159 -42 1,000,000 2024-06-01T12:00:00Z",
-    "emoji 🤗🎉👍🏽 mixed 中文 and English 😀 \U0001f9d1\u200d\U0001f4bb",
+    *MIXED_TEXTS,
     "runs   of    spaces and\ttabs\t\tand\n\nnewlines\n\n\n  indented\n    more",
     "   leading spaces and trailing spaces   ",
     "isopropyl sop eop [gMASK] <s> ñ é ü ß ©®™ Ω≈ç√ ｆｕｌｌｗｉｄｔｈ　全角空格",

@@ -13,8 +13,9 @@ from llm4rec.errors import UserError
 from llm4rec.models.legacy import _tok_qwen, qwen
 from llm4rec.models.registry import detect_family, get_family
 from llm4rec.models.templates import TEMPLATES
+from tests.conftest import shared_path
 from tests.fixtures.legacy_originals import make_tiny_qwen, save_state_dict
-from tests.models._generate import assert_generate_matches_cache_loop
+from tests.models._generate import assert_converted_generate_matches
 from tests.models.legacy._qlora import alpaca_zh_losses
 
 try:
@@ -25,13 +26,6 @@ except ImportError:  # tests/models/legacy is not a package
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "models"
 MOVIELENS = ref.movielens_texts(SHARED.parent)
 TOL = 1e-4
-
-
-def _shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not present (../shared is only beside the repo on CI and dev machines)")
-    return path
 
 
 #: tokenization_qwen.py's PAT_STR and special tokens, restated here so that the reference does not
@@ -142,7 +136,7 @@ def test_tiny_tokenizer_ids_equal_tiktoken(tiny):
 @pytest.fixture(scope="module")
 def real_tokenizer(tmp_path_factory):
     """The real qwen.tiktoken converted once, loaded as the converted model directory loads it."""
-    src = _shared("qwen-7b", "qwen.tiktoken")
+    src = shared_path("models", "qwen-7b", "qwen.tiktoken")
     out = tmp_path_factory.mktemp("qwen-tok")
     _tok_qwen.save_qwen_tokenizer(src, out, 8192)
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2"}))  # as convert() writes it
@@ -176,7 +170,7 @@ def test_real_tokenizer_ids_equal_tiktoken(real_tokenizer):
 
 def test_real_merges_equal_qwen2_published_merges(real_tokenizer):
     """Qwen2 ships the same byte vocabulary with explicit merges: the recovered merges must be those."""
-    merges_txt = _shared("qwen2-7b", "merges.txt")
+    merges_txt = shared_path("models", "qwen2-7b", "merges.txt")
     out = real_tokenizer[0]
     recovered = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
     recovered = [" ".join(m) if isinstance(m, list) else m for m in recovered]
@@ -236,10 +230,5 @@ def test_pickled_weights_never_run_code(tmp_path):
 
 @pytest.mark.parametrize("variant", ["safetensors"])
 def test_generate_equals_explicit_cache_loop(tiny, variant):
-    from transformers import AutoModelForCausalLM
-
     _, out, _ = tiny[variant]
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    g = torch.Generator().manual_seed(3)
-    seqs = [torch.randint(3, model.config.vocab_size - 8, (n,), generator=g).tolist() for n in (9, 5)]
-    assert_generate_matches_cache_loop(model, seqs, pad_id=0)
+    assert_converted_generate_matches(out)
