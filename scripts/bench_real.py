@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ml100k", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
     ap.add_argument("--out", type=Path, default=REPO / "bench_real_out")
     ap.add_argument("--history", type=int, default=5, help="history items shown per prompt (TALLRec: 10)")
-    ap.add_argument("--shots", default="16,64,256", help="few-shot train sizes")
+    ap.add_argument(
+        "--shots", default="16,64,256", help="few-shot train sizes ('' = baselines and zero-shot only)"
+    )
     ap.add_argument("--seeds", default="0,1", help="few-shot subset seeds (also the training seeds)")
     ap.add_argument("--test-limit", type=int, default=0, help="score the first N test samples (0 = all)")
     ap.add_argument("--valid-limit", type=int, default=200, help="validation samples for step selection")
@@ -85,12 +87,10 @@ def prepare_data(args: argparse.Namespace, shots: list[int], seeds: list[int]) -
         str(args.history),
         "--min-history",
         "10",  # TALLRec's positions: every target has 10 earlier events, whatever is shown
-        "--train-samples",
-        ",".join(map(str, shots)),
-        "--seeds",
-        ",".join(map(str, seeds)),
         "--quiet",
     ]
+    if shots:
+        cmd += ["--train-samples", ",".join(map(str, shots)), "--seeds", ",".join(map(str, seeds))]
     subprocess.run(cmd, check=True)
     return split
 
@@ -122,14 +122,20 @@ def metrics(scores, test: list[dict]) -> dict[str, float | None]:
     return {"auc": float(auc(scores, labels)), "gauc": g.gauc, "n": len(test)}
 
 
-def score_checkpoint(path: Path, test: list[dict], batch: int) -> tuple[dict, float]:
-    """Score ``test`` with a model or adapter directory exactly as `llm4rec evaluate` loads and scores it."""
+def score_checkpoint(path: Path, test: list[dict], batch: int, template: str = "auto") -> tuple[dict, float]:
+    """Score ``test`` with a model or adapter directory exactly as `llm4rec evaluate` loads and scores it.
+
+    ``template`` (not ``auto``) replaces a base model's recorded template, as a recipe's would.
+    """
     import torch
 
     from llm4rec.eval.scoring import score_binary
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.loading import answer_words, load_checkpoint, resolve_template
 
     b = load_checkpoint(path, load_in_4bit=False)
+    if template != "auto":
+        b.template = resolve_template(b.family, template, "en")
+        b.answers = answer_words(b.family, "en", b.template)
     t0 = time.perf_counter()
     with torch.no_grad():
         s = score_binary(b.model, b.tokenizer, b.template, test, b.answers, batch_size=batch, cutoff_len=512)
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_zero_shot:
 
         def zero() -> dict:
-            m, sec = score_checkpoint(args.model, test, args.eval_batch)
+            m, sec = score_checkpoint(args.model, test, args.eval_batch, args.template)
             return {"name": "zero-shot", "kind": "zero-shot", **m, "score_s": round(sec, 1)}
 
         rows.append(cached(f"zero_{args.template}_{tag}", zero))
