@@ -42,10 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ml100k", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
     ap.add_argument("--out", type=Path, default=REPO / "bench_real_out")
     ap.add_argument("--history", type=int, default=5, help="history items shown per prompt (TALLRec: 10)")
-    ap.add_argument("--shots", default="16,64,256", help="few-shot train sizes")
+    ap.add_argument(
+        "--shots", default="16,64,256", help="few-shot train sizes ('' = baselines and zero-shot only)"
+    )
     ap.add_argument("--seeds", default="0,1", help="few-shot subset seeds (also the training seeds)")
     ap.add_argument("--test-limit", type=int, default=0, help="score the first N test samples (0 = all)")
-    ap.add_argument("--valid-limit", type=int, default=200, help="validation samples for step selection")
+    ap.add_argument("--valid-limit", type=int, default=100, help="validation samples for step selection")
     ap.add_argument(
         "--epochs",
         default="16:8,64:4,256:2",
@@ -85,12 +87,10 @@ def prepare_data(args: argparse.Namespace, shots: list[int], seeds: list[int]) -
         str(args.history),
         "--min-history",
         "10",  # TALLRec's positions: every target has 10 earlier events, whatever is shown
-        "--train-samples",
-        ",".join(map(str, shots)),
-        "--seeds",
-        ",".join(map(str, seeds)),
         "--quiet",
     ]
+    if shots:
+        cmd += ["--train-samples", ",".join(map(str, shots)), "--seeds", ",".join(map(str, seeds))]
     subprocess.run(cmd, check=True)
     return split
 
@@ -122,14 +122,20 @@ def metrics(scores, test: list[dict]) -> dict[str, float | None]:
     return {"auc": float(auc(scores, labels)), "gauc": g.gauc, "n": len(test)}
 
 
-def score_checkpoint(path: Path, test: list[dict], batch: int) -> tuple[dict, float]:
-    """Score ``test`` with a model or adapter directory exactly as `llm4rec evaluate` loads and scores it."""
+def score_checkpoint(path: Path, test: list[dict], batch: int, template: str = "auto") -> tuple[dict, float]:
+    """Score ``test`` with a model or adapter directory exactly as `llm4rec evaluate` loads and scores it.
+
+    ``template`` (not ``auto``) replaces a base model's recorded template, as a recipe's would.
+    """
     import torch
 
     from llm4rec.eval.scoring import score_binary
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.loading import answer_words, load_checkpoint, resolve_template
 
     b = load_checkpoint(path, load_in_4bit=False)
+    if template != "auto":
+        b.template = resolve_template(b.family, template, "en")
+        b.answers = answer_words(b.family, "en", b.template)
     t0 = time.perf_counter()
     with torch.no_grad():
         s = score_binary(b.model, b.tokenizer, b.template, test, b.answers, batch_size=batch, cutoff_len=512)
@@ -170,7 +176,7 @@ def train_adapter(args: argparse.Namespace, split: Path, n: int, seed: int, epoc
     return train(recipe)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str) -> None:
     """AUC against the number of training samples, one point per seed, with reference lines."""
     import matplotlib
 
@@ -199,10 +205,12 @@ def plot(rows: list[dict], path: Path) -> None:
             c, ls = styles[r["name"]]
             ax.axhline(r["auc"], color=c, ls=ls, label=f"{r['name']} ({r['auc']:.3f})")
     ax.axhline(0.5, color="grey", lw=0.5)
-    ax.set_xscale("log", base=2)
+    if shots:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(n) for n in shots])
     ax.set_xlabel("training samples (TALLRec few-shot subsets)")
     ax.set_ylabel("test AUC")
-    ax.set_title("SmolLM2-135M-Instruct on ML-100K (TALLRec preset)")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_zero_shot:
 
         def zero() -> dict:
-            m, sec = score_checkpoint(args.model, test, args.eval_batch)
+            m, sec = score_checkpoint(args.model, test, args.eval_batch, args.template)
             return {"name": "zero-shot", "kind": "zero-shot", **m, "score_s": round(sec, 1)}
 
         rows.append(cached(f"zero_{args.template}_{tag}", zero))
@@ -314,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_this_invocation": round(time.perf_counter() - t_start, 1),
     }
     write_json_atomic(args.out / "bench_real.json", report)
-    plot(rows, args.out / "bench_real.png")
+    plot(
+        rows,
+        args.out / "bench_real.png",
+        f"{args.model.name}, ML-100K TALLRec preset, {len(test)} test samples",
+    )
     print(f"\nwrote {args.out / 'bench_real.json'} and {args.out / 'bench_real.png'}")
     return 0
 

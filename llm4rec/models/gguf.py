@@ -95,27 +95,23 @@ def _gguf_version() -> str:
         return "(unknown version)"
 
 
-def template_for_chat(chat_template: str | None, family: str) -> str:
-    """The llm4rec prompt template that matches a checkpoint's own chat template.
+def default_template(family: str) -> str:
+    """The prompt template recorded when ``--template auto``: the family's English default (Alpaca).
 
-    SmolLM2's ChatML (with its own system line) gets ``chatml_smollm2``, other ChatML templates
-    ``chatml``, Llama-2's ``[INST]`` format ``llama2_chat``; anything else the family's default.
+    Not the checkpoint's own chat format: on SmolLM2-135M-Instruct, zero-shot on the first 300 real
+    ML-100K TALLRec test prompts, Alpaca gives AUC 0.6518 and its ChatML chat format (``chatml_smollm2``)
+    0.3742, below chance. ``--template NAME`` records another.
     """
     from llm4rec.models.registry import get_family
 
-    ct = chat_template or ""
-    if "<|im_start|>" in ct:
-        return "chatml_smollm2" if "SmolLM" in ct else "chatml"
-    if "[INST]" in ct:
-        return "llama2_chat"
     return get_family(family).default_template["en"]
 
 
 def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str = "auto") -> dict[str, Any]:
     """Convert the GGUF file ``src`` into a Hugging Face directory ``out`` (written atomically).
 
-    ``template`` is the prompt template recorded for the model (``auto``: the one matching the file's
-    chat template, see :func:`template_for_chat`). Returns what was written (the ``llm4rec.json`` record).
+    ``template`` is the prompt template recorded for the model (``auto``: see :func:`default_template`).
+    Returns what was written (the ``llm4rec.json`` record).
     """
     import torch
     from safetensors.torch import save_file
@@ -143,7 +139,7 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
     if getattr(config, "tie_word_embeddings", False):
         # tied weights share storage, which safetensors refuses; transformers re-ties on load
         state.pop("lm_head.weight", None)
-    chosen = template_for_chat(info["chat_template"], info["family"]) if template == "auto" else template
+    chosen = default_template(info["family"]) if template == "auto" else template
     record = {
         "family": info["family"],
         "template": chosen,
@@ -186,7 +182,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--template",
         default="auto",
-        help="prompt template recorded for the model (auto: the one matching the file's chat template)",
+        help="prompt template recorded for the model (auto: the family's default, alpaca; "
+        "chatml_smollm2 is SmolLM2's own chat format)",
     )
     args = ap.parse_args(argv)
     rec = import_gguf(args.file, args.out, dtype=args.dtype, template=args.template)
