@@ -78,7 +78,7 @@ demo-real: real-model  ## real ML-100K (ML100K=dir) -> SmolLM2-135M-Instruct zer
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		train.py recipes/tallrec_ml100k_smollm2.yaml model.path=$(REAL_MODEL) train.resume=never \
 		data.train=$(REAL_DEMO)/data/tallrec/train_n256_s0.jsonl data.valid=$(REAL_DEMO)/data/tallrec/valid.jsonl \
-		data.max_valid_samples=100 train.output_dir=$(REAL_DEMO)/adapter
+		data.max_valid_samples=200 train.output_dir=$(REAL_DEMO)/adapter
 	$(BIN)/llm4rec evaluate --checkpoint $(REAL_MODEL) $(REAL_DEMO)/adapter \
 		--data $(REAL_DEMO)/data/tallrec/test.jsonl --max-samples 300 --out $(REAL_DEMO)/report
 

@@ -47,14 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--seeds", default="0,1", help="few-shot subset seeds (also the training seeds)")
     ap.add_argument("--test-limit", type=int, default=0, help="score the first N test samples (0 = all)")
-    ap.add_argument("--valid-limit", type=int, default=100, help="validation samples for step selection")
+    ap.add_argument("--valid-limit", type=int, default=200, help="validation samples for step selection")
     ap.add_argument(
         "--epochs",
-        default="16:8,64:4,256:2",
+        default="16:8,64:4,256:4",
         help="epochs per shot size, SHOTS:EPOCHS pairs (TALLRec's few-shot runs use many epochs and "
         "early stopping; fewer here for a 2-core CPU)",
     )
-    ap.add_argument("--lr", default="0.0003", help="learning rate (written as a decimal)")
+    ap.add_argument("--lr", default="0.001", help="learning rate (written as a decimal)")
+    ap.add_argument("--targets", default="all", help="LoRA targets (qv: TALLRec's; all: every linear layer)")
+    ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = 2 x rank)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=5)
@@ -164,6 +166,9 @@ def train_adapter(args: argparse.Namespace, split: Path, n: int, seed: int, epoc
         f"train.batch_size={min(args.batch_size, n)}",
         f"train.micro_batch_size={min(args.micro_batch, n)}",
         f"train.learning_rate={args.lr}",
+        f"lora.targets={args.targets}",
+        f"lora.r={args.rank}",
+        f"lora.alpha={2 * args.rank}",
         f"train.warmup_steps={args.warmup}",
         "train.eval_every=0",  # once per epoch
         "train.early_stopping_patience=0",
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     lr_tag = args.lr.replace(".", "p")
     for n in shots:
         for seed in seeds:
-            key = f"lora_n{n}_s{seed}_e{epochs[n]:g}_lr{lr_tag}_{args.template}_{tag}"
+            lora_tag = "" if (args.targets, args.rank) == ("qv", 8) else f"_{args.targets}{args.rank}"
+            key = f"lora_n{n}_s{seed}_e{epochs[n]:g}_lr{lr_tag}{lora_tag}_{args.template}_{tag}"
 
             def run(n=n, seed=seed, key=key) -> dict:
                 out = args.out / "adapters" / key
