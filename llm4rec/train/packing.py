@@ -1,0 +1,62 @@
+"""Padding-free training batches: a micro-batch's samples concatenated into one row.
+
+A packed micro-batch is ``input_ids``, ``position_ids`` and ``labels`` of shape ``[1, N]``, ``N`` the sum of
+the samples' lengths, with ``position_ids`` restarting at 0 at each sample and no ``attention_mask``. From
+such position ids transformers' own decoders (``masking_utils.find_packed_sequence_indices``) build a
+block-diagonal causal mask for sdpa and eager attention, and flash_attention_2 runs its varlen kernel, so a
+sample attends only to itself and sees the positions it would see alone: the loss equals the padded one.
+Where the decoder is not transformers' own (the converted remote-code families), the registry says
+``packing=False`` and training keeps padded, length-grouped batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from llm4rec.data.tokenize import IGNORE_INDEX, TrainExample
+from llm4rec.errors import UserError
+
+
+def pack(examples: Sequence[TrainExample]) -> dict[str, torch.Tensor]:
+    """One ``[1, N]`` row of ``input_ids`` / ``position_ids`` / ``labels`` from ``examples``, no padding.
+
+    Each sample's first label is dropped: the token before it is the previous sample's last, which must
+    not learn to predict it (in a padded batch the first token is never a target either).
+    """
+    ids, positions, labels = [], [], []
+    for e in examples:
+        n = len(e.input_ids)
+        ids.extend(e.input_ids)
+        positions.extend(range(n))
+        labels.append(IGNORE_INDEX)
+        labels.extend(e.labels[1:])
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+    }
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]], packing: bool) -> float:
+    """Share of the tokens fed to the model that are padding, over ``batches`` of sample indices."""
+    fed = sum((sum if packing else lambda ls: len(ls) * max(ls))([lengths[j] for j in b]) for b in batches)
+    real = sum(lengths[j] for b in batches for j in b)
+    return 1.0 - real / fed if fed else 0.0
+
+
+def resolve_packing(recipe: Any, family: Any) -> Any:
+    """The recipe with ``data.packing`` a bool: ``auto`` is on where ``family`` supports packed batches;
+    ``true`` on a family that does not is a :class:`UserError` naming the key."""
+    wanted = recipe.data.packing
+    if wanted is True and not family.packing:
+        raise UserError(
+            f"data.packing: true, but family {family.name!r} does not support packed batches (its decoder "
+            "is not transformers' own, which builds the per-sample attention from position ids); "
+            "set data.packing: auto or false"
+        )
+    on = bool(family.packing) if wanted == "auto" else bool(wanted)
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, packing=on))
