@@ -88,7 +88,8 @@ class DataConfig:
     group_by_length: bool = doc("batch samples of similar length together (less padding, faster)", True)
     packing: bool | Literal["auto"] = doc(
         "concatenate a micro-batch's samples into one row, positions restarting per sample (no padding); "
-        "auto = where the family supports it (llama, qwen2), else padded length-grouped batches",
+        "auto = where the family supports it (llama, qwen2) and attention is flash_attention_2 (sdpa/eager "
+        "would compute a row x row mask), else padded length-grouped batches",
         "auto",
     )
 

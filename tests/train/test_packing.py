@@ -171,23 +171,62 @@ def test_padding_fraction_of_packed_and_padded_batches():
     assert 0 < padding_fraction(lengths * 10, batches, packing=False) < 1 - 100 / 140
 
 
-def _recipe(packing) -> object:
+def _recipe(packing, attn: str = "auto") -> object:
     return recipe_from_dict(
         {
-            "model": {"path": "m"},
+            "model": {"path": "m", "attn_implementation": attn},
             "data": {"train": "t.jsonl", "packing": packing},
             "train": {"output_dir": "o"},
         }
     )
 
 
-def test_packing_resolves_per_family_and_refuses_an_unsupported_one():
+def test_packing_resolves_per_family_and_attention_and_refuses_an_unsupported_family():
     assert _recipe("auto").data.packing == "auto"
-    assert resolve_packing(_recipe("auto"), get_family("llama")).data.packing is True
-    assert resolve_packing(_recipe("auto"), get_family("qwen2")).data.packing is True
-    assert resolve_packing(_recipe("auto"), get_family("chatglm2")).data.packing is False
-    assert resolve_packing(_recipe(False), get_family("llama")).data.packing is False
+    flash = "flash_attention_2"
+    # auto: where the family's decoder takes packed rows and the attention is varlen (no row x row mask)
+    assert resolve_packing(_recipe("auto", flash), get_family("llama")).data.packing is True
+    assert resolve_packing(_recipe("auto", flash), get_family("qwen2")).data.packing is True
+    assert resolve_packing(_recipe("auto", flash), get_family("chatglm2")).data.packing is False
+    for attn in ("auto", "sdpa", "eager"):
+        assert resolve_packing(_recipe("auto", attn), get_family("llama")).data.packing is False
+        assert resolve_packing(_recipe(True, attn), get_family("llama")).data.packing is True
+    assert resolve_packing(_recipe(False, flash), get_family("llama")).data.packing is False
     with pytest.raises(UserError, match=r"^data\.packing: true, but family 'baichuan' does not support"):
         resolve_packing(_recipe(True), get_family("baichuan"))
     with pytest.raises(UserError, match=r"data\.packing: expected true or false or 'auto', got 'yes please'"):
         _recipe("yes please")
+
+
+def test_training_with_packing_follows_the_padded_run_and_saves_the_resolved_choice(tmp_path, tiny_llama):
+    """Two optimizer steps on the 4-bit path, the same batches packed and padded: the same losses."""
+    import json
+
+    import yaml
+
+    from llm4rec.train.loop import train
+
+    rows = make_tallrec_samples(16, seed=5)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    losses = {}
+    for packing in (True, False):
+        out = tmp_path / f"out-{packing}"
+        recipe = recipe_from_dict(
+            {
+                "model": {"path": str(tiny_llama), "family": "llama", "compute_dtype": "float32",
+                          "gradient_checkpointing": False},
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": "qv"},
+                "data": {"train": str(data), "cutoff_len": 256, "packing": packing, "group_by_length": False},
+                "train": {"output_dir": str(out), "max_steps": 3, "micro_batch_size": 4, "batch_size": 8,
+                          "learning_rate": 1e-2, "warmup_steps": 1, "resume": "never", "seed": 3},
+                "logging": {"progress_bar": False},
+            }
+        )  # fmt: skip
+        train(recipe)
+        saved = yaml.safe_load((out / "recipe.yaml").read_text())
+        assert saved["data"]["packing"] is packing
+        records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[packing] = [r["loss"] for r in records if "loss" in r]
+    assert len(losses[True]) == 3 and len(set(losses[True])) == 3  # the steps changed the adapter
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
