@@ -528,11 +528,15 @@ def _micro_batch(run: _Run, indices: list[int]) -> dict[str, torch.Tensor]:
     accelerator, world = run.accelerator, run.accelerator.num_processes
     shard = [run.data.examples[j] for j in indices[accelerator.process_index :: world] or indices[:1]]
     if run.recipe.data.packing:
-        batch = pack(shard)
+        batch = pack(shard, varlen=run.recipe.model.attn_implementation == "flash_attention_2")
     else:
         batch = collate(shard, run.tokenizer.pad_token_id, run.family.train_padding_side)
     batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
-    return {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+    # the varlen lengths stay Python ints: flash attention reads them on the host
+    return {
+        k: v.to(accelerator.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def _optimizer_step(run: _Run, running: Any) -> float:

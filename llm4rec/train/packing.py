@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 from llm4rec.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where a batch is made: `llm4rec plan` resolves packing without it
-    import torch
-
     from llm4rec.data.tokenize import TrainExample
 
 
@@ -35,11 +33,13 @@ def auto_packing(family_packs: bool, attn_implementation: str) -> bool:
     return bool(family_packs) and attn_implementation == "flash_attention_2"
 
 
-def pack(examples: Sequence[TrainExample]) -> dict[str, torch.Tensor]:
+def pack(examples: Sequence[TrainExample], varlen: bool = False) -> dict[str, Any]:
     """One ``[1, N]`` row of ``input_ids`` / ``position_ids`` / ``labels`` from ``examples``, no padding.
 
     Each sample's first label is dropped: the token before it is the previous sample's last, which must
-    not learn to predict it (in a padded batch the first token is never a target either).
+    not learn to predict it (in a padded batch the first token is never a target either). ``varlen`` adds
+    the sample boundaries flash_attention_2 takes (``cu_seq_lens_q/k``, ``max_length_q/k``), which it
+    would otherwise find from the position ids with a host sync in every layer.
     """
     import torch
 
@@ -52,11 +52,18 @@ def pack(examples: Sequence[TrainExample]) -> dict[str, torch.Tensor]:
         positions.extend(range(n))
         labels.append(IGNORE_INDEX)
         labels.extend(e.labels[1:])
-    return {
+    batch: dict[str, Any] = {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([positions], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
     }
+    if varlen:
+        bounds = [0]
+        for e in examples:
+            bounds.append(bounds[-1] + len(e.input_ids))
+        batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = torch.tensor(bounds, dtype=torch.int32)
+        batch["max_length_q"] = batch["max_length_k"] = max(len(e.input_ids) for e in examples)
+    return batch
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]], packing: bool) -> float:

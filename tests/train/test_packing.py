@@ -163,6 +163,28 @@ def test_pack_concatenates_without_padding_and_drops_each_first_label(tiny_llama
     assert len(head_inputs(batch["labels"])[1]) == effective_batch_tokens(examples, [range(len(examples))])
 
 
+def test_varlen_boundaries_are_the_ones_transformers_derives_from_the_positions(tiny_qwen2):
+    """What flash_attention_2 gets instead of scanning the position ids in every layer; other attention
+    implementations ignore it (same loss under sdpa)."""
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    model, tok, family = _lora(tiny_qwen2, "qwen2")
+    examples = _examples(tok, family, train_on_inputs=False)
+    batch = pack(examples, varlen=True)
+    (cu_q, cu_k), (max_q, max_k) = prepare_fa_kwargs_from_position_ids(batch["position_ids"])
+    assert batch["cu_seq_lens_q"].dtype == cu_q.dtype == torch.int32
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == cu_q.tolist()
+    assert (
+        batch["max_length_q"]
+        == batch["max_length_k"]
+        == int(max_q)
+        == max(len(e.input_ids) for e in examples)
+    )
+    assert isinstance(batch["max_length_q"], int)
+    with torch.no_grad():
+        torch.testing.assert_close(loss_sum(model, batch), loss_sum(model, pack(examples)), rtol=0, atol=0)
+
+
 def test_padding_fraction_of_packed_and_padded_batches():
     lengths = [10, 20, 30, 40]
     assert padding_fraction(lengths, [[0, 3], [1, 2]], packing=True) == 0.0
