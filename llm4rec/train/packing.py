@@ -11,8 +11,8 @@ Where the decoder is not transformers' own (the converted remote-code families),
 What a packed row costs depends on the attention. flash_attention_2 attends within each sample (varlen), so
 a packed row is pure gain: no padding, no mask. sdpa and eager get a dense ``[N, N]`` mask and compute every
 entry of it, masked or not, so a micro-batch of B samples does about B times the attention work of the
-padded batch; with length-grouped batches leaving ~1% padding on TALLRec data that is a net loss (0.63x the
-samples/s of padded batches on CPU, ``scripts/bench_train.py``). So ``data.packing: auto`` packs only under
+padded batch; with length-grouped batches leaving under 1% padding on TALLRec data that is a net loss
+(0.46-0.96x the samples/s of padded batches in four CPU runs of ``scripts/bench_train.py``). So ``data.packing: auto`` packs only under
 flash_attention_2; ``true`` packs under any attention (the loss is the same, see the tests).
 """
 
@@ -68,8 +68,8 @@ def pack(examples: Sequence[TrainExample], varlen: bool = False) -> dict[str, An
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]], packing: bool) -> float:
     """Share of the tokens fed to the model that are padding, over ``batches`` of sample indices."""
-    fed = sum((sum if packing else lambda ls: len(ls) * max(ls))([lengths[j] for j in b]) for b in batches)
     real = sum(lengths[j] for b in batches for j in b)
+    fed = real if packing else sum(len(b) * max(lengths[j] for j in b) for b in batches if b)
     return 1.0 - real / fed if fed else 0.0
 
 

@@ -252,3 +252,32 @@ def test_training_with_packing_follows_the_padded_run_and_saves_the_resolved_cho
         losses[packing] = [r["loss"] for r in records if "loss" in r]
     assert len(losses[True]) == 3 and len(set(losses[True])) == 3  # the steps changed the adapter
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_the_memory_plan_counts_the_packed_row():
+    """sdpa: the row's [N, N] mask (bool + the compute-dtype copy); eager: a row-long attention row per
+    token; flash_attention_2: nothing more than the padded batch."""
+    from pathlib import Path
+
+    from llm4rec.config import load_recipe
+    from llm4rec.models.planner import GIB, plan_recipe
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tallrec_ml1m.yaml"
+    fixed = ["train.micro_batch_size=8", "model.gradient_checkpointing=true"]
+
+    def plan(packing: str, attn: str):
+        over = [*fixed, f"data.packing={packing}", f"model.attn_implementation={attn}"]
+        return plan_recipe(load_recipe(recipe, over), gpu_gb=24, seq_len=512, shape_spread=0.0)
+
+    n = 8 * 512
+    sdpa = plan("true", "sdpa")
+    assert sdpa.settings.packing and "in one packed row" in sdpa.table()
+    assert not plan("auto", "sdpa").settings.packing  # auto: only under flash attention
+    assert plan("auto", "flash_attention_2").settings.packing
+    mask = sdpa.parts["activations"] - plan("false", "sdpa").parts["activations"]
+    assert mask == n * n * (2 + 1)  # bf16 additive copy + the bool mask
+    flash = plan("true", "flash_attention_2").total_bytes
+    assert flash == plan("false", "flash_attention_2").total_bytes
+    eager_gain = plan("true", "eager").total_gb - plan("false", "eager").total_gb
+    assert eager_gain > 1.0, eager_gain  # 32 heads x 4096 instead of 512 probabilities per token and layer
+    assert sdpa.total_bytes - plan("false", "sdpa").total_bytes < 0.1 * GIB
