@@ -171,7 +171,11 @@ def run_trainer(model_dir: Path, rows: list[dict], args: argparse.Namespace) -> 
         bnb_4bit_compute_dtype=dtype,
     )
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=quant, dtype=dtype, device_map={"": 0} if cuda else "cpu"
+        model_dir,
+        quantization_config=quant,
+        dtype=dtype,
+        device_map={"": 0} if cuda else "cpu",
+        attn_implementation="sdpa" if args.attn == "auto" else args.attn,
     )
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], bias="none",
@@ -251,6 +255,7 @@ def run_llm4rec(
     recipe = recipe_from_dict(
         {
             "model": {"path": str(model_dir), "family": "llama", "template": "alpaca",
+                      "attn_implementation": args.attn,
                       "gradient_checkpointing": "auto" if auto else True},
             "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "targets": "qv"},
             "data": {"train": str(data), "valid": "", "cutoff_len": args.cutoff, "packing": packing},
@@ -313,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cutoff", type=int, default=512)
     ap.add_argument("--auto-memory-gb", type=float, default=24.0 if cuda else 0.0)
     ap.add_argument("--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-packed,llm4rec-auto)")
+    ap.add_argument(
+        "--attn",
+        default="auto",
+        choices=["auto", "sdpa", "eager", "flash_attention_2"],
+        help="attention of every contender (model.attn_implementation; flash_attention_2 needs flash-attn)",
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
