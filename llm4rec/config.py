@@ -86,6 +86,12 @@ class DataConfig:
     train_on_inputs: bool = doc("also take the loss on prompt tokens (TALLRec default: false)", False)
     max_valid_samples: int = doc("score at most this many validation samples per evaluation (0 = all)", 0)
     group_by_length: bool = doc("batch samples of similar length together (less padding, faster)", True)
+    packing: bool | Literal["auto"] = doc(
+        "concatenate a micro-batch's samples into one row, positions restarting per sample (no padding); "
+        "auto = where the family supports it (llama, qwen2) and attention is flash_attention_2 (sdpa/eager "
+        "would compute a row x row mask), else padded length-grouped batches",
+        "auto",
+    )
 
 
 @dataclass

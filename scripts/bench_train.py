@@ -9,7 +9,10 @@ Contenders, on the same 4-bit NF4 base, the same samples in the same order of th
 * ``trainer``: TALLRec's ``finetune_rec.py`` recipe: HF ``Trainer`` + ``DataCollatorForSeq2Seq`` (left
   padding to a multiple of 8, random order), ``prepare_model_for_kbit_training`` with gradient
   checkpointing, the loss from the model's full ``[batch, seq, vocab]`` logits;
-* ``llm4rec``: ``llm4rec.train.loop.train`` with the same micro-batch and checkpointing on;
+* ``llm4rec``: ``llm4rec.train.loop.train`` with the same micro-batch and checkpointing on, padded
+  length-grouped micro-batches (``data.packing: false``);
+* ``llm4rec-packed``: the same, each micro-batch packed into one row with no padding (``data.packing:
+  true``, what ``auto`` picks for LLaMA and Qwen2);
 * ``llm4rec-auto``: the shipped 7B recipes' default, ``micro_batch_size: auto`` and
   ``gradient_checkpointing: auto``, planned for ``--auto-memory-gb`` (24 on CUDA: the card the recipes
   target, whatever card runs the bench).
@@ -18,7 +21,8 @@ Both run with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (what llm4rec
 reports seconds per optimizer step (mean over steps 2..N; step 1 warms up), samples per second and peak
 memory (CUDA: torch's allocated / reserved and the card's used memory as nvidia-smi reports it, through
 NVML; CPU: peak RSS above the baseline, weights loading included), and llm4rec's plan of its own peak
-beside it. Ratios are against ``trainer``. With ``--json`` the results are also written to a file.
+beside it, and the share of the tokens fed to the model that were padding. Ratios are against ``trainer``.
+With ``--json`` the results are also written to a file.
 
 Setup: ``--model`` is a local checkpoint; without it a tiny LLaMA (hidden 256, 4 layers) is built under
 ``--work`` with the real LLaMA-7B tokenizer from ``../shared/models/llama-7b`` (32,000 tokens, so the
@@ -167,7 +171,11 @@ def run_trainer(model_dir: Path, rows: list[dict], args: argparse.Namespace) -> 
         bnb_4bit_compute_dtype=dtype,
     )
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=quant, dtype=dtype, device_map={"": 0} if cuda else "cpu"
+        model_dir,
+        quantization_config=quant,
+        dtype=dtype,
+        device_map={"": 0} if cuda else "cpu",
+        attn_implementation="sdpa" if args.attn == "auto" else args.attn,
     )
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], bias="none",
@@ -208,35 +216,49 @@ def run_trainer(model_dir: Path, rows: list[dict], args: argparse.Namespace) -> 
         seed=args.seed,
         use_cpu=not cuda,
     )
+    collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
+    fed = [0, 0]  # tokens fed, of which real
+
+    def counting_collator(features: list[dict]) -> dict:
+        batch = collator(features)
+        fed[0] += batch["input_ids"].numel()
+        fed[1] += int(batch["attention_mask"].sum())
+        return batch
+
     trainer = transformers.Trainer(
         model=model,
         args=targs,
         train_dataset=[encode(r) for r in rows],
         callbacks=[StepTimes()],
-        data_collator=DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+        data_collator=counting_collator,
     )
     start = time.perf_counter()
     trainer.train()
-    result = {"step_times": [b - a for a, b in zip([start, *times], times, strict=False)]}
+    result = {
+        "step_times": [b - a for a, b in zip([start, *times], times, strict=False)],
+        "padding_fraction": round(1 - fed[1] / fed[0], 4),
+    }
     del trainer, model
     return result
 
 
 def run_llm4rec(
-    model_dir: Path, data: Path, work: Path, args: argparse.Namespace, auto: bool
+    model_dir: Path, data: Path, work: Path, args: argparse.Namespace, auto: bool, packing: bool | str
 ) -> dict[str, Any]:
-    """llm4rec's own loop; ``auto`` leaves the micro-batch and checkpointing to the planner."""
+    """llm4rec's own loop; ``auto`` leaves the micro-batch and checkpointing to the planner, ``packing``
+    is ``data.packing``."""
     from llm4rec.config import recipe_from_dict
     from llm4rec.train.loop import train
 
-    out = work / ("run-auto" if auto else "run")
+    out = work / ("run-auto" if auto else "run-packed" if packing is True else "run")
     shutil.rmtree(out, ignore_errors=True)
     recipe = recipe_from_dict(
         {
             "model": {"path": str(model_dir), "family": "llama", "template": "alpaca",
+                      "attn_implementation": args.attn,
                       "gradient_checkpointing": "auto" if auto else True},
             "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "targets": "qv"},
-            "data": {"train": str(data), "valid": "", "cutoff_len": args.cutoff},
+            "data": {"train": str(data), "valid": "", "cutoff_len": args.cutoff, "packing": packing},
             "train": {"output_dir": str(out), "max_steps": args.steps, "epochs": 1,
                       "micro_batch_size": "auto" if auto else args.micro, "batch_size": args.batch,
                       "learning_rate": 1e-4, "warmup_steps": 20, "resume": "never", "seed": args.seed,
@@ -257,6 +279,17 @@ def run_llm4rec(
         "gradient_checkpointing": resolved["model"]["gradient_checkpointing"],
         "recipe": resolved,
     }
+
+
+def llm4rec_padding(resolved: dict, lengths: list[int], seed: int) -> float:
+    """Padding share of llm4rec's micro-batches over the first epoch (the bench runs at most one)."""
+    from llm4rec.data.tokenize import length_grouped_batches
+    from llm4rec.train.packing import padding_fraction
+
+    d, packing = resolved["data"], resolved["data"]["packing"]
+    micro = resolved["train"]["micro_batch_size"]
+    batches = list(length_grouped_batches(lengths, micro, seed, d["group_by_length"] and not packing))
+    return round(padding_fraction(lengths, batches, packing), 4)
 
 
 def plan_of(resolved: dict, lengths: list[int], device: str) -> float:
@@ -284,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4 if cuda else 3)
     ap.add_argument("--cutoff", type=int, default=512)
     ap.add_argument("--auto-memory-gb", type=float, default=24.0 if cuda else 0.0)
-    ap.add_argument("--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-auto)")
+    ap.add_argument("--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-packed,llm4rec-auto)")
+    ap.add_argument(
+        "--attn",
+        default="auto",
+        choices=["auto", "sdpa", "eager", "flash_attention_2"],
+        help="attention of every contender (model.attn_implementation; flash_attention_2 needs flash-attn)",
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -312,14 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch}, {args.steps} steps",
         flush=True,
     )
-    wanted = (args.only or "trainer,llm4rec,llm4rec-auto").split(",")
+    wanted = (args.only or "trainer,llm4rec,llm4rec-packed,llm4rec-auto").split(",")
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
         with PeakMemory() as mem:
             if name == "trainer":
                 r = run_trainer(model_dir, rows, args)
-            elif name in ("llm4rec", "llm4rec-auto"):
-                r = run_llm4rec(model_dir, subset, args.work, args, auto=name == "llm4rec-auto")
+            elif name in ("llm4rec", "llm4rec-packed", "llm4rec-auto"):
+                packing = {"llm4rec": False, "llm4rec-packed": True}.get(name, "auto")
+                r = run_llm4rec(model_dir, subset, args.work, args, name == "llm4rec-auto", packing)
             else:
                 ap.error(f"--only: unknown contender {name!r}")
         r.update(mem.result)
@@ -327,22 +367,28 @@ def main(argv: list[str] | None = None) -> int:
         r["sec_per_step"] = sum(steady) / len(steady)
         r["samples_per_s"] = args.batch / r["sec_per_step"]
         if "recipe" in r:
+            r["padding_fraction"] = llm4rec_padding(r["recipe"], lengths, args.seed)
+            r["packing"] = r["recipe"]["data"]["packing"]
             r["planned_peak_gib"] = round(plan_of(r.pop("recipe"), lengths, device), 2)
         results[name] = r
         gc.collect()
         print(f"RESULT {json.dumps({'contender': name, **r})}", flush=True)
 
     base = results.get("trainer")
+    padded = results.get("llm4rec")
     print(
-        f"\n{'contender':<14}{'micro':>6}{'ckpt':>6}{'s/step':>9}{'samples/s':>11}{'x trainer':>10}  peak memory"
+        f"\n{'contender':<15}{'micro':>6}{'ckpt':>6}{'padding':>9}{'s/step':>9}{'samples/s':>11}"
+        f"{'x trainer':>10}{'x llm4rec':>10}  peak memory"
     )
     for name, r in results.items():
         ratio = f"{r['samples_per_s'] / base['samples_per_s']:.2f}" if base else "-"
+        vs_padded = f"{r['samples_per_s'] / padded['samples_per_s']:.2f}" if padded else "-"
         micro = r.get("micro_batch_size", args.micro)
         ckpt = "on" if r.get("gradient_checkpointing", True) else "off"
         mem = ", ".join(f"{k} {v}" for k, v in r.items() if k.endswith("_gib") and v is not None)
         print(
-            f"{name:<14}{micro:>6}{ckpt:>6}{r['sec_per_step']:>9.3f}{r['samples_per_s']:>11.2f}{ratio:>10}  {mem}"
+            f"{name:<15}{micro:>6}{ckpt:>6}{r['padding_fraction']:>9.1%}{r['sec_per_step']:>9.3f}"
+            f"{r['samples_per_s']:>11.2f}{ratio:>10}{vs_padded:>10}  {mem}"
         )
     if args.json:
         from llm4rec.io import write_json_atomic

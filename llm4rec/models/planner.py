@@ -404,10 +404,13 @@ class Settings:
     #: 0 when every micro-batch has the same shape, up to 1 when their lengths vary widely (the
     #: allocator then caches blocks that later shapes cannot reuse)
     shape_spread: float = 1.0
+    #: the micro-batch is one packed row of ``tokens`` tokens (llm4rec.train.packing): the same tokens at
+    #: worst, but sdpa / eager attention then spans the whole row through a row x row mask
+    packing: bool = False
 
     @property
     def tokens(self) -> int:
-        """Tokens in one micro-batch at the worst case (every sample at the cutoff)."""
+        """Tokens in one micro-batch at the worst case (every sample at the cutoff, packed or padded)."""
         return self.micro_batch_size * self.cutoff_len
 
     @property
@@ -469,7 +472,8 @@ def layer_activation_bytes(params: ParamCount, s: Settings) -> int:
         lora += s.lora_r * 4  # lora_A's output, kept by lora_B
         lora += g.in_features * (mask + 4) if s.lora_dropout > 0 else g.in_features * 4
     if s.attn_implementation == "eager":
-        attn += 2 * nh * s.cutoff_len * a  # the T x T probabilities per head (per token: T entries)
+        # the T x T probabilities per head (per token: T entries; a packed row's T is the whole row)
+        attn += 2 * nh * (s.tokens if s.packing else s.cutoff_len) * a
     return norms + attn + mlp + lora
 
 
@@ -538,7 +542,8 @@ class MemoryPlan:
                 lines.append(f"              {kind:<24}{n:>15,}")
         n_lora = lora_params(p, s)
         lines.append(
-            f"settings    micro-batch {s.micro_batch_size} x cutoff {s.cutoff_len} = {s.tokens:,} tokens; "
+            f"settings    micro-batch {s.micro_batch_size} x cutoff {s.cutoff_len} = {s.tokens:,} tokens"
+            f"{' in one packed row' if s.packing else ''}; "
             f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}; "
             f"{'4-bit NF4' + (' + double quant' if s.double_quant else '') if s.load_in_4bit else 'no quantization'}; "
             f"compute {s.compute_dtype}"
@@ -582,6 +587,10 @@ def _activation_parts(p: ParamCount, s: Settings) -> tuple[int, int, int]:
     ckpt_saved = p.num_layers * N * H * a
     full_saved = p.num_layers * per_layer
     final = N * H * 4  # the final norm's fp32 input
+    if s.packing and s.attn_implementation != "flash_attention_2":
+        # the row's block-diagonal mask, built once per forward (bool for sdpa, which torch turns into an
+        # additive mask of the compute dtype; additive for eager); flash attention takes the positions only
+        final += N * N * (s.compute_bytes + (1 if s.attn_implementation == "sdpa" else 0))
     # the loss: logits in fp32 (the head is fp32 after k-bit prep, else a copy from the compute dtype), on
     # the positions the head runs on (plus their gathered hidden states)
     K = s.head_tokens
@@ -720,7 +729,19 @@ def settings_from_recipe(
         # llm4rec.train.loss runs the head on labelled positions only: all of them with train_on_inputs
         head_tokens_per_sample=0 if recipe.data.train_on_inputs else ANSWER_TOKENS,
         shape_spread=shape_spread,
+        packing=_packs(recipe.data.packing, family, m.attn_implementation),
     )
+
+
+def _packs(packing: bool | str, family: str | None, attn: str) -> bool:
+    """``data.packing`` resolved as training resolves it (see llm4rec.train.packing.auto_packing)."""
+    from llm4rec.models.registry import FAMILIES, list_families
+    from llm4rec.train.packing import auto_packing
+
+    if packing != "auto":
+        return bool(packing)
+    list_families()
+    return auto_packing(family in FAMILIES and FAMILIES[family].packing, attn)
 
 
 def _resolve_targets(targets: str | list[str], family: str | None, params: ParamCount) -> list[str]:

@@ -91,6 +91,10 @@ class BackboneFamily:
     #: the loaded model's decoder takes 1-D ``position_ids`` and a transformers ``Cache``, and its logits are
     #: exactly ``lm_head(hidden)``: scoring may reuse shared prompt prefixes and slice the output head
     prefix_safe: bool = True
+    #: the decoder is transformers' own and builds its attention from ``position_ids`` when no
+    #: ``attention_mask`` is given (block-diagonal for sdpa/eager, varlen for flash_attention_2), so
+    #: training may pack a micro-batch into one row with no padding (``data.packing``)
+    packing: bool = False
 
     def matches(self, cfg: dict[str, Any]) -> bool:
         """Whether a ``config.json`` dict describes a checkpoint of this family (original or converted)."""
@@ -225,6 +229,7 @@ def _register_core_families() -> None:
             # loss trains the model to stop after "Yes."/"No.".
             pad_token_candidates=("<unk>", "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"),
             tiny_config=_tiny_llama,
+            packing=True,
         )
     )
     register_family(
@@ -238,6 +243,7 @@ def _register_core_families() -> None:
             # end-of-text token the loss needs is kept even where pad and EOS coincide.
             pad_token_candidates=("<|endoftext|>",),
             tiny_config=_tiny_qwen2,
+            packing=True,
         )
     )
 

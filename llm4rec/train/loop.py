@@ -44,6 +44,7 @@ from llm4rec.models.loading import (
 )
 from llm4rec.models.registry import require_model_dir
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
+from llm4rec.train.packing import pack, resolve_packing
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -273,6 +274,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     world = accelerator.num_processes
     _set_seed(recipe.train.seed)
     family, model_path, tokenizer, template, answers = _setup_backbone(recipe)
+    recipe = resolve_packing(recipe, family)
     data = _setup_data(recipe, tokenizer, template, answers, accelerator)
     recipe = _resolve_memory_settings(recipe, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
@@ -295,13 +297,16 @@ def train(recipe: Recipe) -> dict[str, Any]:
     # ---------------------------------------------------------------- train
     model.train()
     bar = _progress_bar(run, total_steps)
+    # a packed micro-batch has no padding to save: plain shuffled batches keep the order random and the
+    # rows' lengths alike (the allocator then reuses its blocks)
+    grouped = d.group_by_length and not d.packing
     t0 = time.time()
     running, n_running, window_tokens = 0.0, 0, 1
     stop = run.state["step"] >= total_steps
     while not stop:
         batches = list(
             length_grouped_batches(
-                data.lengths, t.micro_batch_size * world, t.seed + run.state["epoch"], d.group_by_length
+                data.lengths, t.micro_batch_size * world, t.seed + run.state["epoch"], grouped
             )
         )
         for i in range(run.state["micro_in_epoch"], len(batches)):
@@ -521,12 +526,17 @@ def _progress_bar(run: _Run, total_steps: int) -> tqdm:
 def _micro_batch(run: _Run, indices: list[int]) -> dict[str, torch.Tensor]:
     """This process's share of one micro-batch, collated and on its device."""
     accelerator, world = run.accelerator, run.accelerator.num_processes
-    shard = indices[accelerator.process_index :: world] or indices[:1]
-    batch = collate(
-        [run.data.examples[j] for j in shard], run.tokenizer.pad_token_id, run.family.train_padding_side
-    )
+    shard = [run.data.examples[j] for j in indices[accelerator.process_index :: world] or indices[:1]]
+    if run.recipe.data.packing:
+        batch = pack(shard, varlen=run.recipe.model.attn_implementation == "flash_attention_2")
+    else:
+        batch = collate(shard, run.tokenizer.pad_token_id, run.family.train_padding_side)
     batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
-    return {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+    # the varlen lengths stay Python ints: flash attention reads them on the host
+    return {
+        k: v.to(accelerator.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def _optimizer_step(run: _Run, running: Any) -> float:

@@ -11,6 +11,9 @@ Two things differ from calling ``model(**batch, labels=...)``:
 * **The loss is normalised by the labelled tokens of the whole effective batch** (as torchtune does): each
   micro-batch contributes ``sum of its token losses / tokens in the effective batch``, so gradient
   accumulation over micro-batches gives the same gradient as one big batch, however the answers are spread.
+
+A packed micro-batch (:mod:`llm4rec.train.packing`, one ``[1, N]`` row) goes through the same gather: its
+labelled positions are flat indices into that row, each sample's first label dropped.
 """
 
 from __future__ import annotations
@@ -74,13 +77,20 @@ def head_on(model: Any, index: torch.Tensor) -> Iterator[None]:
 def loss_sum(model: Any, batch: dict[str, torch.Tensor], full_head: bool = False) -> torch.Tensor:
     """Sum of the next-token cross-entropies at the labelled positions of ``batch`` (fp32 scalar).
 
-    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels``, and, best, ``head_index`` and
-    ``head_targets`` from :func:`head_inputs` (else they are found here, at the cost of a host sync).
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels`` (padded, see ``collate``) or
+    ``input_ids``, ``position_ids`` and ``labels`` (one packed row, see :func:`llm4rec.train.packing.pack`),
+    and, best, ``head_index`` and ``head_targets`` from :func:`head_inputs` (else they are found here, at
+    the cost of a host sync).
     ``full_head`` computes the head on every position (as transformers' own loss does); the result is the
     same, only slower and larger. Padding carries no label, so it never enters the sum.
     """
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "head_index", "head_targets")}
+    inputs: dict[str, Any] = {
+        k: v for k, v in batch.items() if k not in ("labels", "head_index", "head_targets")
+    }
+    if "position_ids" in inputs and "attention_mask" not in inputs:
+        # a packed row: transformers derives the per-sample mask from the position ids only without a cache
+        inputs["use_cache"] = False
     if full_head:
         logits = model(**inputs).logits[:, :-1]
         return torch.nn.functional.cross_entropy(
