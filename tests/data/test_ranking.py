@@ -216,3 +216,46 @@ def test_sampler_is_uniform_over_unseen_items(monkeypatch, bitmap):
     for values, items in ((heavy, range(30, 40)), (light, range(1, 40))):
         counts = np.bincount(values, minlength=40)[list(items)]
         assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+
+
+def test_real_ml100k_k20_prompts_fit_384_with_the_llama_tokenizer(tmp_path):
+    """Real ML-100K (one user in 30, for time) with the real LLaMA tokenizer: compact K=20 samples sized by
+    prep to 384 and to 340 tokens keep the instruction and all 20 candidates, only the oldest history items
+    go, and each fits its budget as training tokenizes it."""
+    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+    from tests.conftest import shared_path
+
+    raw = shared_path("data", "ml-100k")
+    llama = shared_path("models", "llama-7b")
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = (raw / "u.data").read_text().splitlines()
+    (src / "u.data").write_text("".join(x + "\n" for x in lines if int(x.split("\t")[0]) % 30 == 0))
+    for name in ("u.item", "u.genre"):
+        (src / name).write_bytes((raw / name).read_bytes())
+    tok, fam = load_backbone_tokenizer(llama)
+    template = resolve_template(fam, "auto", "en")
+
+    def length(r):
+        return len(tok(template.render(r["instruction"], r["input"]) + r["output"])["input_ids"]) + 1
+
+    assert run("movielens", "--src", src, "--out", tmp_path / "whole", "--task", "ranking") == 0
+    whole = read(tmp_path / "whole" / "ranking" / "test.jsonl") + read(
+        tmp_path / "whole" / "ranking" / "valid.jsonl"
+    )
+    for budget in (384, 340):
+        out = tmp_path / str(budget)
+        assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--max-prompt-tokens", str(budget),
+                   "--tokenizer", llama) == 0  # fmt: skip
+        sized = read(out / "ranking" / "test.jsonl") + read(out / "ranking" / "valid.jsonl")
+        assert len(sized) == len(whole) == 2 * 31
+        over = 0
+        for w, s in zip(whole, sized):
+            assert length(s) <= budget and s["instruction"] == w["instruction"]
+            assert s["input"].split("Candidate pool:\n")[1] == w["input"].split("Candidate pool:\n")[1]
+            assert len(s["input"].split("Candidate pool:\n")[1].split("\n")) == 20
+            assert w["history"][len(w["history"]) - len(s["history"]) :] == s["history"]
+            over += length(w) > budget
+            assert (s["history"] != w["history"]) == (length(w) > budget)
+        assert over > 0 or budget == 384  # 340 is below some of these whole prompts
+        assert sum(len(s["history"]) for s in sized) / len(sized) > (9 if budget == 384 else 5)
