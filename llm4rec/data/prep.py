@@ -372,6 +372,19 @@ def _add_task_arguments(ap: argparse.ArgumentParser) -> None:
         "--candidates", type=int, default=20, help="ranking: pool size K (target + K-1 negatives)"
     )
     ap.add_argument(
+        "--candidate-format",
+        choices=("compact", "compact-year", "full"),
+        default="compact",
+        help="ranking: how the pool is shown: compact 'A. Title' (year only where titles clash; default), "
+        "compact-year 'A. Title (1972)', full '(A) \"Title (1972)\"' (the long format of earlier releases)",
+    )
+    ap.add_argument(
+        "--max-title-tokens",
+        type=int,
+        default=0,
+        help="ranking: shorten titles over N tokens of --tokenizer to their first tokens + '…' (counted)",
+    )
+    ap.add_argument(
         "--candidates-file",
         type=Path,
         default=None,
@@ -546,20 +559,39 @@ class PromptSizer:
         )
 
 
+def _load_tokenizer(settings: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(tokenizer, family) of --tokenizer, loaded once for prompt sizing and the title cap (None without)."""
+    n, cap, path = (
+        settings.get("max_prompt_tokens") or 0,
+        settings.get("max_title_tokens") or 0,
+        settings.get("tokenizer"),
+    )
+    if not path:
+        if n:
+            raise UserError("--max-prompt-tokens: give the backbone's tokenizer with --tokenizer DIR")
+        if cap:
+            raise UserError("--max-title-tokens: give the backbone's tokenizer with --tokenizer DIR")
+        return None
+    if not (n or cap):
+        raise UserError("--tokenizer: only used with --max-prompt-tokens N or --max-title-tokens N")
+    if n and n < 16:
+        raise UserError(f"--max-prompt-tokens: need at least 16 tokens, got {n}")
+    from llm4rec.models.loading import load_backbone_tokenizer
+
+    return load_backbone_tokenizer(path, settings.get("tokenizer_family") or "auto")
+
+
 def _sizer(settings: dict[str, Any]) -> PromptSizer | None:
     """The prompt sizer the flags ask for (None without --max-prompt-tokens)."""
-    n, path = settings.get("max_prompt_tokens") or 0, settings.get("tokenizer")
+    n, loaded = settings.get("max_prompt_tokens") or 0, settings.get("_backbone")
     if not n:
-        if path:
-            raise UserError("--tokenizer: only used with --max-prompt-tokens N")
         return None
-    if n < 16:
-        raise UserError(f"--max-prompt-tokens: need at least 16 tokens, got {n}")
-    if not path:
-        raise UserError("--max-prompt-tokens: give the backbone's tokenizer with --tokenizer DIR")
-    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+    if loaded is None:
+        loaded = _load_tokenizer(settings)
+    from llm4rec.models.loading import resolve_template
 
-    tok, fam = load_backbone_tokenizer(path, settings.get("tokenizer_family") or "auto")
+    tok, fam = loaded
+    path = settings["tokenizer"]
     return PromptSizer(
         tok, resolve_template(fam, settings.get("template") or "auto", settings["lang"], path), n
     )
@@ -725,6 +757,10 @@ def prepare(
             seed=settings["seed"],
             options=settings,
         )
+        backbone = _load_tokenizer(settings)
+        # settings is ctx.options: the tasks (ranking's title cap) and the sizer read the tokenizer there
+        settings["_backbone"] = backbone
+        settings["_tokenizer"] = backbone[0] if backbone else None
         for mod in modules.values():
             if hasattr(mod, "prepare_context"):
                 mod.prepare_context(ctx)
@@ -834,6 +870,9 @@ def _write_tasks(
                         rows = sizer.apply(rows, name, split)
                     writers[name].write(rows.drop("split"), split)
             bar.update(b - a)
+        for name, mod in modules.items():
+            if hasattr(mod, "summary"):
+                stats[name].update(mod.summary(ctx))
     finally:
         bar.close()
         try:
@@ -895,6 +934,11 @@ def _summary(meta: dict, out: Path, seconds: float) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in t["counts"].items())
         bal = ", ".join(f"{k} {v}" for k, v in t["label_balance"].items() if v is not None)
         lines.append(f"  {name}: {counts} (positive rate {bal})")
+        if t.get("titles_shortened"):
+            lines.append(
+                f"  {name}: {t['titles_shortened']} item titles over {t['max_title_tokens']} tokens shortened "
+                "(ending in '…'; candidate_titles keeps them whole)"
+            )
         ps = t.get("prompt_sizing")
         if ps and ps["shortened"]:
             lines.append(
@@ -924,6 +968,8 @@ def main(argv: list[str] | None = None, source: str = "movielens", prog: str | N
         instructrec_preferences=args.instructrec_preferences,
         instructrec_intentions=args.instructrec_intentions,
         rerank_candidates=args.rerank_candidates,
+        candidate_format=args.candidate_format,
+        max_title_tokens=args.max_title_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
         tokenizer=str(args.tokenizer) if args.tokenizer else None,
         tokenizer_family=args.tokenizer_family,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -142,15 +143,17 @@ def test_history_spans_locate_every_history_item(src, tmp_path, lang):
                 assert spans == []
                 continue
             assert len(spans) == len(row["history"])
+            # ranking's compact pools show titles without their year (no two test titles clash)
+            name = (lambda i: re.sub(r" \(\d{4}\)$", "", title_of(i))) if task == "ranking" else title_of
             assert [row["input"][s:e] for s, e, _ in spans] == [
-                f"{lq}{title_of(int(h))}{rq}" for h in row["history"]
+                f"{lq}{name(int(h))}{rq}" for h in row["history"]
             ]
             seen += len(spans)
             # dropping the oldest items leaves the same list without them, separators included
             for d in (1, len(spans)):
                 cut = drop_history(row, d)
                 assert [cut["input"][s:e] for s, e, _ in history_spans(cut)] == [
-                    f"{lq}{title_of(int(h))}{rq}" for h in row["history"][d:]
+                    f"{lq}{name(int(h))}{rq}" for h in row["history"][d:]
                 ]
                 assert not any(bad in cut["input"] for bad in (", ,", ", \n", ": , ", "，，", "：，"))
     assert seen > 1000

@@ -1,8 +1,10 @@
-"""Candidate pools: target exactly once, negatives unseen by the user, size K, letters consistent."""
+"""Candidate pools: target exactly once, negatives unseen by the user, size K, letters consistent; how the
+pool is shown (compact / compact-year / full) and the prep-time title cap."""
 
 from __future__ import annotations
 
 import json
+import re
 import string
 
 import pytest
@@ -36,9 +38,103 @@ def test_pool_invariants(prepared):
         assert r["output"] == string.ascii_uppercase[r["target_index"]]
         assert not (set(cands) - {r["item_id"]}) & seen[r["user_id"]]
         assert r["candidate_titles"] == [title_of(int(c)) for c in cands]
+        # compact (default): one 'A. Title' line per candidate, the year left out (no two titles clash)
         lines = r["input"].split("Candidate pool:\n")[1].split("\n")
-        assert lines == [f'({string.ascii_uppercase[k]}) "{title_of(int(c))}"' for k, c in enumerate(cands)]
+        assert lines == [
+            f"{string.ascii_uppercase[k]}. {bare(title_of(int(c)))}" for k, c in enumerate(cands)
+        ]
         assert r["task"] == "ranking"
+
+
+def bare(title: str) -> str:
+    return re.sub(r" \(\d{4}\)$", "", title)
+
+
+@pytest.mark.parametrize("form", ["compact", "compact-year", "full"])
+def test_every_candidate_format_shows_every_candidate(prepared, tmp_path, form):
+    from llm4rec.data.tokenize import drop_history, history_spans
+
+    src, _, _ = prepared
+    out = tmp_path / form
+    assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--candidates", "12",
+               "--candidate-format", form) == 0  # fmt: skip
+    shown = {"compact": bare, "compact-year": str, "full": str}[form]
+    label = '({}) "{}"' if form == "full" else "{}. {}"
+    rows = [r for g in split_rows(out, "ranking").values() for r in g]
+    for r in rows:
+        head, pool = r["input"].split("\nCandidate pool:\n")
+        assert pool.split("\n") == [
+            label.format(string.ascii_uppercase[k], shown(title_of(int(c))))
+            for k, c in enumerate(r["candidates"])
+        ]
+        # history items are quoted (titles hold commas) in the same short form, and stay droppable
+        spans = history_spans(r)
+        assert [r["input"][s:e] for s, e, _ in spans] == [
+            f'"{shown(title_of(int(h)))}"' for h in r["history"]
+        ]
+        assert drop_history(r, len(spans))["input"] == "User history: \nCandidate pool:\n" + pool
+        assert ("index letter" in r["instruction"]) == (form == "full")
+        assert r["candidate_titles"] == [
+            title_of(int(c)) for c in r["candidates"]
+        ]  # whole, whatever is shown
+    meta = json.loads((out / "ranking" / "meta.json").read_text())
+    assert meta["candidate_format"] == form and "titles_shortened" not in meta
+
+
+def test_short_titles_keep_the_year_only_where_titles_clash():
+    from llm4rec.data.tasks.ranking import short_titles
+
+    titles = [
+        "Cape Fear (1962)",
+        "Cape Fear (1991)",
+        "Kull (1997)",
+        "Kull (1997)",
+        "Heat (1995)",
+        "1492",
+        "x (V)",
+    ]
+    assert short_titles(titles) == [
+        "Cape Fear (1962)", "Cape Fear (1991)", "Kull", "Kull", "Heat", "1492", "x (V)"
+    ]  # fmt: skip
+
+
+def test_max_title_tokens_shortens_long_titles_and_counts_them(prepared, tmp_path, tiny_llama, capsys):
+    from llm4rec.data.tasks.ranking import cap_titles
+    from llm4rec.models.loading import load_backbone_tokenizer
+
+    src, _, _ = prepared
+    tok, _ = load_backbone_tokenizer(tiny_llama)
+    titles = sorted({bare(title_of(i)) for i in range(1, 46)}) + ["Heat"]
+    n_tok = {t: len(tok(t, add_special_tokens=False)["input_ids"]) for t in titles}
+    cap = max(n_tok.values()) - 1
+    long = {t for t in titles if n_tok[t] > cap}
+    assert 0 < len(long) < len(titles) and "Heat" not in long
+    capped, n = cap_titles(titles, tok, cap)
+    assert n == len(long)
+    for t, c in zip(titles, capped):
+        if t in long:
+            assert c.endswith("…") and t.startswith(c[:-1]) and len(c) < len(t)
+            assert len(tok(c[:-1], add_special_tokens=False)["input_ids"]) <= cap - 1
+        else:
+            assert c == t
+    out = tmp_path / "capped"
+    assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--candidates", "12",
+               "--max-title-tokens", str(cap), "--tokenizer", tiny_llama) == 0  # fmt: skip
+    meta = json.loads((out / "ranking" / "meta.json").read_text())
+    assert meta["max_title_tokens"] == cap
+    assert meta["titles_shortened"] == len({i for i in range(1, 46) if bare(title_of(i)) in long})
+    short = dict(zip(titles, capped))
+    for r in read(out / "ranking" / "test.jsonl"):
+        pool = r["input"].split("Candidate pool:\n")[1].split("\n")
+        assert pool == [
+            f"{string.ascii_uppercase[k]}. {short[bare(title_of(int(c)))]}"
+            for k, c in enumerate(r["candidates"])
+        ]
+    # the cap needs a tokenizer: one line, no output
+    assert run("movielens", "--src", src, "--out", tmp_path / "x", "--task", "ranking",
+               "--max-title-tokens", "8") == 2  # fmt: skip
+    assert "--max-title-tokens: give the backbone's tokenizer with --tokenizer DIR" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_target_position_is_spread(prepared):
@@ -120,3 +216,46 @@ def test_sampler_is_uniform_over_unseen_items(monkeypatch, bitmap):
     for values, items in ((heavy, range(30, 40)), (light, range(1, 40))):
         counts = np.bincount(values, minlength=40)[list(items)]
         assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+
+
+def test_real_ml100k_k20_prompts_fit_384_with_the_llama_tokenizer(tmp_path):
+    """Real ML-100K (one user in 30, for time) with the real LLaMA tokenizer: compact K=20 samples sized by
+    prep to 384 and to 340 tokens keep the instruction and all 20 candidates, only the oldest history items
+    go, and each fits its budget as training tokenizes it."""
+    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+    from tests.conftest import shared_path
+
+    raw = shared_path("data", "ml-100k")
+    llama = shared_path("models", "llama-7b")
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = (raw / "u.data").read_text().splitlines()
+    (src / "u.data").write_text("".join(x + "\n" for x in lines if int(x.split("\t")[0]) % 30 == 0))
+    for name in ("u.item", "u.genre"):
+        (src / name).write_bytes((raw / name).read_bytes())
+    tok, fam = load_backbone_tokenizer(llama)
+    template = resolve_template(fam, "auto", "en")
+
+    def length(r):
+        return len(tok(template.render(r["instruction"], r["input"]) + r["output"])["input_ids"]) + 1
+
+    assert run("movielens", "--src", src, "--out", tmp_path / "whole", "--task", "ranking") == 0
+    whole = read(tmp_path / "whole" / "ranking" / "test.jsonl") + read(
+        tmp_path / "whole" / "ranking" / "valid.jsonl"
+    )
+    for budget in (384, 340):
+        out = tmp_path / str(budget)
+        assert run("movielens", "--src", src, "--out", out, "--task", "ranking", "--max-prompt-tokens", str(budget),
+                   "--tokenizer", llama) == 0  # fmt: skip
+        sized = read(out / "ranking" / "test.jsonl") + read(out / "ranking" / "valid.jsonl")
+        assert len(sized) == len(whole) == 2 * 31
+        over = 0
+        for w, s in zip(whole, sized):
+            assert length(s) <= budget and s["instruction"] == w["instruction"]
+            assert s["input"].split("Candidate pool:\n")[1] == w["input"].split("Candidate pool:\n")[1]
+            assert len(s["input"].split("Candidate pool:\n")[1].split("\n")) == 20
+            assert w["history"][len(w["history"]) - len(s["history"]) :] == s["history"]
+            over += length(w) > budget
+            assert (s["history"] != w["history"]) == (length(w) > budget)
+        assert over > 0 or budget == 384  # 340 is below some of these whole prompts
+        assert sum(len(s["history"]) for s in sized) / len(sized) > (9 if budget == 384 else 5)

@@ -86,23 +86,50 @@ def test_training_output_uses_its_recipe_cutoff_and_language(tiny_llama, tmp_pat
 
 
 def test_real_ml100k_ranking_with_the_llama_tokenizer(tmp_path, capsys):
-    """The issue's check: K=20 ranking prompts with the real LLaMA tokenizer at cutoffs 512 and 384."""
+    """The issue's check: K=20 ranking prompts with the real LLaMA tokenizer at cutoffs 512 and 384 show the
+    instruction and all 20 candidates (compact pool, the default); the long format cannot fit 384."""
     from llm4rec.data.prep import main as prep
 
     src = shared_path("data", "ml-100k")
     llama = shared_path("models", "llama-7b")
-    assert prep(["--src", str(src), "--out", str(tmp_path / "d"), "--task", "ranking", "--quiet"]) == 0
-    data = tmp_path / "d" / "ranking" / "test.jsonl"
+    for form in ("compact", "full"):
+        out = tmp_path / form
+        argv = [
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--task",
+            "ranking",
+            "--candidate-format",
+            form,
+            "--quiet",
+        ]
+        assert prep(argv) == 0
+    data = tmp_path / "compact" / "ranking" / "test.jsonl"
     row = json.loads(data.read_text().splitlines()[0])
-    code, out, err = show(["--checkpoint", llama, "--data", data, "--index", 0, "--cutoff-len", 512], capsys)
+    for cutoff in (512, 384):
+        code, out, err = show(
+            ["--checkpoint", llama, "--data", data, "--index", 0, "--cutoff-len", cutoff], capsys
+        )
+        assert code == 0, err
+        text, (t, p, i, kept, m, h, q) = parse(out)
+        assert t <= cutoff - 1 and m == 10 and kept == 10  # this sample keeps its whole history even at 384
+        assert row["instruction"] in text and "Below is an instruction" in text
+        pool = text.split("Candidate pool:\n")[1].split("\n\n### Response:")[0].split("\n")
+        assert pool == row["input"].split("Candidate pool:\n")[1].split("\n") and len(pool) == 20
+        assert all(line.startswith(f"{chr(65 + j)}. ") for j, line in enumerate(pool))
+    # the long '(A) "Title (1972)"' pool fits 512 by dropping history, and cannot fit 384 even without any:
+    # a clear error, nothing cut silently
+    full = tmp_path / "full" / "ranking" / "test.jsonl"
+    row = json.loads(full.read_text().splitlines()[0])
+    code, out, err = show(["--checkpoint", llama, "--data", full, "--index", 0, "--cutoff-len", 512], capsys)
     assert code == 0, err
     text, (t, p, i, kept, m, h, q) = parse(out)
     assert t <= 511 and m == 10 and 0 < kept < 10
-    assert row["instruction"] in text and "Below is an instruction" in text
     assert all(f'({chr(65 + j)}) "{title}"' in text for j, title in enumerate(row["candidate_titles"]))
-    # 384 cannot hold the 20 candidates even with no history: a clear error, nothing cut silently
-    code, out, err = show(["--checkpoint", llama, "--data", data, "--index", 0, "--cutoff-len", 384], capsys)
+    code, out, err = show(["--checkpoint", llama, "--data", full, "--index", 0, "--cutoff-len", 384], capsys)
     assert code == 2 and out == ""
     assert re.search(
-        rf"{re.escape(str(data))}:1: the prompt needs \d+ tokens with all 10 history items dropped", err
+        rf"{re.escape(str(full))}:1: the prompt needs \d+ tokens with all 10 history items dropped", err
     )

@@ -30,8 +30,9 @@ Task-specific fields:
 
 * ``tallrec`` (:mod:`.tallrec`): ``output`` is ``Yes.`` / ``No.`` (``是`` / ``否`` with ``--lang zh``).
 * ``ranking`` (:mod:`.ranking`): ``candidates`` (item ids of the pool, in the order shown),
-  ``candidate_titles`` (their titles), ``target_index`` (0-based position of the target);
-  ``output`` is the target's index letter (``A`` for position 0).
+  ``candidate_titles`` (their whole titles, however ``--candidate-format`` / ``--max-title-tokens``
+  show them in ``input``), ``target_index`` (0-based position of the target); ``output`` is the
+  target's index letter (``A`` for position 0).
 * ``instructrec`` (:mod:`.instructrec`): ``template_id`` (``<lang>-<form>-<preference>-<intention>``),
   ``form``, ``preference``, ``intention``; ``candidates`` (pointwise: the item shown; pairwise and
   reranking: the pool; matching: null) and ``target_index`` (pairwise and reranking, else null).
@@ -39,5 +40,6 @@ Task-specific fields:
 * ``next_item`` (:mod:`.next_item`): ``output`` is the target's quoted title.
 
 A task module exposes ``build(chunk, ctx)`` returning a polars DataFrame of these columns plus ``split``
-(optionally with a dict of counts for meta.json), and may expose ``prepare_context(ctx)``.
+(optionally with a dict of counts for meta.json), and may expose ``prepare_context(ctx)`` (run once
+before the chunks) and ``summary(ctx)`` (facts of the whole task for its meta.json).
 """

@@ -67,9 +67,12 @@ class TaskContext:
         self.item_ids: pl.Series = items["item"]
         self.titles: pl.Series = items["title"].fill_null("")
         lq, rq = QUOTES[self.lang]
-        authors = _attribute(items["attributes"], "author")
+        #: each item's author (None where unknown)
+        self.authors: list[str | None] = _attribute(items["attributes"], "author")
         by = " written by " if self.lang == "en" else "，作者："
-        shown = [f"{lq}{t}{rq}" + (f"{by}{a}" if a else "") for t, a in zip(self.titles.to_list(), authors)]
+        shown = [
+            f"{lq}{t}{rq}" + (f"{by}{a}" if a else "") for t, a in zip(self.titles.to_list(), self.authors)
+        ]
         #: how an item is shown in a prompt: the quoted title (plus the author where one is known)
         self.display: pl.Series = pl.Series("display", shown, dtype=pl.Utf8)
         #: characters of each item's display (offsets of history items in the input are built from them)
