@@ -806,7 +806,7 @@ def score_pointwise(
 
 #: the Yes/No question asked per candidate when a ranking sample brings no ``pointwise_inputs``
 POINTWISE_INSTRUCTION = 'Given the user\'s history, identify whether the user will choose the candidate by answering "Yes." or "No.".'
-_POOL_LINE = re.compile(r"^[A-Z][.)] ")
+_POOL_LINE = re.compile(r"^\(?[A-Z][.)] ")  # "A. " (compact), "(A) " (full), "A) "
 
 
 def history_text(ranking_input: str) -> str | None:

@@ -12,6 +12,7 @@ from llm4rec.eval.scoring import (
     common_prefix,
     encode_prompts,
     fit_prompts,
+    history_text,
     pointwise_samples,
     score_binary,
     score_choices,
@@ -233,3 +234,17 @@ def test_pointwise_rows_keep_the_history_droppable():
     # a leading blank line is stripped from the derived history, which would shift every span: not carried
     moved = [dict(rows[0], input="\n" + rows[0]["input"])]
     assert "history_spans" not in pointwise_samples(moved)[0][0]
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        "A. Kull the Conqueror\nB. Nell",  # prep's compact format
+        '(A) "Kull the Conqueror (1997)"\n(B) "Nell (1994)"',  # prep's full format
+        "A) Kull the Conqueror\nB) Nell",
+    ],
+)
+def test_history_text_finds_every_candidate_format(pool):
+    text = 'User history: "Birdcage, The", "Home Alone"\nCandidate pool:\n' + pool
+    assert history_text(text) == 'User history: "Birdcage, The", "Home Alone"'
+    assert history_text('User history: "Nell"\nno lettered pool') is None
