@@ -15,6 +15,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.registry import (
+    TEMPLATES,
     BackboneFamily,
     detect_family,
     get_family,
@@ -22,7 +23,7 @@ from llm4rec.models.registry import (
     read_model_config,
     require_model_dir,
 )
-from llm4rec.models.templates import ANSWERS, TEMPLATES, PromptTemplate
+from llm4rec.models.templates import ANSWERS, PromptTemplate
 
 # peft reads transformers' renamed `is_gradient_checkpointing` attribute; the notice is for peft, not users
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -385,32 +386,11 @@ def load_backbone_tokenizer(path: str | Path, family: str = "auto") -> tuple[Any
     cfg = read_model_config(path) or {}
     if fam.converter is None or cfg.get("llm4rec_family"):
         return load_tokenizer(path, fam), fam
+    if fam.write_tokenizer is None:
+        raise UserError(f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first")
     tmp = Path(tempfile.mkdtemp(prefix="llm4rec-tok-"))
     try:
-        if fam.name == "qwen":
-            from llm4rec.models.legacy import _tok_qwen
-
-            _tok_qwen.save_qwen_tokenizer(path / "qwen.tiktoken", tmp, 8192)
-            (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-        elif fam.name in ("baichuan", "baichuan2"):
-            from llm4rec.models.legacy import _tok_baichuan
-
-            _tok_baichuan.save_baichuan_tokenizer(path, tmp, 4096)
-            (tmp / "config.json").write_text(json.dumps({"model_type": "llama"}))
-        elif fam.name in ("chatglm2", "chatglm3"):
-            from llm4rec.models.legacy import chatglm2
-
-            chatglm2.write_chatglm2_tokenizer(path / "tokenizer.model", tmp, fam.name, 8192)
-        elif fam.name == "chatglm":
-            from llm4rec.models.legacy import chatglm
-
-            sp = path / "ice_text.model"
-            offset = chatglm._image_tokens(path, cfg, len(chatglm.load_sp_proto(sp).pieces))
-            chatglm.write_chatglm_tokenizer(sp, tmp, offset, 2048)
-        else:
-            raise UserError(
-                f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first"
-            )
+        fam.write_tokenizer(path, tmp, cfg)
         return load_tokenizer(tmp, fam), fam
     except FileNotFoundError as exc:
         raise UserError(f"{path}: not a {fam.name} release ({exc.filename} missing)") from None

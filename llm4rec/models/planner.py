@@ -158,9 +158,9 @@ def _meta_model(config: dict[str, Any]) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from llm4rec.models.registry import list_families
+    # ChatGLM-6B's model type (llm4rec_chatglm) is llm4rec's own: its modelling module registers it on import
+    from llm4rec.models.legacy import modeling_chatglm  # noqa: F401
 
-    list_families()  # legacy modules register their own model types with the Auto classes on import
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise UserError(
@@ -724,9 +724,8 @@ def settings_from_recipe(
 
 
 def _resolve_targets(targets: str | list[str], family: str | None, params: ParamCount) -> list[str]:
-    from llm4rec.models.registry import FAMILIES, get_family, list_families
+    from llm4rec.models.registry import FAMILIES, get_family
 
-    list_families()
     if family is not None and family in FAMILIES:
         names = get_family(family).targets(targets)
     elif isinstance(targets, str):

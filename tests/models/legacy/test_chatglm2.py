@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy import chatglm2 as cg2
+from llm4rec.models.families import chatglm2 as cg2
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
 from tests.fixtures.legacy_originals import MIXED_TEXTS, TINY_CORPUS, make_tiny_chatglm2
 from tests.models._generate import assert_generate_matches_cache_loop
@@ -175,7 +175,7 @@ def real_tokenizer(request, tmp_path_factory):
 
 
 def test_tokenizer_matches_original_on_real_files(real_tokenizer):
-    from llm4rec.models.templates import TEMPLATES
+    from llm4rec.models.registry import TEMPLATES
 
     family, tok, sp, src = real_tokenizer
     n = sp.vocab_size()

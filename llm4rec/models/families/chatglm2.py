@@ -21,6 +21,9 @@ original key (``transformer.`` prefix)                       converted key (``mo
 ``output_layer.weight``                                      ``lm_head.weight`` (no ``model.`` prefix)
 ===========================================================  ===========================================
 
+ChatGLM3 shares this converter (its tokenizer adds role tokens, and a ``rope_ratio`` scales its rotary
+base); :mod:`llm4rec.models.families.chatglm3` holds its chat template and registry entry.
+
 The sentencepiece tokenizer becomes a fast BPE tokenizer with the original ids: the special tokens
 ``[MASK] [gMASK] [sMASK] sop eop`` (and for ChatGLM3 the role tokens) follow the sentencepiece vocabulary,
 and ``[gMASK] sop`` is put in front of every encoded text as the original tokenizer does.
@@ -39,26 +42,16 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-
-# some names are only re-exported: they lived here before checkpoint_io and stay importable from here
-from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
-    SHARD_BYTES,
-    ShardWriter,
+from llm4rec.models.families.base import BackboneFamily
+from llm4rec.models.legacy.checkpoint_io import (
     check_vocab_fits,
     convert_checkpoint,
-    iter_original_tensors,
-    load_shard,
     load_sp_proto,
-    original_shards,
     read_original_config,
     require,
     save_fast_tokenizer,
 )
-from llm4rec.models.registry import BackboneFamily
-from llm4rec.models.templates import PromptTemplate, register_template
-
-#: the old name of :func:`~llm4rec.models.legacy.checkpoint_io.read_original_config`
-read_config = read_original_config
+from llm4rec.models.templates import PromptTemplate
 
 #: special tokens the original tokenizers append after the sentencepiece pieces, in id order
 SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
@@ -328,7 +321,7 @@ def convert(src: Path, out: Path, family: str) -> Path:
 # --------------------------------------------------------------------------- registry entries
 
 
-def _one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplate, PromptTemplate]:
+def one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplate, PromptTemplate]:
     """The zh and en templates of a chat format the release writes the same way in every language."""
     zh, en = (
         PromptTemplate(name=f"{name}_{lang}", lang=lang, text=text, text_no_input=text_no_input)
@@ -339,17 +332,9 @@ def _one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplat
 
 #: ChatGLM2's chat format, as its tokenizer's ``build_prompt`` writes one round ("[Round 1]\n\n问：{query}
 #: \n\n答："); the release has no other wording, so English prompts use it too. The answer follows "答：".
-CHATGLM2_ZH, CHATGLM2_EN = _one_format(
+CHATGLM2_ZH, CHATGLM2_EN = one_format(
     "chatglm2", "[Round 1]\n\n问：{instruction}\n{input}\n\n答：", "[Round 1]\n\n问：{instruction}\n\n答："
 )
-#: ChatGLM3's chat format (``<|user|>\n content<|assistant|>``, as its chat template writes it); the reply
-#: starts after the assistant's metadata line "\n".
-CHATGLM3_ZH, CHATGLM3_EN = _one_format(
-    "chatglm3", "<|user|>\n {instruction}\n{input}<|assistant|>\n", "<|user|>\n {instruction}<|assistant|>\n"
-)
-for _t in (CHATGLM2_ZH, CHATGLM2_EN, CHATGLM3_ZH, CHATGLM3_EN):
-    register_template(_t)
-
 _TARGETS = {"qv": ("q_proj", "v_proj"), "qkv": ("q_proj", "k_proj", "v_proj"), "all": GLM_LINEAR}
 
 # Pad/EOS rule: the tokenizers pad with <unk> (id 0, left) and end with </s> (id 2), as config.json's
@@ -363,7 +348,16 @@ def _is_glm2_layout(cfg: dict[str, Any]) -> bool:
     return cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm2"
 
 
-def _glm_family(name: str, description: str) -> BackboneFamily:
+def write_tokenizer_of(name: str) -> Any:
+    """``write_tokenizer(src, out, cfg)`` of family ``name``: the converted tokenizer of a release."""
+
+    def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
+        write_chatglm2_tokenizer(src / "tokenizer.model", out, name, 8192)
+
+    return write_tokenizer
+
+
+def glm_family(name: str, description: str, templates: tuple[PromptTemplate, ...]) -> BackboneFamily:
     """ChatGLM2 and ChatGLM3 differ only in their tokenizer's special tokens and their templates."""
     return BackboneFamily(
         name=name,
@@ -375,12 +369,15 @@ def _glm_family(name: str, description: str) -> BackboneFamily:
         lora_targets=_TARGETS,
         default_template={"en": f"{name}_en", "zh": f"{name}_zh"},
         pad_token_candidates=("<unk>",),
-        converter="llm4rec.models.legacy.chatglm2:convert",
+        templates=templates,
+        converter=convert,
+        write_tokenizer=write_tokenizer_of(name),
         converted_config=lambda cfg: dict(glm_config_dict(cfg, name, Path(".")), model_type="glm"),
     )
 
 
-FAMILIES = (
-    _glm_family("chatglm2", "ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)"),
-    _glm_family("chatglm3", "ChatGLM3-6B (converted to transformers' GLM classes; Chinese-first)"),
+FAMILY = glm_family(
+    "chatglm2",
+    "ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)",
+    (CHATGLM2_ZH, CHATGLM2_EN),
 )
