@@ -5,7 +5,7 @@ refuses to ``save_pretrained`` such a model. This module lets transformers do th
 are exactly the ones its own GGUF loader produces, and writes a clean directory every llm4rec command
 takes: ``model.safetensors``, ``config.json`` (without the GGUF quantization entry),
 ``generation_config.json``, the tokenizer with its chat template, and ``llm4rec.json`` recording the
-source file and the prompt template to use with it.
+source file, the prompt template and the answer words to use with it (read back when the model is loaded).
 """
 
 from __future__ import annotations
@@ -145,10 +145,14 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
     if getattr(config, "tie_word_embeddings", False):
         # tied weights share storage, which safetensors refuses; transformers re-ties on load
         state.pop("lm_head.weight", None)
-    chosen = default_template(info["family"]) if template == "auto" else template
+    from llm4rec.models.loading import answer_words
+    from llm4rec.models.registry import get_family
+
+    chosen = TEMPLATES[default_template(info["family"]) if template == "auto" else template]
     record = {
         "family": info["family"],
-        "template": chosen,
+        "template": chosen.name,
+        "answers": list(answer_words(get_family(info["family"]), chosen.lang, chosen)),
         "source": {
             "format": "gguf",
             "file": src.name,

@@ -64,19 +64,43 @@ def resolve_family(model_path: str, family: str = "auto") -> BackboneFamily:
     return fam
 
 
-def recorded_template(model_path: str | Path | None) -> str | None:
-    """The template a model directory records in its ``llm4rec.json`` (written by ``llm4rec import-gguf``
-    and by training), or None."""
-    if model_path is None:
-        return None
-    rec = Path(model_path) / "llm4rec.json"
-    if not rec.is_file():
-        return None
+def read_record(model_dir: str | Path | None) -> dict[str, Any]:
+    """The ``llm4rec.json`` of a model or adapter directory (written by training and by ``llm4rec
+    import-gguf``), checked: ``family`` a registered family, ``template`` a known template and ``answers``
+    two answer texts, each when present. ``{}`` when the directory has none."""
+    if model_dir is None:
+        return {}
+    path = Path(model_dir) / "llm4rec.json"
+    if not path.is_file():
+        return {}
     try:
-        name = json.loads(rec.read_text(encoding="utf-8")).get("template")
+        rec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{rec}: not valid JSON ({exc.msg})") from None
-    return name if isinstance(name, str) else None
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    if "family" in rec:
+        try:
+            get_family(str(rec["family"]))
+        except UserError as exc:
+            raise UserError(f"{path}: family: {str(exc).split(': ', 1)[1]}") from None
+    if "template" in rec and rec["template"] not in TEMPLATES:
+        raise UserError(
+            f"{path}: template: unknown template {rec['template']!r}; known: {', '.join(TEMPLATES)}"
+        )
+    answers = rec.get("answers")
+    if answers is not None and not (
+        isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) and a for a in answers)
+    ):
+        raise UserError(
+            f"{path}: answers: expected two non-empty strings (positive, negative), got {answers!r}"
+        )
+    return rec
+
+
+def recorded_template(model_path: str | Path | None) -> str | None:
+    """The template a model directory records in its ``llm4rec.json`` (see :func:`read_record`), or None."""
+    return read_record(model_path).get("template")
 
 
 def resolve_template(
@@ -260,18 +284,20 @@ def load_prompt_settings(
         m = recipe.model
         if lang and lang != m.lang:
             raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
-        family = (
-            get_family(json.loads((ckpt / "llm4rec.json").read_text())["family"])
-            if (ckpt / "llm4rec.json").is_file()
-            else resolve_family(m.path, m.family)
-        )
+        # what training recorded beside the adapter wins over re-deriving it from the recipe
+        rec = read_record(ckpt)
+        family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family)
         tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, m.template, m.lang, m.path)
+        if "template" in rec:
+            template = TEMPLATES[rec["template"]]
+        else:
+            template = resolve_template(family, m.template, m.lang, m.path)
+        answers = tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template)
         return PromptSettings(
             tokenizer,
             family,
             template,
-            answer_words(family, m.lang, template),
+            answers,
             cutoff_len or recipe.data.cutoff_len,
             m.lang,
             recipe,
@@ -279,16 +305,23 @@ def load_prompt_settings(
         )
     if (ckpt / "config.json").is_file():
         family = resolve_family(str(ckpt))
-        lang = lang or "en"
+        rec = read_record(ckpt)
+        # --lang, else the language of the template llm4rec.json records, else English
+        lang = lang or (TEMPLATES[rec["template"]].lang if "template" in rec else "en")
         if lang not in ANSWERS:
             raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
         tokenizer = load_tokenizer(ckpt, family)
         template = resolve_template(family, "auto", lang, ckpt)
+        # recorded answers belong to the recorded template: they apply when that template is used
+        if "answers" in rec and rec.get("template") == template.name:
+            answers = tuple(rec["answers"])
+        else:
+            answers = answer_words(family, lang, template)
         return PromptSettings(
             tokenizer,
             family,
             template,
-            answer_words(family, lang, template),
+            answers,
             cutoff_len or DataConfig().cutoff_len,
             lang,
             None,
