@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
 from llm4rec.models.registry import (
     TEMPLATES,
     BackboneFamily,
@@ -73,12 +74,7 @@ def read_record(model_dir: str | Path | None) -> dict[str, Any]:
     path = Path(model_dir) / "llm4rec.json"
     if not path.is_file():
         return {}
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(rec, dict):
-        raise UserError(f"{path}: expected a JSON object")
+    rec = read_json_object(path)
     if "family" in rec:
         try:
             get_family(str(rec["family"]))
@@ -253,10 +249,10 @@ def load_prompt_settings(
 
     A training output takes its cutoff and language from the typed recipe (``cutoff_len`` > 0 overrides
     the cutoff; a ``lang`` other than the recipe's is an error). A bare model takes ``cutoff_len``
-    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default en).
+    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default: the language
+    of the template its ``llm4rec.json`` records, else en). Family, template and answers recorded in the
+    directory's ``llm4rec.json`` are used as recorded.
     """
-    from llm4rec.config import DataConfig, recipe_from_dict
-
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         what = "is a file, not a directory" if ckpt.exists() else "does not exist"
@@ -264,70 +260,69 @@ def load_prompt_settings(
             f"--checkpoint: {ckpt} {what} (checkpoint directory not found; expected an adapter or model directory)"
         )
     if (ckpt / "adapter_config.json").is_file() or (ckpt / "recipe.yaml").is_file():
-        import yaml
-
-        recipe_path = ckpt / "recipe.yaml"
-        if not recipe_path.is_file():
-            raise UserError(f"{ckpt}: adapter without recipe.yaml; was it written by llm4rec's train.py?")
-        if not any(
-            (ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-        ):
-            raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
-        try:
-            raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        try:
-            recipe = recipe_from_dict(raw if isinstance(raw, dict) else {})
-        except UserError as exc:
-            raise UserError(f"{recipe_path}: {exc}") from None
-        m = recipe.model
-        if lang and lang != m.lang:
-            raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
-        # what training recorded beside the adapter wins over re-deriving it from the recipe
-        rec = read_record(ckpt)
-        family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family)
-        tokenizer = load_tokenizer(ckpt, family)
-        if "template" in rec:
-            template = TEMPLATES[rec["template"]]
-        else:
-            template = resolve_template(family, m.template, m.lang, m.path)
-        answers = tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template)
-        return PromptSettings(
-            tokenizer,
-            family,
-            template,
-            answers,
-            cutoff_len or recipe.data.cutoff_len,
-            m.lang,
-            recipe,
-            m.path,
-        )
+        return _adapter_settings(ckpt, cutoff_len, lang)
     if (ckpt / "config.json").is_file():
-        family = resolve_family(str(ckpt))
-        rec = read_record(ckpt)
-        # --lang, else the language of the template llm4rec.json records, else English
-        lang = lang or (TEMPLATES[rec["template"]].lang if "template" in rec else "en")
-        if lang not in ANSWERS:
-            raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, "auto", lang, ckpt)
-        # recorded answers belong to the recorded template: they apply when that template is used
-        if "answers" in rec and rec.get("template") == template.name:
-            answers = tuple(rec["answers"])
-        else:
-            answers = answer_words(family, lang, template)
-        return PromptSettings(
-            tokenizer,
-            family,
-            template,
-            answers,
-            cutoff_len or DataConfig().cutoff_len,
-            lang,
-            None,
-            str(ckpt),
-        )
+        return _bare_model_settings(ckpt, cutoff_len, lang)
     raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+
+
+def _read_saved_recipe(ckpt: Path) -> Any:
+    """The typed ``recipe.yaml`` saved beside an adapter (checked to have a tokenizer beside it too)."""
+    import yaml
+
+    from llm4rec.config import recipe_from_dict
+
+    recipe_path = ckpt / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise UserError(f"{ckpt}: adapter without recipe.yaml; was it written by llm4rec's train.py?")
+    if not any((ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
+    try:
+        raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return recipe_from_dict(raw if isinstance(raw, dict) else {})
+    except UserError as exc:
+        raise UserError(f"{recipe_path}: {exc}") from None
+
+
+def _adapter_settings(ckpt: Path, cutoff_len: int, lang: str | None) -> PromptSettings:
+    recipe = _read_saved_recipe(ckpt)
+    m = recipe.model
+    if lang and lang != m.lang:
+        raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
+    # what training recorded beside the adapter wins over re-deriving it from the recipe
+    rec = read_record(ckpt)
+    family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family)
+    tokenizer = load_tokenizer(ckpt, family)
+    if "template" in rec:
+        template = TEMPLATES[rec["template"]]
+    else:
+        template = resolve_template(family, m.template, m.lang, m.path)
+    answers = tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template)
+    cutoff = cutoff_len or recipe.data.cutoff_len
+    return PromptSettings(tokenizer, family, template, answers, cutoff, m.lang, recipe, m.path)
+
+
+def _bare_model_settings(ckpt: Path, cutoff_len: int, lang: str | None) -> PromptSettings:
+    from llm4rec.config import DataConfig
+
+    family = resolve_family(str(ckpt))
+    rec = read_record(ckpt)
+    # --lang, else the language of the template llm4rec.json records, else English
+    lang = lang or (TEMPLATES[rec["template"]].lang if "template" in rec else "en")
+    if lang not in ANSWERS:
+        raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
+    tokenizer = load_tokenizer(ckpt, family)
+    template = resolve_template(family, "auto", lang, ckpt)
+    # recorded answers belong to the recorded template: they apply when that template is used
+    if "answers" in rec and rec.get("template") == template.name:
+        answers = tuple(rec["answers"])
+    else:
+        answers = answer_words(family, lang, template)
+    cutoff = cutoff_len or DataConfig().cutoff_len
+    return PromptSettings(tokenizer, family, template, answers, cutoff, lang, None, str(ckpt))
 
 
 @dataclass

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.io import read_json_object
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
 GIB = 2**30
@@ -326,10 +327,7 @@ def resolve_arch(model_path: str, family: str = "auto", arch: str | None = None)
         )
     elif model_path and (Path(model_path) / "config.json").is_file():
         cfg_path = Path(model_path) / "config.json"
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+        cfg = read_json_object(cfg_path)
         fam = detect_family(model_path)
         if family != "auto":
             wanted = get_family(family)

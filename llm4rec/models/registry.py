@@ -10,11 +10,11 @@ branches on a family name. Importing a family module registers nothing.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
 from llm4rec.models.families import baichuan, baichuan2, chatglm, chatglm2, chatglm3, llama, qwen, qwen2
 from llm4rec.models.families.base import (  # noqa: F401  (re-exported: the registry's public names)
     ALPACA_TEMPLATES,
@@ -106,10 +106,7 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any] | None:
     cfg_path = Path(model_dir) / "config.json"
     if not cfg_path.is_file():
         return None
-    try:
-        return json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+    return read_json_object(cfg_path)
 
 
 def detect_family(model_dir: str | Path) -> str | None:

@@ -61,5 +61,23 @@ ALPACA_ZH = PromptTemplate(
     text_no_input="以下是一条描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n{instruction}\n\n### 回答:\n",
 )
 
+
+def chatml(name: str, lang: str, system: str) -> PromptTemplate:
+    """A ChatML template (``<|im_start|>role\n...<|im_end|>`` turns) with the given system message; the
+    assistant turn is closed with ``<|im_end|>``."""
+    turns = (
+        "<|im_start|>system\n"
+        + system
+        + "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    return PromptTemplate(
+        name=name,
+        lang=lang,
+        text=turns.format("{instruction}\n{input}"),
+        text_no_input=turns.format("{instruction}"),
+        answer_suffix="<|im_end|>",
+    )
+
+
 #: Answer words per language: (positive, negative). TALLRec trains on "Yes." / "No.".
 ANSWERS: dict[str, tuple[str, str]] = {"en": ("Yes.", "No."), "zh": ("是", "否")}

@@ -39,7 +39,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-from llm4rec.models.families.base import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
+from llm4rec.models.families.base import BackboneFamily, llama_layout_family
 from llm4rec.models.legacy import _tok_baichuan
 from llm4rec.models.legacy import checkpoint_io as ckio
 
@@ -206,12 +206,10 @@ def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
 
 def baichuan_family(name: str, description: str, **fields: Any) -> BackboneFamily:
     """The registry entry of a Baichuan 7B generation: both share the converter and everything else here."""
-    return BackboneFamily(
-        name=name,
+    return llama_layout_family(
+        name,
+        description,
         model_types=("baichuan",),
-        description=description,
-        lora_targets=LLAMA_TARGETS,
-        default_template=ALPACA_TEMPLATES,
         # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
         pad_token_candidates=("<unk>",),
         converter=convert,

@@ -95,6 +95,19 @@ class BackboneFamily:
 SHARED_TEMPLATES = (ALPACA, ALPACA_ZH)
 
 
+def llama_layout_family(name: str, description: str, **fields: Any) -> BackboneFamily:
+    """A family whose (converted) decoder carries LLaMA's projection names, prompted with TALLRec's Alpaca
+    templates unless it says otherwise: LLaMA, Qwen2, and the converted Qwen-1 and Baichuan."""
+    fields.setdefault("model_types", (name,))
+    return BackboneFamily(
+        name=name,
+        description=description,
+        lora_targets=LLAMA_TARGETS,
+        default_template=ALPACA_TEMPLATES,
+        **fields,
+    )
+
+
 def tiny_decoder_config(config_class: str, vocab_size: int, kv_heads: int) -> Any:
     """A two-layer config of the given transformers class, in the widths bitsandbytes' 4-bit kernels take."""
     import transformers

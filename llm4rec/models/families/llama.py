@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm4rec.models.families.base import (
-    ALPACA_TEMPLATES,
-    LLAMA_TARGETS,
-    BackboneFamily,
-    tiny_decoder_config,
-)
-from llm4rec.models.templates import PromptTemplate
+from llm4rec.models.families.base import llama_layout_family, tiny_decoder_config
+from llm4rec.models.templates import PromptTemplate, chatml
 
 #: Llama-2-chat's [INST] format (the BOS token is added by the tokenizer, not written here).
 LLAMA2_CHAT = PromptTemplate(
@@ -28,14 +23,8 @@ LLAMA2_CHAT = PromptTemplate(
 )
 
 #: SmolLM2-Instruct's own chat format: ChatML with the system line its chat template adds by default.
-CHATML_SMOLLM2 = PromptTemplate(
-    name="chatml_smollm2",
-    lang="en",
-    text="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\n<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
+CHATML_SMOLLM2 = chatml(
+    "chatml_smollm2", "en", "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 )
 
 
@@ -44,12 +33,9 @@ def tiny_config(vocab_size: int) -> Any:
     return tiny_decoder_config("LlamaConfig", vocab_size, kv_heads=4)
 
 
-FAMILY = BackboneFamily(
-    name="llama",
-    model_types=("llama",),
-    description="LLaMA-1 / Llama-2 / Llama-3 (TALLRec's backbone)",
-    lora_targets=LLAMA_TARGETS,
-    default_template=ALPACA_TEMPLATES,
+FAMILY = llama_layout_family(
+    "llama",
+    "LLaMA-1 / Llama-2 / Llama-3 (TALLRec's backbone)",
     templates=(LLAMA2_CHAT, CHATML_SMOLLM2),
     # LLaMA ships no pad token; TALLRec pads with id 0 (<unk>). EOS must stay distinct: the
     # loss trains the model to stop after "Yes."/"No.".

@@ -42,7 +42,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-from llm4rec.models.families.base import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
+from llm4rec.models.families.base import llama_layout_family
 from llm4rec.models.legacy import _tok_qwen
 from llm4rec.models.legacy.checkpoint_io import (
     check_vocab_fits,
@@ -189,12 +189,9 @@ def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2"}), encoding="utf-8")
 
 
-FAMILY = BackboneFamily(
-    name="qwen",
-    model_types=("qwen",),
-    description="Qwen-7B v1 (converted onto Qwen2 classes; no remote code)",
-    lora_targets=LLAMA_TARGETS,
-    default_template=ALPACA_TEMPLATES,
+FAMILY = llama_layout_family(
+    "qwen",
+    "Qwen-7B v1 (converted onto Qwen2 classes; no remote code)",
     # Qwen-1 defines no pad token; its own fine-tuning code pads with <|endoftext|>. Labels come from
     # lengths, never from pad ids, so the end-of-text the loss needs stays trained.
     pad_token_candidates=("<|endoftext|>",),

@@ -8,34 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm4rec.models.families.base import (
-    ALPACA_TEMPLATES,
-    LLAMA_TARGETS,
-    BackboneFamily,
-    tiny_decoder_config,
-)
-from llm4rec.models.templates import PromptTemplate
+from llm4rec.models.families.base import llama_layout_family, tiny_decoder_config
+from llm4rec.models.templates import chatml
 
 #: ChatML as Qwen1.5/Qwen2 chat models use it; the assistant turn is closed with <|im_end|>.
-CHATML = PromptTemplate(
-    name="chatml",
-    lang="en",
-    text="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
-)
-
-CHATML_ZH = PromptTemplate(
-    name="chatml_zh",
-    lang="zh",
-    text="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
-    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
-)
+CHATML = chatml("chatml", "en", "You are a helpful assistant.")
+#: the same in Chinese
+CHATML_ZH = chatml("chatml_zh", "zh", "你是一个乐于助人的助手。")
 
 
 def tiny_config(vocab_size: int) -> Any:
@@ -43,12 +22,9 @@ def tiny_config(vocab_size: int) -> Any:
     return tiny_decoder_config("Qwen2Config", vocab_size, kv_heads=2)
 
 
-FAMILY = BackboneFamily(
-    name="qwen2",
-    model_types=("qwen2",),
-    description="Qwen1.5 / Qwen2 / Qwen2.5",
-    lora_targets=LLAMA_TARGETS,
-    default_template=ALPACA_TEMPLATES,
+FAMILY = llama_layout_family(
+    "qwen2",
+    "Qwen1.5 / Qwen2 / Qwen2.5",
     templates=(CHATML, CHATML_ZH),
     # Qwen pads with <|endoftext|>; labels are built from lengths, never from pad ids, so the
     # end-of-text token the loss needs is kept even where pad and EOS coincide.
