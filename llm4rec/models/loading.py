@@ -15,6 +15,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import read_json_object
+from llm4rec.models.paths import require_model_dir
 from llm4rec.models.registry import (
     TEMPLATES,
     BackboneFamily,
@@ -22,7 +23,6 @@ from llm4rec.models.registry import (
     get_family,
     list_families,
     read_model_config,
-    require_model_dir,
 )
 from llm4rec.models.templates import ANSWERS, PromptTemplate
 
