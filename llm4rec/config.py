@@ -308,7 +308,7 @@ def check_paths(recipe: Recipe) -> Recipe:
 
     Run first in every process, so that a typo is one line at start-up rather than after imports.
     """
-    from llm4rec.models.registry import require_model_dir
+    from llm4rec.models.paths import require_model_dir
 
     require_model_dir(recipe.model.path)
     for key in ("train", "valid"):

@@ -1,13 +1,12 @@
 """``llm4rec convert``: turn a remote-code checkpoint into classes transformers ships (no remote code run).
 
-The per-family converters live in :mod:`llm4rec.models.legacy`; the registry names each one.
+Each family module under :mod:`llm4rec.models.families` holds its converter; the registry entry names it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -20,8 +19,7 @@ def converter_for(family: BackboneFamily):
     """The ``convert(src, out, family)`` function registered for ``family``."""
     if family.converter is None:
         raise UserError(f"--family: {family.name!r} loads directly with transformers; nothing to convert")
-    module, func = family.converter.split(":")
-    return getattr(importlib.import_module(module), func)
+    return family.converter
 
 
 def cache_root() -> Path:

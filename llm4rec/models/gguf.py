@@ -5,7 +5,7 @@ refuses to ``save_pretrained`` such a model. This module lets transformers do th
 are exactly the ones its own GGUF loader produces, and writes a clean directory every llm4rec command
 takes: ``model.safetensors``, ``config.json`` (without the GGUF quantization entry),
 ``generation_config.json``, the tokenizer with its chat template, and ``llm4rec.json`` recording the
-source file and the prompt template to use with it.
+source file, the prompt template and the answer words to use with it (read back when the model is loaded).
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.io import atomic_dir, sha256_file
 
-#: GGUF ``general.architecture`` -> llm4rec backbone family. Only families llm4rec trains and scores.
-SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+
+def supported_architectures() -> dict[str, str]:
+    """GGUF ``general.architecture`` -> llm4rec family, from each family's ``gguf_architecture``."""
+    from llm4rec.models.registry import list_families
+
+    return {f.gguf_architecture: f.name for f in list_families() if f.gguf_architecture}
+
 
 #: dtypes the weights may be written in (float32 keeps transformers' dequantized values exactly)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -54,10 +59,11 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
             f"{path}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else exc!r})"
         ) from None
     arch = _field(reader, "general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    supported = supported_architectures()
+    if arch not in supported:
         raise UserError(
             f"{path}: unsupported architecture {arch!r} (general.architecture); "
-            f"llm4rec imports: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"llm4rec imports: {', '.join(supported)}"
         )
     # Try each tensor type once on its first tensor: a type `gguf` cannot dequantize fails here, in one
     # line, before transformers starts reading the whole file.
@@ -79,7 +85,7 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
     return {
         "architecture": arch,
-        "family": SUPPORTED_ARCHITECTURES[arch],
+        "family": supported[arch],
         "tensor_types": counts,
         "chat_template": _field(reader, "tokenizer.chat_template"),
         "name": _field(reader, "general.name"),
@@ -116,7 +122,7 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
     import torch
     from safetensors.torch import save_file
 
-    from llm4rec.models.templates import TEMPLATES
+    from llm4rec.models.registry import TEMPLATES
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -139,10 +145,14 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
     if getattr(config, "tie_word_embeddings", False):
         # tied weights share storage, which safetensors refuses; transformers re-ties on load
         state.pop("lm_head.weight", None)
-    chosen = default_template(info["family"]) if template == "auto" else template
+    from llm4rec.models.loading import answer_words
+    from llm4rec.models.registry import get_family
+
+    chosen = TEMPLATES[default_template(info["family"]) if template == "auto" else template]
     record = {
         "family": info["family"],
-        "template": chosen,
+        "template": chosen.name,
+        "answers": list(answer_words(get_family(info["family"]), chosen.lang, chosen)),
         "source": {
             "format": "gguf",
             "file": src.name,
@@ -173,7 +183,7 @@ def main(argv: list[str]) -> int:
     """Command-line entry: ``llm4rec import-gguf FILE.gguf --out DIR``."""
     ap = argparse.ArgumentParser(prog="llm4rec import-gguf", description=plain(__doc__.split("\n\n")[0]))
     ap.add_argument(
-        "file", type=Path, help="a .gguf file (architectures: " + ", ".join(SUPPORTED_ARCHITECTURES) + ")"
+        "file", type=Path, help="a .gguf file (architectures: " + ", ".join(supported_architectures()) + ")"
     )
     ap.add_argument("--out", required=True, type=Path, help="output model directory (written atomically)")
     ap.add_argument(

@@ -14,15 +14,17 @@ from typing import Any
 import torch
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
+from llm4rec.models.paths import require_model_dir
 from llm4rec.models.registry import (
+    TEMPLATES,
     BackboneFamily,
     detect_family,
     get_family,
     list_families,
     read_model_config,
-    require_model_dir,
 )
-from llm4rec.models.templates import ANSWERS, TEMPLATES, PromptTemplate
+from llm4rec.models.templates import ANSWERS, PromptTemplate
 
 # peft reads transformers' renamed `is_gradient_checkpointing` attribute; the notice is for peft, not users
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -63,19 +65,38 @@ def resolve_family(model_path: str, family: str = "auto") -> BackboneFamily:
     return fam
 
 
+def read_record(model_dir: str | Path | None) -> dict[str, Any]:
+    """The ``llm4rec.json`` of a model or adapter directory (written by training and by ``llm4rec
+    import-gguf``), checked: ``family`` a registered family, ``template`` a known template and ``answers``
+    two answer texts, each when present. ``{}`` when the directory has none."""
+    if model_dir is None:
+        return {}
+    path = Path(model_dir) / "llm4rec.json"
+    if not path.is_file():
+        return {}
+    rec = read_json_object(path)
+    if "family" in rec:
+        try:
+            get_family(str(rec["family"]))
+        except UserError as exc:
+            raise UserError(f"{path}: family: {str(exc).split(': ', 1)[1]}") from None
+    if "template" in rec and rec["template"] not in TEMPLATES:
+        raise UserError(
+            f"{path}: template: unknown template {rec['template']!r}; known: {', '.join(TEMPLATES)}"
+        )
+    answers = rec.get("answers")
+    if answers is not None and not (
+        isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) and a for a in answers)
+    ):
+        raise UserError(
+            f"{path}: answers: expected two non-empty strings (positive, negative), got {answers!r}"
+        )
+    return rec
+
+
 def recorded_template(model_path: str | Path | None) -> str | None:
-    """The template a model directory records in its ``llm4rec.json`` (written by ``llm4rec import-gguf``
-    and by training), or None."""
-    if model_path is None:
-        return None
-    rec = Path(model_path) / "llm4rec.json"
-    if not rec.is_file():
-        return None
-    try:
-        name = json.loads(rec.read_text(encoding="utf-8")).get("template")
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{rec}: not valid JSON ({exc.msg})") from None
-    return name if isinstance(name, str) else None
+    """The template a model directory records in its ``llm4rec.json`` (see :func:`read_record`), or None."""
+    return read_record(model_path).get("template")
 
 
 def resolve_template(
@@ -228,10 +249,10 @@ def load_prompt_settings(
 
     A training output takes its cutoff and language from the typed recipe (``cutoff_len`` > 0 overrides
     the cutoff; a ``lang`` other than the recipe's is an error). A bare model takes ``cutoff_len``
-    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default en).
+    (default: the recipe default, :class:`llm4rec.config.DataConfig`) and ``lang`` (default: the language
+    of the template its ``llm4rec.json`` records, else en). Family, template and answers recorded in the
+    directory's ``llm4rec.json`` are used as recorded.
     """
-    from llm4rec.config import DataConfig, recipe_from_dict
-
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         what = "is a file, not a directory" if ckpt.exists() else "does not exist"
@@ -239,61 +260,69 @@ def load_prompt_settings(
             f"--checkpoint: {ckpt} {what} (checkpoint directory not found; expected an adapter or model directory)"
         )
     if (ckpt / "adapter_config.json").is_file() or (ckpt / "recipe.yaml").is_file():
-        import yaml
-
-        recipe_path = ckpt / "recipe.yaml"
-        if not recipe_path.is_file():
-            raise UserError(f"{ckpt}: adapter without recipe.yaml; was it written by llm4rec's train.py?")
-        if not any(
-            (ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-        ):
-            raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
-        try:
-            raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        try:
-            recipe = recipe_from_dict(raw if isinstance(raw, dict) else {})
-        except UserError as exc:
-            raise UserError(f"{recipe_path}: {exc}") from None
-        m = recipe.model
-        if lang and lang != m.lang:
-            raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
-        family = (
-            get_family(json.loads((ckpt / "llm4rec.json").read_text())["family"])
-            if (ckpt / "llm4rec.json").is_file()
-            else resolve_family(m.path, m.family)
-        )
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, m.template, m.lang, m.path)
-        return PromptSettings(
-            tokenizer,
-            family,
-            template,
-            answer_words(family, m.lang, template),
-            cutoff_len or recipe.data.cutoff_len,
-            m.lang,
-            recipe,
-            m.path,
-        )
+        return _adapter_settings(ckpt, cutoff_len, lang)
     if (ckpt / "config.json").is_file():
-        family = resolve_family(str(ckpt))
-        lang = lang or "en"
-        if lang not in ANSWERS:
-            raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
-        tokenizer = load_tokenizer(ckpt, family)
-        template = resolve_template(family, "auto", lang, ckpt)
-        return PromptSettings(
-            tokenizer,
-            family,
-            template,
-            answer_words(family, lang, template),
-            cutoff_len or DataConfig().cutoff_len,
-            lang,
-            None,
-            str(ckpt),
-        )
+        return _bare_model_settings(ckpt, cutoff_len, lang)
     raise UserError(f"{ckpt}: neither an adapter (adapter_config.json) nor a model (config.json)")
+
+
+def _read_saved_recipe(ckpt: Path) -> Any:
+    """The typed ``recipe.yaml`` saved beside an adapter (checked to have a tokenizer beside it too)."""
+    import yaml
+
+    from llm4rec.config import recipe_from_dict
+
+    recipe_path = ckpt / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise UserError(f"{ckpt}: adapter without recipe.yaml; was it written by llm4rec's train.py?")
+    if not any((ckpt / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise UserError(f"{ckpt}: no tokenizer saved beside the adapter")
+    try:
+        raw = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{recipe_path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return recipe_from_dict(raw if isinstance(raw, dict) else {})
+    except UserError as exc:
+        raise UserError(f"{recipe_path}: {exc}") from None
+
+
+def _adapter_settings(ckpt: Path, cutoff_len: int, lang: str | None) -> PromptSettings:
+    recipe = _read_saved_recipe(ckpt)
+    m = recipe.model
+    if lang and lang != m.lang:
+        raise UserError(f"--lang: {ckpt} was trained with model.lang {m.lang!r}, not {lang!r}")
+    # what training recorded beside the adapter wins over re-deriving it from the recipe
+    rec = read_record(ckpt)
+    family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family)
+    tokenizer = load_tokenizer(ckpt, family)
+    if "template" in rec:
+        template = TEMPLATES[rec["template"]]
+    else:
+        template = resolve_template(family, m.template, m.lang, m.path)
+    answers = tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template)
+    cutoff = cutoff_len or recipe.data.cutoff_len
+    return PromptSettings(tokenizer, family, template, answers, cutoff, m.lang, recipe, m.path)
+
+
+def _bare_model_settings(ckpt: Path, cutoff_len: int, lang: str | None) -> PromptSettings:
+    from llm4rec.config import DataConfig
+
+    family = resolve_family(str(ckpt))
+    rec = read_record(ckpt)
+    # --lang, else the language of the template llm4rec.json records, else English
+    lang = lang or (TEMPLATES[rec["template"]].lang if "template" in rec else "en")
+    if lang not in ANSWERS:
+        raise UserError(f"--lang: unknown language {lang!r}; choose one of {', '.join(ANSWERS)}")
+    tokenizer = load_tokenizer(ckpt, family)
+    template = resolve_template(family, "auto", lang, ckpt)
+    # recorded answers belong to the recorded template: they apply when that template is used
+    if "answers" in rec and rec.get("template") == template.name:
+        answers = tuple(rec["answers"])
+    else:
+        answers = answer_words(family, lang, template)
+    cutoff = cutoff_len or DataConfig().cutoff_len
+    return PromptSettings(tokenizer, family, template, answers, cutoff, lang, None, str(ckpt))
 
 
 @dataclass
@@ -385,32 +414,11 @@ def load_backbone_tokenizer(path: str | Path, family: str = "auto") -> tuple[Any
     cfg = read_model_config(path) or {}
     if fam.converter is None or cfg.get("llm4rec_family"):
         return load_tokenizer(path, fam), fam
+    if fam.write_tokenizer is None:
+        raise UserError(f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first")
     tmp = Path(tempfile.mkdtemp(prefix="llm4rec-tok-"))
     try:
-        if fam.name == "qwen":
-            from llm4rec.models.legacy import _tok_qwen
-
-            _tok_qwen.save_qwen_tokenizer(path / "qwen.tiktoken", tmp, 8192)
-            (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-        elif fam.name in ("baichuan", "baichuan2"):
-            from llm4rec.models.legacy import _tok_baichuan
-
-            _tok_baichuan.save_baichuan_tokenizer(path, tmp, 4096)
-            (tmp / "config.json").write_text(json.dumps({"model_type": "llama"}))
-        elif fam.name in ("chatglm2", "chatglm3"):
-            from llm4rec.models.legacy import chatglm2
-
-            chatglm2.write_chatglm2_tokenizer(path / "tokenizer.model", tmp, fam.name, 8192)
-        elif fam.name == "chatglm":
-            from llm4rec.models.legacy import chatglm
-
-            sp = path / "ice_text.model"
-            offset = chatglm._image_tokens(path, cfg, len(chatglm.load_sp_proto(sp).pieces))
-            chatglm.write_chatglm_tokenizer(sp, tmp, offset, 2048)
-        else:
-            raise UserError(
-                f"{path}: no tokenizer conversion for family {fam.name!r}; convert the model first"
-            )
+        fam.write_tokenizer(path, tmp, cfg)
         return load_tokenizer(tmp, fam), fam
     except FileNotFoundError as exc:
         raise UserError(f"{path}: not a {fam.name} release ({exc.filename} missing)") from None

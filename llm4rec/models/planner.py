@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.io import read_json_object
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
 GIB = 2**30
@@ -158,9 +159,9 @@ def _meta_model(config: dict[str, Any]) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from llm4rec.models.registry import list_families
+    # ChatGLM-6B's model type (llm4rec_chatglm) is llm4rec's own: its modelling module registers it on import
+    from llm4rec.models.legacy import modeling_chatglm  # noqa: F401
 
-    list_families()  # legacy modules register their own model types with the Auto classes on import
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise UserError(
@@ -326,10 +327,7 @@ def resolve_arch(model_path: str, family: str = "auto", arch: str | None = None)
         )
     elif model_path and (Path(model_path) / "config.json").is_file():
         cfg_path = Path(model_path) / "config.json"
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{cfg_path}: not valid JSON ({exc.msg})") from None
+        cfg = read_json_object(cfg_path)
         fam = detect_family(model_path)
         if family != "auto":
             wanted = get_family(family)
@@ -745,9 +743,8 @@ def _packs(packing: bool | str, family: str | None, attn: str) -> bool:
 
 
 def _resolve_targets(targets: str | list[str], family: str | None, params: ParamCount) -> list[str]:
-    from llm4rec.models.registry import FAMILIES, get_family, list_families
+    from llm4rec.models.registry import FAMILIES, get_family
 
-    list_families()
     if family is not None and family in FAMILIES:
         names = get_family(family).targets(targets)
     elif isinstance(targets, str):

@@ -3,6 +3,10 @@
 A template renders the prompt up to the point where the answer starts; the answer text is appended
 directly (training adds the end-of-sequence text after it). Answer tokens are never hard-coded: they are
 found by tokenizing ``prompt + answer`` (see :mod:`llm4rec.models.answer_tokens`).
+
+This module holds what every family shares (TALLRec's Alpaca format and answer words); a family's own
+chat formats live in its module under :mod:`llm4rec.models.families`, and
+:data:`llm4rec.models.registry.TEMPLATES` lists them all by name.
 """
 
 from __future__ import annotations
@@ -57,55 +61,23 @@ ALPACA_ZH = PromptTemplate(
     text_no_input="以下是一条描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n{instruction}\n\n### 回答:\n",
 )
 
-#: ChatML as Qwen1.5/Qwen2 chat models use it; the assistant turn is closed with <|im_end|>.
-CHATML = PromptTemplate(
-    name="chatml",
-    lang="en",
-    text="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
-)
 
-#: SmolLM2-Instruct's own chat format: ChatML with the system line its chat template adds by default.
-CHATML_SMOLLM2 = PromptTemplate(
-    name="chatml_smollm2",
-    lang="en",
-    text="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\n<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
-)
+def chatml(name: str, lang: str, system: str) -> PromptTemplate:
+    """A ChatML template (``<|im_start|>role\n...<|im_end|>`` turns) with the given system message; the
+    assistant turn is closed with ``<|im_end|>``."""
+    turns = (
+        "<|im_start|>system\n"
+        + system
+        + "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    return PromptTemplate(
+        name=name,
+        lang=lang,
+        text=turns.format("{instruction}\n{input}"),
+        text_no_input=turns.format("{instruction}"),
+        answer_suffix="<|im_end|>",
+    )
 
-CHATML_ZH = PromptTemplate(
-    name="chatml_zh",
-    lang="zh",
-    text="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
-    "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
-    text_no_input="<|im_start|>system\n你是一个乐于助人的助手。<|im_end|>\n"
-    "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-    answer_suffix="<|im_end|>",
-)
-
-#: Llama-2-chat's [INST] format (the BOS token is added by the tokenizer, not written here).
-LLAMA2_CHAT = PromptTemplate(
-    name="llama2_chat",
-    lang="en",
-    text="[INST] {instruction}\n{input} [/INST]",
-    text_no_input="[INST] {instruction} [/INST]",
-    answer_prefix=" ",
-)
-
-TEMPLATES: dict[str, PromptTemplate] = {
-    t.name: t for t in (ALPACA, ALPACA_ZH, CHATML, CHATML_SMOLLM2, CHATML_ZH, LLAMA2_CHAT)
-}
 
 #: Answer words per language: (positive, negative). TALLRec trains on "Yes." / "No.".
 ANSWERS: dict[str, tuple[str, str]] = {"en": ("Yes.", "No."), "zh": ("是", "否")}
-
-
-def register_template(template: PromptTemplate) -> None:
-    """Add a template (used by backbone families that bring their own chat format)."""
-    TEMPLATES[template.name] = template

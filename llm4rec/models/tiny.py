@@ -39,7 +39,8 @@ _BASE_TEXT = [
 
 
 def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 2000) -> Any:
-    """Train a small fast tokenizer of the family's kind on ``corpus``; returns a PreTrainedTokenizerFast."""
+    """Train a small fast tokenizer of the family's kind (its ``tiny_tokenizer``) on ``corpus``; returns a
+    PreTrainedTokenizerFast."""
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -53,7 +54,7 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 2000) 
     from transformers import PreTrainedTokenizerFast
 
     texts = list(_BASE_TEXT) + list(corpus)
-    if family in ("qwen2",):
+    if get_family(family).tiny_tokenizer == "byte_level":
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

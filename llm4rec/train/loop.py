@@ -42,7 +42,7 @@ from llm4rec.models.loading import (
     resolve_model_path,
     resolve_template,
 )
-from llm4rec.models.registry import require_model_dir
+from llm4rec.models.paths import require_model_dir
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
 

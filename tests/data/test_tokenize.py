@@ -17,8 +17,9 @@ from llm4rec.data.tokenize import (
 )
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids, common_prefix_len
-from llm4rec.models.registry import get_family, list_families
-from llm4rec.models.templates import ALPACA, CHATML, TEMPLATES
+from llm4rec.models.families.qwen2 import CHATML
+from llm4rec.models.registry import TEMPLATES, get_family, list_families
+from llm4rec.models.templates import ALPACA
 
 from ..conftest import make_tallrec_samples
 
@@ -97,7 +98,6 @@ def test_overlong_prompt_names_the_sample_and_counts(tiny_llama):
 
 
 def _tiny_legacy_tokenizer(family, root):
-    from llm4rec.models.legacy import baichuan, chatglm, chatglm2, qwen
     from llm4rec.models.loading import load_tokenizer
     from tests.fixtures import legacy_originals as orig
 
@@ -110,10 +110,8 @@ def _tiny_legacy_tokenizer(family, root):
         orig.make_tiny_baichuan(src, family)
     else:
         orig.make_tiny_chatglm2(src, family)
-    mod = {"qwen": qwen, "baichuan": baichuan, "baichuan2": baichuan, "chatglm": chatglm}.get(
-        family, chatglm2
-    )
-    return load_tokenizer(mod.convert(src, root / family, family), get_family(family))
+    convert = get_family(family).converter
+    return load_tokenizer(convert(src, root / family, family), get_family(family))
 
 
 @pytest.fixture(scope="module")

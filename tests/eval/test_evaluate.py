@@ -337,3 +337,44 @@ def test_accelerate_two_processes_gather_in_order(tiny_llama, tmp_path, capsys):
     assert (one["score:llama"] - two["score:llama"]).abs().max() < 1e-5
     report = json.loads((tmp_path / "two" / "report.json").read_text())
     assert report["checkpoints"][0]["scoring"]["processes"] == 2
+
+
+def test_what_llm4rec_json_records_is_what_is_scored(adapter, tiny_llama, tmp_path, capsys):
+    """A model or adapter directory whose llm4rec.json names a non-default template and answer words is
+    evaluated with those: swapping the recorded answers turns every score p into 1 - p."""
+    data = write_jsonl(tmp_path / "test.jsonl", make_tallrec_samples(12, seed=31))
+
+    def scored(ckpt: Path, record: dict, *flags: str):
+        (ckpt / "llm4rec.json").write_text(json.dumps(record), encoding="utf-8")
+        out = tmp_path / f"report-{len(list(tmp_path.iterdir()))}"
+        code, _, err = run(
+            ["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), *flags], capsys
+        )
+        assert code == 0, err
+        c = json.loads((out / "report.json").read_text())["checkpoints"][0]
+        return c, pl.read_parquet(out / "scores.parquet")[f"score:{c['name']}"].to_numpy()
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llama, bare)
+    c, plain = scored(bare, {"family": "llama", "template": "llama2_chat"})
+    assert c["template"] == "llama2_chat" and c["answers"] == [" Yes.", " No."]
+    c, swapped = scored(bare, {"family": "llama", "template": "llama2_chat", "answers": [" No.", " Yes."]})
+    assert c["template"] == "llama2_chat" and c["answers"] == [" No.", " Yes."]
+    assert swapped == pytest.approx(1 - plain, abs=1e-5)
+    # a recorded Chinese template sets the language of a bare model; --lang en asks for English instead
+    c, _ = scored(bare, {"family": "llama", "template": "alpaca_zh", "answers": ["否", "是"]})
+    assert c["template"] == "alpaca_zh" and c["answers"] == ["否", "是"]
+    c, _ = scored(bare, {"family": "llama", "template": "alpaca_zh", "answers": ["否", "是"]}, "--lang", "en")
+    assert c["template"] == "alpaca" and c["answers"] == ["Yes.", "No."]
+    # an adapter: what training recorded beside it wins over its recipe's template: auto
+    run_dir = tmp_path / "run-b"
+    shutil.copytree(adapter, run_dir)
+    c, _ = scored(run_dir, {"family": "llama", "template": "llama2_chat", "answers": [" No.", " Yes."]})
+    assert c["template"] == "llama2_chat" and c["answers"] == [" No.", " Yes."]
+    # a broken record is one line naming the file and the key
+    for record, key in (({"template": "alpacca"}, "template"), ({"answers": ["Yes."]}, "answers")):
+        (bare / "llm4rec.json").write_text(json.dumps(record), encoding="utf-8")
+        code, _, err = run(
+            ["--checkpoint", str(bare), "--data", str(data), "--out", str(tmp_path / "x")], capsys
+        )
+        assert code == 2 and f"{bare / 'llm4rec.json'}: {key}:" in err and err.count("\n") == 1, err

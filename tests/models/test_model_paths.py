@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from llm4rec.errors import UserError
-from llm4rec.models.registry import require_model_dir
+from llm4rec.models.paths import require_model_dir
 from tests.conftest import REPO
 
 

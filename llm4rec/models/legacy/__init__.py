@@ -1,5 +1,4 @@
-"""Legacy Chinese backbones (Qwen-7B v1, Baichuan, ChatGLM) supported natively, without remote code.
-
-Each submodule defines its families (``FAMILIES``); :mod:`llm4rec.models.registry` imports and registers
-them. Importing a submodule registers nothing.
+"""The heavy machinery behind the legacy families (Qwen-7B v1, Baichuan, ChatGLM): checkpoint reading and
+writing, tokenizer builders and ChatGLM-6B's modelling code. Each family's own module under
+:mod:`llm4rec.models.families` uses them.
 """

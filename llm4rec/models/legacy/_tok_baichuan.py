@@ -30,12 +30,12 @@ text (any language in NFC, emoji, whitespace) is unaffected.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
 from llm4rec.models.legacy.checkpoint_io import load_sp_proto, save_fast_tokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -178,10 +178,7 @@ def tokenizer_settings(src: Path) -> dict[str, Any]:
     cfg_path = src / "tokenizer_config.json"
     cfg: dict[str, Any] = {}
     if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{cfg_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        cfg = read_json_object(cfg_path)
 
     def content(key: str, default: str | None) -> str | None:
         value = cfg.get(key, default)

@@ -1,6 +1,6 @@
 """ChatGLM-6B's icetk tokenizer with sentencepiece's exact segmentation.
 
-The fast unigram tokenizer written by :func:`llm4rec.models.legacy.chatglm.build_chatglm_tokenizer` has the
+The fast unigram tokenizer written by :func:`llm4rec.models.families.chatglm.build_chatglm_tokenizer` has the
 release's vocabulary, scores and pre-processing, but ``tokenizers`` runs the unigram Viterbi in float64
 while sentencepiece keeps each path score in float32 (the running sum is rounded after every piece). Two
 segmentations made of the same pieces in a different order (``'a' * 50`` as ``a16 a5 a`` or ``a a5 a16``)

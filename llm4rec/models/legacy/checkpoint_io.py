@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
 
 SHARD_BYTES = 2 * 1024**3
 
@@ -30,13 +31,7 @@ def read_original_config(src: Path) -> dict[str, Any]:
     path = Path(src) / "config.json"
     if not path.is_file():
         raise UserError(f"{path}: not found; --src must be the original checkpoint directory")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return cfg
+    return read_json_object(path)
 
 
 def require(cfg: dict[str, Any], key: str, src: Path) -> Any:

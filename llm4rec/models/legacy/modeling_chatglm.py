@@ -15,7 +15,7 @@ The architecture (GLM-130B's recipe at 6B) differs from every decoder transforme
 * a plain GELU (tanh approximation) MLP with biases, LayerNorm with biases, biases on every projection.
 
 The fused per-head ``query_key_value`` of the release is split into ``q_proj``/``k_proj``/``v_proj`` at
-conversion (:mod:`llm4rec.models.legacy.chatglm`), so LoRA targets read as for LLaMA.
+conversion (:mod:`llm4rec.models.families.chatglm`), so LoRA targets read as for LLaMA.
 
 Positions and the prefix mask are derived from ``input_ids`` and the 2-D ``attention_mask`` (left or right
 padding), so a padded row computes exactly what the unpadded sequence computes. With a KV cache the prompt

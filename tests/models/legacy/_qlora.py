@@ -50,8 +50,7 @@ def qlora_model(model_dir: Path, family: str, r: int = 4, checkpointing: bool = 
 def alpaca_zh_losses(model_dir: Path, family: str) -> tuple[object, list[float]]:
     """(tokenizer, losses) of rank-8 LoRA steps on four alpaca_zh prompts answered 是/否, as llm4rec loads them."""
     from llm4rec.models.loading import load_tokenizer
-    from llm4rec.models.registry import get_family
-    from llm4rec.models.templates import TEMPLATES
+    from llm4rec.models.registry import TEMPLATES, get_family
 
     model = qlora_model(model_dir, family, r=8)
     tok = load_tokenizer(model_dir, get_family(family))

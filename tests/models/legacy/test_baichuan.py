@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy import _tok_baichuan, baichuan
-from llm4rec.models.registry import detect_family
-from llm4rec.models.templates import TEMPLATES
+from llm4rec.models.families import baichuan
+from llm4rec.models.legacy import _tok_baichuan
+from llm4rec.models.registry import TEMPLATES, detect_family
 from tests.conftest import shared_path
 from tests.fixtures.legacy_originals import make_tiny_baichuan, save_state_dict
 from tests.models._generate import assert_converted_generate_matches

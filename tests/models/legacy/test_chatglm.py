@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy import chatglm as cg1
+from llm4rec.models.families import chatglm as cg1
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
 from tests.fixtures.legacy_originals import (
     MIXED_TEXTS,
@@ -223,7 +223,7 @@ def real_tokenizer(tmp_path_factory):
 
 
 def test_tokenizer_matches_release_on_real_files(real_tokenizer):
-    from llm4rec.models.templates import TEMPLATES
+    from llm4rec.models.registry import TEMPLATES
 
     tok, sp, src = real_tokenizer
     cfg = json.loads((src / "config.json").read_text())

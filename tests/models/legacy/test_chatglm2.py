@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy import chatglm2 as cg2
+from llm4rec.models.families import chatglm2 as cg2
+from llm4rec.models.families import chatglm3 as cg3
 from llm4rec.models.legacy.checkpoint_io import iter_original_tensors
 from tests.fixtures.legacy_originals import MIXED_TEXTS, TINY_CORPUS, make_tiny_chatglm2
 from tests.models._generate import assert_generate_matches_cache_loop
@@ -20,6 +21,9 @@ try:
 except ImportError:  # tests/models/legacy is not a package
     import _reference_chatglm as ref
 
+#: what the converter is told per family (special tokens, stop tokens, rope rule)
+GENERATIONS = {"chatglm2": cg2.GLM2, "chatglm3": cg3.GLM3}
+CONVERT = {"chatglm2": cg2.convert, "chatglm3": cg3.convert}
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "models"
 TOL = 1e-4
 
@@ -42,7 +46,7 @@ def tiny(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     out = {}
     for family, fmt, seed in (("chatglm2", "safetensors", 1), ("chatglm3", "bin", 2)):
         src = make_tiny_chatglm2(root / f"{family}-orig", family, seed=seed, fmt=fmt)
-        out[family] = (src, cg2.convert(src, root / f"{family}-hf", family))
+        out[family] = (src, CONVERT[family](src, root / f"{family}-hf", family))
     return out
 
 
@@ -99,7 +103,7 @@ def test_variants_equal_reference(tmp_path, family, options):
     from transformers import AutoModelForCausalLM
 
     src = make_tiny_chatglm2(tmp_path / "orig", family, **options)
-    out = cg2.convert(src, tmp_path / "hf", family)
+    out = CONVERT[family](src, tmp_path / "hf", family)
     cfg = json.loads((src / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     seq = [t % cfg["padded_vocab_size"] for t in range(5, 400, 13)]
@@ -169,17 +173,17 @@ def real_tokenizer(request, tmp_path_factory):
     family = request.param
     src = _shared(f"{family}-6b")
     out = tmp_path_factory.mktemp(family)
-    cg2.write_chatglm2_tokenizer(src / "tokenizer.model", out, family, 8192)
+    cg2.write_chatglm2_tokenizer(src / "tokenizer.model", out, GENERATIONS[family], 8192)
     sp = spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model"))
     return family, AutoTokenizer.from_pretrained(out), sp, src
 
 
 def test_tokenizer_matches_original_on_real_files(real_tokenizer):
-    from llm4rec.models.templates import TEMPLATES
+    from llm4rec.models.registry import TEMPLATES
 
     family, tok, sp, src = real_tokenizer
     n = sp.vocab_size()
-    specials = {t: n + i for i, t in enumerate(cg2.SPECIAL_TOKENS[family])}
+    specials = {t: n + i for i, t in enumerate(GENERATIONS[family].special_tokens)}
     assert n == 64789 and specials["[gMASK]"] == 64790 and specials["sop"] == 64792
     assert len(tok) == n + len(specials) <= json.loads((src / "config.json").read_text())["padded_vocab_size"]
     instruction = "根据用户的观影历史，判断用户是否会喜欢目标电影。请回答“是”或“否”。"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from llm4rec.errors import UserError
-from llm4rec.models.legacy import _tok_qwen, qwen
-from llm4rec.models.registry import detect_family, get_family
-from llm4rec.models.templates import TEMPLATES
+from llm4rec.models.families import qwen
+from llm4rec.models.legacy import _tok_qwen
+from llm4rec.models.registry import TEMPLATES, detect_family, get_family
 from tests.conftest import shared_path
 from tests.fixtures.legacy_originals import make_tiny_qwen, save_state_dict
 from tests.models._generate import assert_converted_generate_matches
@@ -110,7 +110,7 @@ def test_converted_directory_is_an_ordinary_qwen2_checkpoint(tiny):
     assert cfg["max_position_embeddings"] == orig["seq_length"]
     assert cfg["num_key_value_heads"] == orig["num_attention_heads"]
     assert detect_family(out) == "qwen"
-    assert get_family("qwen").converter == "llm4rec.models.legacy.qwen:convert"
+    assert get_family("qwen").converter is qwen.convert
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(out)

@@ -21,6 +21,10 @@ original key (``transformer.`` prefix)                       converted key (``mo
 ``output_layer.weight``                                      ``lm_head.weight`` (no ``model.`` prefix)
 ===========================================================  ===========================================
 
+ChatGLM3 shares this converter: what differs between the generations is a :class:`GlmGeneration` (special
+tokens, stop tokens, how ``rope_ratio`` scales the rotary embedding); ChatGLM3's is in
+:mod:`llm4rec.models.families.chatglm3`, with its chat template and registry entry.
+
 The sentencepiece tokenizer becomes a fast BPE tokenizer with the original ids: the special tokens
 ``[MASK] [gMASK] [sMASK] sop eop`` (and for ChatGLM3 the role tokens) follow the sentencepiece vocabulary,
 and ``[gMASK] sop`` is put in front of every encoded text as the original tokenizer does.
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,44 +45,38 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
-
-# some names are only re-exported: they lived here before checkpoint_io and stay importable from here
-from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
-    SHARD_BYTES,
-    ShardWriter,
+from llm4rec.models.families.base import BackboneFamily
+from llm4rec.models.legacy.checkpoint_io import (
     check_vocab_fits,
     convert_checkpoint,
-    iter_original_tensors,
-    load_shard,
     load_sp_proto,
-    original_shards,
     read_original_config,
     require,
     save_fast_tokenizer,
 )
-from llm4rec.models.registry import BackboneFamily
-from llm4rec.models.templates import PromptTemplate, register_template
+from llm4rec.models.templates import PromptTemplate
 
-#: the old name of :func:`~llm4rec.models.legacy.checkpoint_io.read_original_config`
-read_config = read_original_config
 
-#: special tokens the original tokenizers append after the sentencepiece pieces, in id order
-SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
-    "chatglm2": ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"),
-    "chatglm3": (
-        "[MASK]",
-        "[gMASK]",
-        "[sMASK]",
-        "sop",
-        "eop",
-        "<|system|>",
-        "<|user|>",
-        "<|assistant|>",
-        "<|observation|>",
-    ),
-}
-#: ChatGLM3's chat role markers: the only special tokens recognised inside text (as its chat template does)
-ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
+@dataclass(frozen=True)
+class GlmGeneration:
+    """What tells ChatGLM2 and ChatGLM3 apart when converting: the architecture is the same."""
+
+    #: the family name (recorded as ``llm4rec_family``)
+    name: str
+    #: special tokens the original tokenizer appends after the sentencepiece pieces, in id order
+    special_tokens: tuple[str, ...]
+    #: those of them recognised inside text
+    text_special: tuple[str, ...] = ()
+    #: tokens that end generation besides the config's EOS
+    stop_tokens: tuple[str, ...] = ()
+    #: ``rope_ratio`` != 1 scales the rotary base (True) or divides the positions (False, linear)
+    rope_ratio_scales_base: bool = False
+
+
+#: special tokens ChatGLM2's tokenizer appends after the sentencepiece pieces, in id order
+SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
+#: ChatGLM2: no special token inside text; ChatGLM2-32K divides the positions by rope_ratio
+GLM2 = GlmGeneration("chatglm2", SPECIAL_TOKENS)
 
 #: linear layers of the converted GLM block (LoRA targets)
 GLM_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -99,7 +99,7 @@ def reject_unsupported_keys(key: str, src: Path) -> None:
 # --------------------------------------------------------------------------- ChatGLM2/3 model
 
 
-def glm_config_dict(cfg: dict[str, Any], family: str, src: Path) -> dict[str, Any]:
+def glm_config_dict(cfg: dict[str, Any], gen: GlmGeneration, src: Path) -> dict[str, Any]:
     """Keyword arguments of transformers' ``GlmConfig`` for an original ChatGLM2/3 ``config.json``."""
     if cfg.get("quantization_bit"):
         raise UserError(
@@ -125,9 +125,9 @@ def glm_config_dict(cfg: dict[str, Any], family: str, src: Path) -> dict[str, An
     rope_ratio = float(cfg.get("rope_ratio", 1) or 1)
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
     if rope_ratio != 1:
-        if family == "chatglm3":  # ChatGLM3-32K scales the base
+        if gen.rope_ratio_scales_base:
             rope["rope_theta"] = 10000.0 * rope_ratio
-        else:  # ChatGLM2-32K divides the positions (linear interpolation)
+        else:  # linear interpolation
             rope.update(rope_type="linear", factor=rope_ratio)
     eos = cfg.get("eos_token_id", 2)
     return {
@@ -150,7 +150,7 @@ def glm_config_dict(cfg: dict[str, Any], family: str, src: Path) -> dict[str, An
         "rope_parameters": rope,
         "dtype": cfg.get("torch_dtype", "float16"),
         "architectures": ["GlmForCausalLM"],
-        "llm4rec_family": family,
+        "llm4rec_family": gen.name,
     }
 
 
@@ -239,12 +239,11 @@ def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_speci
     return tk
 
 
-def build_chatglm2_tokenizer(model_path: Path, family: str) -> Any:
-    """The fast tokenizer of ChatGLM2 (``family='chatglm2'``) or ChatGLM3 (``'chatglm3'``)."""
+def build_chatglm2_tokenizer(model_path: Path, gen: GlmGeneration) -> Any:
+    """The fast tokenizer of the GLM generation ``gen`` (ChatGLM2 or ChatGLM3)."""
     from tokenizers import processors
 
-    specials = SPECIAL_TOKENS[family]
-    tk = sp_bpe_tokenizer(model_path, specials, ROLE_TOKENS if family == "chatglm3" else ())
+    tk = sp_bpe_tokenizer(model_path, gen.special_tokens, gen.text_special)
     gmask, sop = tk.token_to_id("[gMASK]"), tk.token_to_id("sop")
     eos = tk.token_to_id("</s>")
     tk.post_processor = processors.TemplateProcessing(
@@ -255,9 +254,9 @@ def build_chatglm2_tokenizer(model_path: Path, family: str) -> Any:
     return tk
 
 
-def write_chatglm2_tokenizer(model_path: Path, out: Path, family: str, max_length: int) -> None:
+def write_chatglm2_tokenizer(model_path: Path, out: Path, gen: GlmGeneration, max_length: int) -> None:
     """Write ``tokenizer.json`` + ``tokenizer_config.json`` loadable by ``AutoTokenizer`` without remote code."""
-    tk = build_chatglm2_tokenizer(model_path, family)
+    tk = build_chatglm2_tokenizer(model_path, gen)
     # the original's properties: EOS </s>, padding with <unk> (id 0) on the left
     save_fast_tokenizer(
         tk, out, max_length, eos_token="</s>", unk_token="<unk>", pad_token="<unk>", padding_side="left"
@@ -283,13 +282,20 @@ def checkpoint_generation(cfg: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- convert
 
 
-def convert(src: Path, out: Path, family: str) -> Path:
-    """Convert an original ChatGLM2-6B / ChatGLM3-6B directory into a GLM directory at ``out`` (atomically)."""
+def convert(src: Path, out: Path, family: str = "chatglm2") -> Path:
+    """Convert an original ChatGLM2-6B directory into a GLM directory at ``out`` (atomically)."""
+    return convert_generation(src, out, family, GLM2)
+
+
+def convert_generation(src: Path, out: Path, family: str, gen: GlmGeneration) -> Path:
+    """Convert an original ChatGLM2-6B / ChatGLM3-6B (``gen``) directory into a GLM directory at ``out``."""
     from transformers import GenerationConfig, GlmConfig
 
     src, out = Path(src), Path(out)
-    if family not in SPECIAL_TOKENS:
-        raise UserError(f"--family: {family!r} is not converted by {__name__} (use chatglm2 or chatglm3)")
+    if family != gen.name:
+        raise UserError(
+            f"--family: {family!r} is not converted by the {gen.name} converter (use chatglm2 or chatglm3)"
+        )
     cfg = read_original_config(src)
     if checkpoint_generation(cfg) == "chatglm":
         raise UserError(
@@ -300,9 +306,9 @@ def convert(src: Path, out: Path, family: str) -> Path:
         raise UserError(
             f"{tok_model}: not found; ChatGLM2/3 ship their sentencepiece model as tokenizer.model"
         )
-    gc_kwargs = glm_config_dict(cfg, family, src)
+    gc_kwargs = glm_config_dict(cfg, gen, src)
     with atomic_dir(out) as tmp:
-        write_chatglm2_tokenizer(tok_model, tmp, family, gc_kwargs["max_position_embeddings"])
+        write_chatglm2_tokenizer(tok_model, tmp, gen, gc_kwargs["max_position_embeddings"])
         vocab = json.loads((tmp / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
         check_vocab_fits(src, len(vocab), gc_kwargs["vocab_size"])
         mapping = dict(gc_kwargs, _multi_query=bool(cfg.get("multi_query_attention")))
@@ -318,9 +324,8 @@ def convert(src: Path, out: Path, family: str) -> Path:
         convert_checkpoint(src, tmp, convert_tensor, expected)
         GlmConfig(**gc_kwargs).save_pretrained(str(tmp))
         eos = gc_kwargs["eos_token_id"]
-        if family == "chatglm3":
-            # ChatGLM3 ends an assistant turn by starting the next role: <|user|> or <|observation|>
-            eos = [eos, vocab["<|user|>"], vocab["<|observation|>"]]
+        if gen.stop_tokens:
+            eos = [eos, *(vocab[t] for t in gen.stop_tokens)]
         GenerationConfig(eos_token_id=eos, pad_token_id=gc_kwargs["pad_token_id"]).save_pretrained(str(tmp))
     return out
 
@@ -328,7 +333,7 @@ def convert(src: Path, out: Path, family: str) -> Path:
 # --------------------------------------------------------------------------- registry entries
 
 
-def _one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplate, PromptTemplate]:
+def one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplate, PromptTemplate]:
     """The zh and en templates of a chat format the release writes the same way in every language."""
     zh, en = (
         PromptTemplate(name=f"{name}_{lang}", lang=lang, text=text, text_no_input=text_no_input)
@@ -339,22 +344,13 @@ def _one_format(name: str, text: str, text_no_input: str) -> tuple[PromptTemplat
 
 #: ChatGLM2's chat format, as its tokenizer's ``build_prompt`` writes one round ("[Round 1]\n\n问：{query}
 #: \n\n答："); the release has no other wording, so English prompts use it too. The answer follows "答：".
-CHATGLM2_ZH, CHATGLM2_EN = _one_format(
+CHATGLM2_ZH, CHATGLM2_EN = one_format(
     "chatglm2", "[Round 1]\n\n问：{instruction}\n{input}\n\n答：", "[Round 1]\n\n问：{instruction}\n\n答："
 )
-#: ChatGLM3's chat format (``<|user|>\n content<|assistant|>``, as its chat template writes it); the reply
-#: starts after the assistant's metadata line "\n".
-CHATGLM3_ZH, CHATGLM3_EN = _one_format(
-    "chatglm3", "<|user|>\n {instruction}\n{input}<|assistant|>\n", "<|user|>\n {instruction}<|assistant|>\n"
-)
-for _t in (CHATGLM2_ZH, CHATGLM2_EN, CHATGLM3_ZH, CHATGLM3_EN):
-    register_template(_t)
-
 _TARGETS = {"qv": ("q_proj", "v_proj"), "qkv": ("q_proj", "k_proj", "v_proj"), "all": GLM_LINEAR}
 
 # Pad/EOS rule: the tokenizers pad with <unk> (id 0, left) and end with </s> (id 2), as config.json's
-# pad_token_id / eos_token_id say. ChatGLM3 chat turns end when the model starts the next role, so its
-# generation config also stops on <|user|> / <|observation|>; training appends </s> as its fine-tuning does.
+# pad_token_id / eos_token_id say; training appends </s> as the releases' fine-tuning does.
 # model_types stays empty: ChatGLM-6B, ChatGLM2-6B and ChatGLM3-6B all say model_type "chatglm", so the
 # family cannot be read from config.json (recipes name it; converted directories record llm4rec_family).
 
@@ -363,8 +359,19 @@ def _is_glm2_layout(cfg: dict[str, Any]) -> bool:
     return cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm2"
 
 
-def _glm_family(name: str, description: str) -> BackboneFamily:
-    """ChatGLM2 and ChatGLM3 differ only in their tokenizer's special tokens and their templates."""
+def glm_family(
+    gen: GlmGeneration,
+    description: str,
+    templates: tuple[PromptTemplate, ...],
+    converter: Callable[[Path, Path, str], Path],
+) -> BackboneFamily:
+    """The registry entry of a GLM generation: ChatGLM2 and ChatGLM3 differ only in ``gen``, their templates
+    and the converter that passes ``gen`` on."""
+    name = gen.name
+
+    def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
+        write_chatglm2_tokenizer(src / "tokenizer.model", out, gen, 8192)
+
     return BackboneFamily(
         name=name,
         model_types=(),
@@ -375,12 +382,16 @@ def _glm_family(name: str, description: str) -> BackboneFamily:
         lora_targets=_TARGETS,
         default_template={"en": f"{name}_en", "zh": f"{name}_zh"},
         pad_token_candidates=("<unk>",),
-        converter="llm4rec.models.legacy.chatglm2:convert",
-        converted_config=lambda cfg: dict(glm_config_dict(cfg, name, Path(".")), model_type="glm"),
+        templates=templates,
+        converter=converter,
+        write_tokenizer=write_tokenizer,
+        converted_config=lambda cfg: dict(glm_config_dict(cfg, gen, Path(".")), model_type="glm"),
     )
 
 
-FAMILIES = (
-    _glm_family("chatglm2", "ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)"),
-    _glm_family("chatglm3", "ChatGLM3-6B (converted to transformers' GLM classes; Chinese-first)"),
+FAMILY = glm_family(
+    GLM2,
+    "ChatGLM2-6B (converted to transformers' GLM classes; Chinese-first)",
+    (CHATGLM2_ZH, CHATGLM2_EN),
+    convert,
 )

@@ -42,12 +42,12 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
+from llm4rec.models.families.base import BackboneFamily
+from llm4rec.models.families.chatglm2 import checkpoint_generation, reject_unsupported_keys
 from llm4rec.models.legacy import checkpoint_io as ckio
 from llm4rec.models.legacy import modeling_chatglm
 from llm4rec.models.legacy._tok_chatglm import UNREACHABLE, USER_SYMBOLS_RE
-from llm4rec.models.legacy.chatglm2 import checkpoint_generation, reject_unsupported_keys
-from llm4rec.models.registry import BackboneFamily
-from llm4rec.models.templates import PromptTemplate, register_template
+from llm4rec.models.templates import PromptTemplate
 
 MAX_BLANK = 80
 #: the release's control pieces in ice_text.model (sentencepiece never produces them from text)
@@ -284,8 +284,6 @@ CHATGLM_ZH, CHATGLM_EN = (
     )
     for lang, lead in (("zh", "答："), ("en", "Answer:"))
 )
-register_template(CHATGLM_ZH)
-register_template(CHATGLM_EN)
 
 # Pad/EOS rule: answers end with <eop> (130005, config.json's eos_token_id and the tokenizer's eos); the
 # tokenizer's end_token </s> (id 2) is never used. Padding uses <pad> (id 3) on the left, as the release does.
@@ -311,22 +309,29 @@ def _is_first_generation(cfg: dict) -> bool:
     return cfg.get("model_type") == "chatglm" and checkpoint_generation(cfg) == "chatglm"
 
 
-FAMILIES = (
-    BackboneFamily(
-        name="chatglm",
-        model_types=(),
-        detect=_is_first_generation,
-        description="ChatGLM-6B, first generation (native llm4rec implementation; Chinese-first)",
-        lora_targets={
-            "qv": ("q_proj", "v_proj"),
-            "qkv": ("q_proj", "k_proj", "v_proj"),
-            "all": ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
-        },
-        default_template={"en": "chatglm_en", "zh": "chatglm_zh"},
-        pad_token_candidates=("<pad>",),
-        converter="llm4rec.models.legacy.chatglm:convert",
-        converted_config=converted_config,
-        # 2-D positions (position, block position) and a cache of its own: no prefix reuse in scoring
-        prefix_safe=False,
-    ),
+def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
+    """The converted tokenizer of the release ``src`` (its ``ice_text.model``) written to ``out``."""
+    sp = src / "ice_text.model"
+    offset = _image_tokens(src, cfg, len(ckio.load_sp_proto(sp).pieces))
+    write_chatglm_tokenizer(sp, out, offset, 2048)
+
+
+FAMILY = BackboneFamily(
+    name="chatglm",
+    model_types=(),
+    detect=_is_first_generation,
+    description="ChatGLM-6B, first generation (native llm4rec implementation; Chinese-first)",
+    lora_targets={
+        "qv": ("q_proj", "v_proj"),
+        "qkv": ("q_proj", "k_proj", "v_proj"),
+        "all": ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
+    },
+    default_template={"en": "chatglm_en", "zh": "chatglm_zh"},
+    templates=(CHATGLM_ZH, CHATGLM_EN),
+    pad_token_candidates=("<pad>",),
+    converter=convert,
+    write_tokenizer=write_tokenizer,
+    converted_config=converted_config,
+    # 2-D positions (position, block position) and a cache of its own: no prefix reuse in scoring
+    prefix_safe=False,
 )

@@ -42,23 +42,17 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
+from llm4rec.models.families.base import llama_layout_family
 from llm4rec.models.legacy import _tok_qwen
-
-# some names are only re-exported: they lived here before checkpoint_io and stay importable from here
-from llm4rec.models.legacy.checkpoint_io import (  # noqa: F401
-    ShardWriter,
+from llm4rec.models.legacy.checkpoint_io import (
     check_vocab_fits,
     config_value,
     convert_checkpoint,
     dtype_name,
-    iter_original_tensors,
-    load_shard,
-    original_shards,
     read_original_config,
     split_rows,
     write_config,
 )
-from llm4rec.models.registry import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
 
 # ---------------------------------------------------------------------------------------------------------
 # Qwen-1 -> Qwen2
@@ -189,17 +183,19 @@ def convert(src: Path, out: Path, family: str = "qwen") -> Path:
     return out
 
 
-FAMILIES = (
-    BackboneFamily(
-        name="qwen",
-        model_types=("qwen",),
-        description="Qwen-7B v1 (converted onto Qwen2 classes; no remote code)",
-        lora_targets=LLAMA_TARGETS,
-        default_template=ALPACA_TEMPLATES,
-        # Qwen-1 defines no pad token; its own fine-tuning code pads with <|endoftext|>. Labels come from
-        # lengths, never from pad ids, so the end-of-text the loss needs stays trained.
-        pad_token_candidates=("<|endoftext|>",),
-        converter="llm4rec.models.legacy.qwen:convert",
-        converted_config=lambda cfg: qwen2_config(cfg, Path(".")),
-    ),
+def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
+    """The converted tokenizer of the release ``src`` (its ``qwen.tiktoken``) written to ``out``."""
+    _tok_qwen.save_qwen_tokenizer(src / "qwen.tiktoken", out, 8192)
+    (out / "config.json").write_text(json.dumps({"model_type": "qwen2"}), encoding="utf-8")
+
+
+FAMILY = llama_layout_family(
+    "qwen",
+    "Qwen-7B v1 (converted onto Qwen2 classes; no remote code)",
+    # Qwen-1 defines no pad token; its own fine-tuning code pads with <|endoftext|>. Labels come from
+    # lengths, never from pad ids, so the end-of-text the loss needs stays trained.
+    pad_token_candidates=("<|endoftext|>",),
+    converter=convert,
+    write_tokenizer=write_tokenizer,
+    converted_config=lambda cfg: qwen2_config(cfg, Path(".")),
 )

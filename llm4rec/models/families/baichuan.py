@@ -22,6 +22,9 @@ which no LLaMA-layout class computes: they are out of scope and rejected with a 
 
 The tokenizer (sentencepiece BPE with hundreds of user-defined pieces) becomes a fast tokenizer with the
 same ids: see :mod:`llm4rec.models.legacy._tok_baichuan`.
+
+Both generations share this module's converter; :mod:`llm4rec.models.families.baichuan2` holds what only
+Baichuan2 has (its chat template and registry entry).
 """
 
 from __future__ import annotations
@@ -36,10 +39,9 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir
+from llm4rec.models.families.base import BackboneFamily, llama_layout_family
 from llm4rec.models.legacy import _tok_baichuan
 from llm4rec.models.legacy import checkpoint_io as ckio
-from llm4rec.models.registry import ALPACA_TEMPLATES, LLAMA_TARGETS, BackboneFamily
-from llm4rec.models.templates import PromptTemplate, register_template
 
 #: ``architectures`` of each family's original config (Baichuan-7B spells it with a capital C)
 ARCHITECTURE = {"baichuan": "BaiChuanForCausalLM", "baichuan2": "BaichuanForCausalLM"}
@@ -191,45 +193,35 @@ def convert(src: Path, out: Path, family: str) -> Path:
     return out
 
 
-#: Baichuan2-Chat's turn format: the role tokens <reserved_106> (user, id 195) and <reserved_107>
-#: (assistant, id 196) are user-defined pieces, so they tokenize to their ids from the text.
-BAICHUAN2_CHAT = PromptTemplate(
-    name="baichuan2_chat",
-    lang="zh",
-    text="<reserved_106>{instruction}\n{input}<reserved_107>",
-    text_no_input="<reserved_106>{instruction}<reserved_107>",
-)
-register_template(BAICHUAN2_CHAT)
-
-
 def planned_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """:func:`llama_config` for the planner, which may only have Baichuan2's ``model_max_length``."""
     return llama_config({"max_position_embeddings": cfg.get("model_max_length", 4096), **cfg}, Path("."))
 
 
-def _baichuan_family(name: str, description: str) -> BackboneFamily:
-    return BackboneFamily(
-        name=name,
+def write_tokenizer(src: Path, out: Path, cfg: dict[str, Any]) -> None:
+    """The converted tokenizer of the release ``src`` written to ``out`` (no weights read)."""
+    _tok_baichuan.save_baichuan_tokenizer(src, out, 4096)
+    (out / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
+
+
+def baichuan_family(name: str, description: str, **fields: Any) -> BackboneFamily:
+    """The registry entry of a Baichuan 7B generation: both share the converter and everything else here."""
+    return llama_layout_family(
+        name,
+        description,
         model_types=("baichuan",),
-        description=description,
-        lora_targets=LLAMA_TARGETS,
-        default_template=ALPACA_TEMPLATES,
         # the original tokenizer_config pads with <unk> (id 0, the config's pad_token_id)
         pad_token_candidates=("<unk>",),
-        converter="llm4rec.models.legacy.baichuan:convert",
+        converter=convert,
+        write_tokenizer=write_tokenizer,
         converted_config=planned_config,
         # Baichuan2 shares its architecture name with the 13B (ALiBi) models, which are detected as
         # baichuan2 too: the converter tells them apart and rejects them with a clear message
         detect=lambda cfg: generation(cfg) == name,
+        **fields,
     )
 
 
-FAMILIES = (
-    _baichuan_family(
-        "baichuan", "Baichuan-7B (converted onto LLaMA classes; no remote code; 13B/ALiBi not supported)"
-    ),
-    _baichuan_family(
-        "baichuan2",
-        "Baichuan2-7B (converted onto LLaMA classes, NormHead folded in; 13B/ALiBi not supported)",
-    ),
+FAMILY = baichuan_family(
+    "baichuan", "Baichuan-7B (converted onto LLaMA classes; no remote code; 13B/ALiBi not supported)"
 )
