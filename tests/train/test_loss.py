@@ -5,39 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm4rec.data.tokenize import collate, encode_train_example
-from llm4rec.models.loading import load_tokenizer, resolve_template
+from llm4rec.data.tokenize import collate
+from llm4rec.models.loading import load_tokenizer
 from llm4rec.models.registry import get_family
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, head_on, loss_sum, predicted_positions
 
-from ..conftest import make_tallrec_samples
+from ._helpers import add_lora, varied_examples
 
 
 @pytest.fixture(scope="module")
 def lora_llama(tiny_llama):
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     fam = get_family("llama")
     tok = load_tokenizer(tiny_llama, fam)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
-        ),
-    )
-    for name, p in model.named_parameters():  # lora_B starts at zero: make the adapter matter
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
-    template = resolve_template(fam, "auto", "en")
-    rows = make_tallrec_samples(8, seed=3)
-    for i, r in enumerate(rows):  # different prompt lengths (padding) and answer lengths (token counts)
-        r["input"] = r["input"][: 60 + 25 * i]
-        r.pop("history_spans", None)  # the cut input no longer matches the spans; keep it whole
-        r["output"] += " Because of the genre." * (i % 3)
-    examples = [encode_train_example(tok, template, r, 256) for r in rows]
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32))
+    # different prompt lengths (padding) and answer lengths (token counts)
+    examples = varied_examples(tok, fam, 8, seed=3, first_len=60, len_step=25)
     assert len({len(e.input_ids) for e in examples}) > 1  # padding is exercised
     return model, tok, examples
 

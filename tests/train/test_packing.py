@@ -6,31 +6,26 @@ import pytest
 import torch
 
 from llm4rec.config import recipe_from_dict
-from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example, length_grouped_batches
+from llm4rec.data.tokenize import IGNORE_INDEX, collate, length_grouped_batches
 from llm4rec.errors import UserError
-from llm4rec.models.loading import load_tokenizer, resolve_template
+from llm4rec.models.loading import load_tokenizer
 from llm4rec.models.registry import get_family
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, padding_fraction, resolve_packing
 
 from ..conftest import make_tallrec_samples
+from ._helpers import add_lora, varied_examples
 
 
 def _examples(tok, family, train_on_inputs: bool) -> list:
-    template = resolve_template(family, "auto", "en")
-    rows = make_tallrec_samples(5, seed=4)
-    for i, r in enumerate(rows):  # different prompt and answer lengths
-        r["input"] = r["input"][: 50 + 40 * i]
-        r.pop("history_spans", None)
-        r["output"] += " Because of the genre." * (i % 3)
-    examples = [encode_train_example(tok, template, r, 256, train_on_inputs) for r in rows]
+    examples = varied_examples(
+        tok, family, 5, seed=4, first_len=50, len_step=40, train_on_inputs=train_on_inputs
+    )
     assert len({len(e.input_ids) for e in examples}) == len(examples)
     return examples
 
 
 def _lora(model_dir, family_name: str, attn: str = "sdpa", load_in_4bit: bool = False):
-    from peft import LoraConfig, get_peft_model
-
     from llm4rec.models.loading import load_base_model
 
     family = get_family(family_name)
@@ -44,15 +39,7 @@ def _lora(model_dir, family_name: str, attn: str = "sdpa", load_in_4bit: bool = 
         attn_implementation=attn,
         device="cpu",
     )
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
-        ),
-    )
-    for name, p in model.named_parameters():  # lora_B starts at zero: make the adapter matter
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
+    model = add_lora(model)
     return model, tok, family
 
 
