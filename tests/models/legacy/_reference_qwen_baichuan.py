@@ -62,6 +62,18 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, s, n * d)
 
 
+def _self_attention(
+    qkv: torch.Tensor, n_heads: int, pos: torch.Tensor, base: float, mask, layer_past, past_len: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Attention over the fused ``qkv`` (q, k, v its thirds), rotary at ``base``, after the cached keys and
+    values; returns (the heads merged, the layer's new (keys, values))."""
+    q, k, v = (_heads(t, n_heads) for t in qkv.split(qkv.shape[-1] // 3, dim=-1))
+    q, k = rotate(q, pos, base), rotate(k, pos, base)
+    if layer_past is not None:
+        k, v = torch.cat([layer_past[0], k], 2), torch.cat([layer_past[1], v], 2)
+    return _merge(attention(q, k, v, mask, past_len)), (k, v)
+
+
 def _decoder(
     sd: dict[str, torch.Tensor],
     input_ids: torch.Tensor,
@@ -98,23 +110,18 @@ def qwen1_forward(
     out = h + mlp.c_proj(w1(rms(h)) * silu(w2(rms(h)))).
     """
     n_heads, eps, base = cfg["num_attention_heads"], cfg["layer_norm_epsilon"], float(cfg["rotary_emb_base"])
-    hidden = cfg["hidden_size"]
     n_layers = cfg["num_hidden_layers"]
 
     def block(x, p, pos, mask, layer_past, past_len):
         h = rms_norm(x, sd[p + "ln_1.weight"], eps)
         qkv = h @ sd[p + "attn.c_attn.weight"].T + sd[p + "attn.c_attn.bias"]
-        q, k, v = (_heads(t, n_heads) for t in qkv.split(hidden, dim=-1))
-        q, k = rotate(q, pos, base), rotate(k, pos, base)
-        if layer_past is not None:
-            k, v = torch.cat([layer_past[0], k], 2), torch.cat([layer_past[1], v], 2)
-        a = _merge(attention(q, k, v, mask, past_len)) @ sd[p + "attn.c_proj.weight"].T
-        x = x + a
+        a, kv = _self_attention(qkv, n_heads, pos, base, mask, layer_past, past_len)
+        x = x + a @ sd[p + "attn.c_proj.weight"].T
         h = rms_norm(x, sd[p + "ln_2.weight"], eps)
         up = h @ sd[p + "mlp.w1.weight"].T
         gate = h @ sd[p + "mlp.w2.weight"].T
         x = x + (up * F.silu(gate)) @ sd[p + "mlp.c_proj.weight"].T
-        return x, (k, v)
+        return x, kv
 
     x, cache = _decoder(
         sd,
@@ -144,21 +151,18 @@ def baichuan_forward(
     out = h + down(silu(gate(rms(h))) * up(rms(h))). Baichuan2's head divides each output row by its
     L2 norm before the product.
     """
-    n_heads, eps, hidden = cfg["num_attention_heads"], cfg["rms_norm_eps"], cfg["hidden_size"]
+    n_heads, eps = cfg["num_attention_heads"], cfg["rms_norm_eps"]
 
     def block(x, p, pos, mask, layer_past, past_len):
         h = rms_norm(x, sd[p + "input_layernorm.weight"], eps)
         qkv = h @ sd[p + "self_attn.W_pack.weight"].T
-        q, k, v = (_heads(t, n_heads) for t in qkv.split(hidden, dim=-1))
-        q, k = rotate(q, pos, 10000.0), rotate(k, pos, 10000.0)
-        if layer_past is not None:
-            k, v = torch.cat([layer_past[0], k], 2), torch.cat([layer_past[1], v], 2)
-        x = x + _merge(attention(q, k, v, mask, past_len)) @ sd[p + "self_attn.o_proj.weight"].T
+        a, kv = _self_attention(qkv, n_heads, pos, 10000.0, mask, layer_past, past_len)
+        x = x + a @ sd[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, sd[p + "post_attention_layernorm.weight"], eps)
         gate = h @ sd[p + "mlp.gate_proj.weight"].T
         up = h @ sd[p + "mlp.up_proj.weight"].T
         x = x + (F.silu(gate) * up) @ sd[p + "mlp.down_proj.weight"].T
-        return x, (k, v)
+        return x, kv
 
     x, cache = _decoder(
         sd,
