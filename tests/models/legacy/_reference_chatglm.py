@@ -282,6 +282,17 @@ def assert_pipeline_trains_and_scores(out: dict, cache) -> None:
     assert (out["scores"] - out["direct"]).abs().max().item() < 1e-4
 
 
+def assert_trains_and_evaluates(out: dict, work, family: str, template: str) -> None:
+    """What :func:`train_and_evaluate` must show: two steps, an adapter in ``work/run``, a clean evaluation
+    of its one checkpoint with the family's ``template`` and the answers 是/否, metrics over the 8 samples."""
+    assert out["summary"]["steps"] == 2
+    assert (work / "run" / "adapter_model.safetensors").is_file()
+    assert out["code"] == 0
+    (ck,) = out["report"]["checkpoints"]
+    assert (ck["family"], ck["template"], ck["answers"]) == (family, template, ["是", "否"])
+    assert ck["metrics"]["n_samples"] == 8 and 0.0 <= ck["metrics"]["auc"] <= 1.0
+
+
 def train_and_evaluate(src, family: str, work) -> dict:
     """``train.py``'s loop on an ORIGINAL tiny checkpoint (recipe ``model.path`` = the original directory),
     then ``llm4rec evaluate`` on the adapter. Returns the training summary and the evaluation report."""
