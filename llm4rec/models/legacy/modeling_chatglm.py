@@ -237,7 +237,8 @@ class ChatGLM6BPreTrainedModel(PreTrainedModel):
 
 
 class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
-    """The ChatGLM-6B transformer without its output head."""
+    """The ChatGLM-6B transformer without its output head. Embedding getters and setters are transformers'
+    defaults, which find ``embed_tokens`` (here and under ``model``) and ``lm_head``."""
 
     def __init__(self, config: ChatGLM6BConfig) -> None:
         super().__init__(config)
@@ -247,14 +248,6 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         self.rotary = ChatGLM6BRotary(config)
         self.gradient_checkpointing = False
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The token embedding."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        """Replace the token embedding."""
-        self.embed_tokens = value
 
     def forward(
         self,
@@ -335,22 +328,6 @@ class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
         self.model = ChatGLM6BModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The token embedding."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        """Replace the token embedding."""
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        """The output head."""
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        """Replace the output head."""
-        self.lm_head = value
 
     def forward(
         self,
