@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llm4rec.models.loading import load_base_model
 from llm4rec.models.registry import get_family
+from tests.conftest import shared_path
 
 
 def _save_llama(path, intermediate: int):
@@ -64,3 +66,27 @@ def test_widths_that_are_not_multiples_of_64_run_in_4bit(tmp_path):
     with torch.no_grad():
         logits = model(torch.tensor([[1, 2, 3]])).logits
     assert logits.shape == (1, 3, 256) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "release, family, vocab_file",
+    [
+        ("chatglm-6b", "chatglm", "ice_text.model"),
+        ("chatglm2-6b", "chatglm2", "tokenizer.model"),
+        ("chatglm3-6b", "chatglm3", "tokenizer.model"),
+        ("qwen-7b", "qwen", "qwen.tiktoken"),
+        ("baichuan-7b", "baichuan", "tokenizer.model"),
+        ("baichuan2-7b", "baichuan2", "tokenizer.model"),
+    ],
+)
+def test_backbone_tokenizer_of_an_original_release_is_converted_on_the_fly(release, family, vocab_file):
+    """Prep's --tokenizer takes an original remote-code release directory (no weights, no conversion first)."""
+    from llm4rec.models.loading import load_backbone_tokenizer
+
+    src = shared_path("models", release)
+    if not (src / vocab_file).is_file():
+        pytest.skip(f"{src / vocab_file} not present")
+    tok, fam = load_backbone_tokenizer(src, family)
+    assert fam.name == family
+    ids = tok("Hello world", add_special_tokens=False)["input_ids"]
+    assert ids and tok.decode(ids).strip() == "Hello world"
