@@ -14,7 +14,7 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +74,23 @@ class ReadReport:
     def total(self) -> int:
         """Skipped lines over all files."""
         return sum(self.skipped.values())
+
+
+class _LineColumns:
+    """Column lists filled one parsed line at a time by the line-by-line readers: a line is kept whole, or,
+    when parsing it found a problem, handed to the report (an error, or a count with --skip-bad-lines)."""
+
+    def __init__(self, names: Iterable[str], path: Path, report: ReadReport, skip_bad_lines: bool) -> None:
+        self.data: dict[str, list[Any]] = {c: [] for c in names}
+        self.path, self.report, self.skip_bad_lines = path, report, skip_bad_lines
+
+    def add(self, lineno: int, values: dict[str, Any], problem: str | None) -> None:
+        """Append ``values`` (one per column) or report line ``lineno``'s ``problem``."""
+        if problem is not None:
+            self.report.bad_line(self.path, lineno, problem, self.skip_bad_lines)
+            return
+        for c, column in self.data.items():
+            column.append(values[c])
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -248,18 +265,16 @@ def read_delimited(
         if df is not None:
             return _not_empty(df, path, report)
     # slow path: exact diagnosis, or parse-and-skip
-    rows: list[list[Any]] = []
+    rows = _LineColumns(names, path, report, skip_bad_lines)
     parsers = [_PY_PARSE[d] for d in schema.values()]
     for lineno, line in iter_lines(path, encoding):
         if not line.strip():
             continue
         fields = line.split(sep)
         problem = _describe(fields, schema, sep, names)
-        if problem is not None:
-            report.bad_line(path, lineno, problem, skip_bad_lines)
-            continue
-        rows.append([p(v) for p, v in zip(parsers, fields)])
-    return _not_empty(pl.DataFrame(rows, schema=schema, orient="row"), path, report)
+        values = {} if problem else {n: p(v) for n, p, v in zip(names, parsers, fields)}
+        rows.add(lineno, values, problem)
+    return _not_empty(pl.DataFrame(rows.data, schema=schema), path, report)
 
 
 def _not_empty(df: pl.DataFrame, path: Path, report: ReadReport) -> pl.DataFrame:
@@ -382,7 +397,7 @@ def _slow_csv(
     with open_bytes(path) as raw:
         text = io.TextIOWrapper(raw, encoding=encoding, newline="")
         reader = csv.reader(text, delimiter=sep, quotechar=quote_char or '"', quoting=_quoting(quote_char))
-        data: dict[str, list[Any]] = {c: [] for c in head}
+        rows = _LineColumns(head, path, report, skip_bad_lines)
         idx = {c: head.index(c) for c in head}
         parsers = {c: _PY_PARSE[columns.get(c, pl.Utf8)] for c in head}
         try:
@@ -395,11 +410,10 @@ def _slow_csv(
                 lineno = reader.line_num
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
-                problem = None
+                problem, values = None, {}
                 if len(fields) != len(head):
                     problem = f"expected {len(head)} fields (header), got {len(fields)}"
                 else:
-                    values = {}
                     for c in head:
                         v = fields[idx[c]]
                         try:
@@ -410,17 +424,13 @@ def _slow_csv(
                         if values[c] is None:
                             problem = f"column {c!r} is empty"
                             break
-                if problem is not None:
-                    report.bad_line(path, lineno, problem, skip_bad_lines)
-                    continue
-                for c in head:
-                    data[c].append(values[c])
+                rows.add(lineno, values, problem)
         except UnicodeDecodeError:
             read_text(path, encoding)  # raises the error naming the line
             raise
         except csv.Error as exc:
             raise UserError(f"{path.name}:{reader.line_num}: {exc}") from None
-    return pl.DataFrame(data, schema={c: columns.get(c, pl.Utf8) for c in head})
+    return pl.DataFrame(rows.data, schema={c: columns.get(c, pl.Utf8) for c in head})
 
 
 _BLOCK = 64 << 20
@@ -550,7 +560,7 @@ def _json_block(
             return df.select(list(schema))
     except _FAST_FAILS:
         pass
-    cols: dict[str, list[Any]] = {out: [] for out in fields}
+    rows = _LineColumns(fields, path, report, skip_bad_lines)
     for offset, bline in enumerate(data.split(b"\n")):
         lineno = first_line + offset
         if not bline.strip():
@@ -585,12 +595,8 @@ def _json_block(
                 except ValueError as exc:
                     problem = f"field {key!r} is {rec.get(key)!r}: {exc}"
                     break
-        if problem is not None:
-            report.bad_line(path, lineno, problem, skip_bad_lines)
-            continue
-        for out in fields:
-            cols[out].append(values[out])
-    return pl.DataFrame(cols, schema=schema)
+        rows.add(lineno, values, problem)
+    return pl.DataFrame(rows.data, schema=schema)
 
 
 def record_line(path: Path, k: int, *, encoding: str = "utf-8", header: bool = False, sep: str = ",") -> int:

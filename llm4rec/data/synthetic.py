@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from llm4rec.config import doc
 from llm4rec.errors import UserError, exit_on_user_error
 from llm4rec.eval.metrics import auc
 from llm4rec.io import atomic_dir
@@ -60,31 +61,17 @@ _SYLLABLES = [
 
 @dataclass
 class SynthConfig:
-    """Parameters of the synthetic log."""
+    """Parameters of the synthetic log (each field is also a ``llm4rec synth`` flag)."""
 
-    users: int = 900
-    items: int = 40
-    min_ratings: int = 15
-    max_ratings: int = 38
-    quality_weight: float = 1.6
-    affinity_weight: float = 1.2
-    noise: float = 0.7
-    corpus_users: int = 1500
-    seed: int = 0
-
-
-#: --help text of each SynthConfig field
-SYNTH_HELP = {
-    "users": "users whose log is written (train, valid and test)",
-    "items": "items in the catalogue",
-    "min_ratings": "fewest ratings per user",
-    "max_ratings": "most ratings per user",
-    "quality_weight": "weight w_q of the item quality in the latent appeal",
-    "affinity_weight": "weight w_a of the user's genre affinity in the latent appeal",
-    "noise": "standard deviation of the rating noise",
-    "corpus_users": "disjoint users simulated for pretrain/ and corpus.txt",
-    "seed": "seed of every draw",
-}
+    users: int = doc("users whose log is written (train, valid and test)", 900)
+    items: int = doc("items in the catalogue", 40)
+    min_ratings: int = doc("fewest ratings per user", 15)
+    max_ratings: int = doc("most ratings per user", 38)
+    quality_weight: float = doc("weight w_q of the item quality in the latent appeal", 1.6)
+    affinity_weight: float = doc("weight w_a of the user's genre affinity in the latent appeal", 1.2)
+    noise: float = doc("standard deviation of the rating noise", 0.7)
+    corpus_users: int = doc("disjoint users simulated for pretrain/ and corpus.txt", 1500)
+    seed: int = doc("seed of every draw", 0)
 
 
 def _titles(rng: np.random.Generator, n: int) -> list[str]:
@@ -175,12 +162,12 @@ def main(argv: list[str]) -> int:
         prog="llm4rec synth", description="Generate a synthetic MovieLens-100K-style log."
     )
     ap.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
-    for f, default in asdict(SynthConfig()).items():
+    for f in fields(SynthConfig):
         ap.add_argument(
-            f"--{f.replace('_', '-')}",
-            type=type(default),
-            default=default,
-            help=f"{SYNTH_HELP[f]} (default {default})",
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default,
+            help=f"{f.metadata['doc']} (default {f.default})",
         )
     args = ap.parse_args(argv)
     cfg = SynthConfig(**{f: getattr(args, f) for f in asdict(SynthConfig())})

@@ -42,9 +42,13 @@ class OverlongPrompt(UserError):
 class TruncationStats:
     """How many prompts had to lose history to fit the cutoff (reported, never silent)."""
 
+    #: prompts fitted to the cutoff
     prompts: int = 0
+    #: of those, prompts that lost at least one history item
     shortened: int = 0
+    #: history items dropped over all shortened prompts
     items_dropped: int = 0
+    #: prompts that could not fit even with no history and were skipped
     skipped: int = 0
 
     def add(self, dropped: int) -> None:

@@ -74,10 +74,14 @@ class ScoringStats:
     unique_tokens: int = 0
     #: positions actually run through the model, padding included
     tokens_run: int = 0
+    #: pad positions among tokens_run
     padding_tokens: int = 0
     forward_passes: int = 0
+    #: prompt-head tokens common to every prompt, computed once and reused from the cache
     shared_prefix_tokens: int = 0
+    #: group-prefix tokens beyond the shared prefix (e.g. one user's history), each run once per group
     group_prefix_tokens: int = 0
+    #: whether the decoder was driven directly (prefix cache, head on answer positions), not model()
     fast_path: bool = False
     #: prompts that lost history items to fit the cutoff (filled by :func:`answer_logits`)
     truncation: TruncationStats = field(default_factory=TruncationStats)
@@ -335,6 +339,10 @@ def _kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 # ------------------------------------------------------------------------------------------------ engine
 
 
+#: parameters of :func:`score_token_sequences` that are not passed on unchanged to each process's shard
+_NOT_OPTIONS = frozenset({"model", "seqs", "answer_ids", "groups", "distributed"})
+
+
 def score_token_sequences(
     model: Any,
     seqs: Sequence[Sequence[int]],
@@ -359,16 +367,10 @@ def score_token_sequences(
     With ``distributed`` and an initialised process group, each process scores its shard (whole groups)
     and every process receives all rows in the original order.
     """
-    options = dict(
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        pad_token_id=pad_token_id,
-        reuse_prefix=reuse_prefix,
-        fast=fast,
-        stats=stats,
-        progress=progress,
-    )
     if distributed:
+        # taken before any other local exists: every keyword option, including any added to the signature
+        # later, reaches the shards
+        options = {k: v for k, v in locals().items() if k not in _NOT_OPTIONS}
         from llm4rec.eval.distributed import world
 
         if world()[1] > 1:
