@@ -92,6 +92,31 @@ class TaskContext:
         _, en, zh = NOUNS[self.domain]
         return zh if self.lang == "zh" else en
 
+    @property
+    def yes_no(self) -> tuple[str, str]:
+        """The pointwise tasks' two answers in the prompt language: ("Yes.", "No.") or ("是", "否")."""
+        return YES_NO[self.lang]
+
+    def join(self, parts: list[pl.Expr]) -> pl.Expr:
+        """Join the non-null ``parts`` with the language's list separator ('' when all are null)."""
+        return pl.concat_str(parts, separator=LIST_SEP[self.lang], ignore_nulls=True)
+
+    def history_list(self, shown: pl.Series | None = None) -> pl.Expr:
+        """The history window as one list, oldest first: each item as ``shown`` gives it (default
+        :attr:`display`), joined with the language's separator."""
+        shown = self.display if shown is None else shown
+        return self.join([gather(shown, hist_col(k)) for k in range(self.history)])
+
+    def history_spans(self, hist: np.ndarray, start: int, item_len: np.ndarray | None = None) -> np.ndarray:
+        """``(rows, n, 3)`` start, end and drop-end offsets of the history items of ``hist`` (rows, n;
+        -1 = empty slot) in a list joined as :meth:`history_list` does, beginning at character ``start``.
+
+        ``item_len`` (rows, n) is each slot's characters; default: its :attr:`display`'s."""
+        item_len = item_lengths(self, hist) if item_len is None else item_len
+        begin = np.full(len(hist), start, dtype=np.int64)
+        s, e, d, _ = list_spans(item_len, hist >= 0, begin, len(LIST_SEP[self.lang]))
+        return np.stack([s, e, d], axis=2)
+
     def rng(self, task: str, chunk: int) -> np.random.Generator:
         """A generator that depends only on the seed, the task and the chunk (so outputs are reproducible)."""
         code = sum((k + 1) * ord(c) for k, c in enumerate(task))
@@ -247,11 +272,6 @@ def span_column(
 def item_lengths(ctx: TaskContext, hist: np.ndarray) -> np.ndarray:
     """Characters of each history slot's display (0 for an empty slot)."""
     return np.where(hist >= 0, ctx.display_len[np.maximum(hist, 0)], 0)
-
-
-def joined(ctx: TaskContext, parts: list[pl.Expr]) -> pl.Expr:
-    """Join the non-null ``parts`` with the language's list separator ('' when all are null)."""
-    return pl.concat_str(parts, separator=LIST_SEP[ctx.lang], ignore_nulls=True)
 
 
 def fmt(text: str, fields: dict[str, pl.Expr | list[pl.Expr]]) -> pl.Expr:

@@ -27,18 +27,13 @@ import numpy as np
 import polars as pl
 
 from llm4rec.data.tasks.common import (
-    LIST_SEP,
-    YES_NO,
     Chunk,
     TaskContext,
     fmt,
     gather,
-    hist_col,
     hist_label_col,
-    item_lengths,
-    joined,
+    history_matrix,
     list_of,
-    list_spans,
     literal_chars,
     span_column,
 )
@@ -217,7 +212,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     if rows == 0:
         return _empty(ctx), {}
     n = ctx.history
-    hist = np.stack([t[hist_col(k)].fill_null(-1).cast(pl.Int64).to_numpy() for k in range(n)], axis=1)
+    hist = history_matrix(t, n)
     liked = np.stack([t[hist_label_col(k)].fill_null(0).to_numpy() == 1 for k in range(n)], axis=1)
     target = t["i"].to_numpy().astype(np.int64)
     forms = list(ir["mix"])
@@ -245,10 +240,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     out = out.insert_column(out.columns.index("timestamp") + 1, hist_ids)
     # only the implicit preference shows the history; it opens the input
     begin = literal_chars(PREFERENCE_TEXT[ctx.lang]["implicit"], "history", {"nouns": ctx.nouns})
-    s, e, d, _ = list_spans(
-        item_lengths(ctx, hist), hist >= 0, np.full(rows, begin, dtype=np.int64), len(LIST_SEP[ctx.lang])
-    )
-    spans = span_column(hist, np.stack([s, e, d], axis=2), shown=pref == _IMPLICIT)
+    spans = span_column(hist, ctx.history_spans(hist, begin), shown=pref == _IMPLICIT)
     out = out.insert_column(out.columns.index("history") + 1, spans)
     return out, {f"template:{k}": v for k, v in sorted(used.items())}
 
@@ -320,7 +312,6 @@ def _candidates(chunk: Chunk, ctx: TaskContext, rng: np.random.Generator, t: pl.
 def _fields(ctx: TaskContext, ir: dict, width: int) -> dict[str, pl.Expr]:
     """The template placeholders as expressions over the working frame."""
     letters_s = pl.Series(list(letters(26)))
-    history = joined(ctx, [gather(ctx.display, hist_col(k)) for k in range(ctx.history)])
     cat = ir["cat_names"]
     stated = pl.concat_str(
         [
@@ -332,7 +323,7 @@ def _fields(ctx: TaskContext, ir: dict, width: int) -> dict[str, pl.Expr]:
         ignore_nulls=True,
     )
     return {
-        "history": history,
+        "history": ctx.history_list(),
         "explicit": stated,
         "vague": pl.lit(ir["first_cat"]).gather(pl.col("i")),
         "specific": pl.lit(ir["specific"]).gather(pl.col("i")),
@@ -358,7 +349,7 @@ def _fields(ctx: TaskContext, ir: dict, width: int) -> dict[str, pl.Expr]:
 
 def _render(frame: pl.DataFrame, ctx: TaskContext, ir: dict, fields: dict) -> tuple[pl.DataFrame, dict]:
     """Render each template's rows; returns the samples in row order and the rows per template id."""
-    yes, no = YES_NO[ctx.lang]
+    yes, no = ctx.yes_no
     letters_s = pl.Series(list(letters(26)))
     parts = []
     used: dict[str, int] = {}

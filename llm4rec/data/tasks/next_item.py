@@ -7,20 +7,14 @@ signal, as in BIGRec).
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from llm4rec.data.tasks.common import (
-    LIST_SEP,
     Chunk,
     TaskContext,
     fmt,
     gather,
-    hist_col,
     history_matrix,
-    item_lengths,
-    joined,
-    list_spans,
     literal_chars,
     sample_frame,
     span_column,
@@ -41,18 +35,14 @@ INPUT = {
 
 def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     """Next-item samples for the chunk's targets; keeps the ``split`` column."""
-    n = ctx.history
-    history = joined(ctx, [gather(ctx.display, hist_col(k)) for k in range(n)])
     text = INPUT[ctx.lang].replace("{nouns}", ctx.nouns)
-    hist = history_matrix(chunk.targets, n)
-    start = np.full(len(hist), literal_chars(text, "history"), dtype=np.int64)
-    s, e, d, _ = list_spans(item_lengths(ctx, hist), hist >= 0, start, len(LIST_SEP[ctx.lang]))
+    hist = history_matrix(chunk.targets, ctx.history)
     return sample_frame(
         chunk.targets,
         ctx,
         NAME,
         INSTRUCTION[ctx.lang].format(noun=ctx.noun, nouns=ctx.nouns),
-        fmt(text, {"history": history}),
+        fmt(text, {"history": ctx.history_list()}),
         gather(ctx.display, "i"),
-        span_column(hist, np.stack([s, e, d], axis=2)),
+        span_column(hist, ctx.history_spans(hist, literal_chars(text, "history"))),
     )

@@ -38,17 +38,13 @@ import polars as pl
 
 from llm4rec.data.splits import SPLIT_NAMES
 from llm4rec.data.tasks.common import (
-    LIST_SEP,
     QUOTES,
     Chunk,
     TaskContext,
     fmt,
     gather,
-    hist_col,
     history_matrix,
-    joined,
     list_of,
-    list_spans,
     literal_chars,
     sample_frame,
     span_column,
@@ -233,7 +229,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
     full = ctx.options.get("candidate_format") == "full"
     shown = ctx.options.get("_history_display", ctx.display)
     pool_shown = ctx.options.get("_pool_display", ctx.display)
-    history = joined(ctx, [gather(shown, hist_col(m)) for m in range(n)])
+    history = ctx.history_list(shown)
     label = "({}) " if full else "{}. "
     # spliced into one flat concatenation: nested ones cost twice as much
     lines = [
@@ -242,10 +238,9 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         for part in (pl.lit(("\n" if j else "") + label.format(labels[j])), gather(pool_shown, f"_c{j}"))
     ]
     hist = history_matrix(targets, n)
-    start = np.full(len(hist), literal_chars(INPUT[ctx.lang], "history"), dtype=np.int64)
     shown_len = shown.str.len_chars().to_numpy().astype(np.int64)
     item_len = np.where(hist >= 0, shown_len[np.maximum(hist, 0)], 0)
-    s, e, d, _ = list_spans(item_len, hist >= 0, start, len(LIST_SEP[ctx.lang]))
+    spans = ctx.history_spans(hist, literal_chars(INPUT[ctx.lang], "history"), item_len)
     rows = sample_frame(
         targets,
         ctx,
@@ -253,7 +248,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         (INSTRUCTION if full else INSTRUCTION_COMPACT)[ctx.lang].format(noun=ctx.noun),
         fmt(INPUT[ctx.lang], {"history": history, "pool": lines}),
         pl.lit(pl.Series(labels)).gather(pl.col("_pos")),
-        span_column(hist, np.stack([s, e, d], axis=2)),
+        span_column(hist, spans),
         list_of(ctx.item_ids, kept_pool, "candidates"),
         list_of(ctx.titles, kept_pool, "candidate_titles"),
         pl.col("_pos").alias("target_index"),

@@ -11,7 +11,6 @@ import polars as pl
 
 from llm4rec.data.tasks.common import (
     LIST_SEP,
-    YES_NO,
     Chunk,
     TaskContext,
     fmt,
@@ -20,7 +19,6 @@ from llm4rec.data.tasks.common import (
     hist_label_col,
     history_matrix,
     item_lengths,
-    joined,
     list_spans,
     literal_chars,
     sample_frame,
@@ -43,15 +41,13 @@ INPUT = {
 def build(chunk: Chunk, ctx: TaskContext) -> pl.DataFrame:
     """TALLRec samples for the chunk's target rows; keeps the ``split`` column."""
     n = ctx.history
-    liked = joined(
-        ctx,
-        [pl.when(pl.col(hist_label_col(k)) == 1).then(gather(ctx.display, hist_col(k))) for k in range(n)],
+    liked = ctx.join(
+        [pl.when(pl.col(hist_label_col(k)) == 1).then(gather(ctx.display, hist_col(k))) for k in range(n)]
     )
-    disliked = joined(
-        ctx,
-        [pl.when(pl.col(hist_label_col(k)) == 0).then(gather(ctx.display, hist_col(k))) for k in range(n)],
+    disliked = ctx.join(
+        [pl.when(pl.col(hist_label_col(k)) == 0).then(gather(ctx.display, hist_col(k))) for k in range(n)]
     )
-    yes, no = YES_NO[ctx.lang]
+    yes, no = ctx.yes_no
     text = INPUT[ctx.lang].replace("{noun}", ctx.noun)
     spans = _spans(chunk, ctx, text)
     return sample_frame(
