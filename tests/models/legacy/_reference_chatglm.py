@@ -205,23 +205,16 @@ def llm4rec_pipeline(src, family: str) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example, render_prompt
+    from llm4rec.models import loading
     from llm4rec.models.answer_tokens import answer_token_ids
-    from llm4rec.models.loading import (
-        answer_words,
-        load_base_model,
-        load_tokenizer,
-        resolve_family,
-        resolve_model_path,
-        resolve_template,
-    )
 
-    fam = resolve_family(str(src), family)
-    path = resolve_model_path(str(src), fam)
-    again = resolve_model_path(str(src), fam)
-    tok = load_tokenizer(path, fam)
-    model = load_base_model(path, fam, load_in_4bit=True, compute_dtype="float32", device="cpu")
-    template = resolve_template(fam, "auto", "zh")
-    answers = answer_words(fam, "zh")
+    fam = loading.resolve_family(str(src), family)
+    path = loading.resolve_model_path(str(src), fam)
+    again = loading.resolve_model_path(str(src), fam)
+    tok = loading.load_tokenizer(path, fam)
+    model = loading.load_base_model(path, fam, load_in_4bit=True, compute_dtype="float32", device="cpu")
+    template = loading.resolve_template(fam, "auto", "zh")
+    answers = loading.answer_words(fam, "zh")
     rows = zh_samples(8)
     examples = [encode_train_example(tok, template, r, 256) for r in rows]
     n_label = [sum(x != IGNORE_INDEX for x in e.labels) for e in examples]
