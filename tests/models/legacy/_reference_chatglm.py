@@ -287,47 +287,32 @@ def assert_trains_and_evaluates(out: dict, work, family: str, template: str) -> 
 
 
 def train_and_evaluate(src, family: str, work) -> dict:
-    """``train.py``'s loop on an ORIGINAL tiny checkpoint (recipe ``model.path`` = the original directory),
-    then ``llm4rec evaluate`` on the adapter. Returns the training summary and the evaluation report."""
+    """``train.py``'s loop with the family's shipped recipe on an ORIGINAL tiny checkpoint (``model.path`` =
+    the original directory), then ``llm4rec evaluate`` on the adapter. Returns the training summary and the
+    evaluation report."""
     import json
+
+    import yaml
 
     from llm4rec.cli import main as cli
     from llm4rec.config import recipe_from_dict
     from llm4rec.io import write_jsonl_atomic
     from llm4rec.train.loop import train
+    from tests.conftest import REPO
 
     rows = zh_samples(12)
     for name, part in (("train", rows[:8]), ("valid", rows[8:]), ("test", rows[4:])):
         write_jsonl_atomic(work / f"{name}.jsonl", part)
-    recipe = recipe_from_dict(
-        {
-            "model": {
-                "path": str(src),
-                "family": family,
-                "lang": "zh",
-                "compute_dtype": "float32",
-                "gradient_checkpointing": False,
-            },
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "qv"},
-            "data": {
-                "train": str(work / "train.jsonl"),
-                "valid": str(work / "valid.jsonl"),
-                "cutoff_len": 128,
-            },
-            "train": {
-                "output_dir": str(work / "run"),
-                "max_steps": 2,
-                "micro_batch_size": 4,
-                "batch_size": 4,
-                "learning_rate": 1e-3,
-                "warmup_steps": 0,
-                "eval_every": 2,
-                "seed": 0,
-            },
-            "eval": {"batch_size": 4},
-            "logging": {"progress_bar": False},
-        }
-    )
+    data = yaml.safe_load((REPO / "recipes" / f"tallrec_ml1m_{family}_6b_zh.yaml").read_text())
+    # shrunk to two CPU steps of 4 samples on the tiny model, everything else (lang, template, 4-bit) as shipped
+    data["model"].update(path=str(src), compute_dtype="float32", gradient_checkpointing=False)
+    data["lora"].update(r=4, alpha=8, dropout=0.0)
+    data["data"].update(train=str(work / "train.jsonl"), valid=str(work / "valid.jsonl"), cutoff_len=128)
+    data["train"].update(output_dir=str(work / "run"), max_steps=2, micro_batch_size=4, batch_size=4, seed=0)
+    data["train"].update(learning_rate=1e-3, warmup_steps=0, eval_every=2)
+    data["eval"]["batch_size"] = 4
+    data["logging"]["progress_bar"] = False
+    recipe = recipe_from_dict(data)
     summary = train(recipe)
     code = cli(
         [
