@@ -68,7 +68,7 @@ def test_widths_that_are_not_multiples_of_64_run_in_4bit(tmp_path):
     assert logits.shape == (1, 3, 256) and torch.isfinite(logits).all()
 
 
-#: the releases whose vocabulary is not in tokenizer.model (a release's family is its name before "-6b" / "-7b")
+#: the releases whose vocabulary is not in tokenizer.model (a release's family: its name before "-6b"/"-7b")
 RELEASE_VOCAB = {"chatglm-6b": "ice_text.model", "qwen-7b": "qwen.tiktoken"}
 
 

@@ -304,7 +304,7 @@ def train_and_evaluate(src, family: str, work) -> dict:
     for name, part in (("train", rows[:8]), ("valid", rows[8:]), ("test", rows[4:])):
         write_jsonl_atomic(work / f"{name}.jsonl", part)
     data = yaml.safe_load((REPO / "recipes" / f"tallrec_ml1m_{family}_6b_zh.yaml").read_text())
-    # shrunk to two CPU steps of 4 samples on the tiny model, everything else (lang, template, 4-bit) as shipped
+    # shrunk to two CPU steps of 4 samples on the tiny model; lang, template and 4-bit loading as shipped
     data["model"].update(path=str(src), compute_dtype="float32", gradient_checkpointing=False)
     data["lora"].update(r=4, alpha=8, dropout=0.0)
     data["data"].update(train=str(work / "train.jsonl"), valid=str(work / "valid.jsonl"), cutoff_len=128)

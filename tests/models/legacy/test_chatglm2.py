@@ -96,10 +96,8 @@ def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
     [
         ("chatglm2", {"rope_ratio": 8.0}),  # ChatGLM2-6B-32K: positions divided by rope_ratio
         ("chatglm3", {"rope_ratio": 8.0}),  # ChatGLM3-6B-32K: base multiplied by rope_ratio
-        (
-            "chatglm2",
-            {"multi_query_attention": False, "seed": 9},
-        ),  # full multi-head attention, per-head q/k/v
+        # full multi-head attention, per-head q/k/v
+        ("chatglm2", {"multi_query_attention": False, "seed": 9}),
     ],
 )
 def test_variants_equal_reference(tmp_path, family, options):
