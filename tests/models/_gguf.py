@@ -6,6 +6,7 @@ Tensor names, the Q/K row permutation of LLaMA attention and the tokenizer field
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,9 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, *, arch: str = "llama", q
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
 
-    def put(name: str, t: Any, matrix: bool) -> None:
+    def put(name: str, t: Any) -> None:
         a = t.detach().float().numpy()
-        if not matrix or qtype == "F32":
+        if a.ndim == 1 or qtype == "F32":  # norms and biases
             w.add_tensor(name, a.astype(np.float32))
         elif qtype == "F16":
             w.add_tensor(name, a.astype(np.float16))
@@ -73,37 +74,27 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, *, arch: str = "llama", q
             w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
 
     sd = model.state_dict()
-    put("token_embd.weight", sd["model.embed_tokens.weight"], True)
-    put("output_norm.weight", sd["model.norm.weight"], False)
+    put("token_embd.weight", sd["model.embed_tokens.weight"])
+    put("output_norm.weight", sd["model.norm.weight"])
     if not cfg.tie_word_embeddings:
-        put("output.weight", sd["lm_head.weight"], True)
-    names = {
-        "input_layernorm.weight": ("attn_norm.weight", False),
-        "post_attention_layernorm.weight": ("ffn_norm.weight", False),
-        "self_attn.q_proj.weight": ("attn_q.weight", True),
-        "self_attn.k_proj.weight": ("attn_k.weight", True),
-        "self_attn.v_proj.weight": ("attn_v.weight", True),
-        "self_attn.o_proj.weight": ("attn_output.weight", True),
-        "self_attn.q_proj.bias": ("attn_q.bias", False),
-        "self_attn.k_proj.bias": ("attn_k.bias", False),
-        "self_attn.v_proj.bias": ("attn_v.bias", False),
-        "mlp.gate_proj.weight": ("ffn_gate.weight", True),
-        "mlp.up_proj.weight": ("ffn_up.weight", True),
-        "mlp.down_proj.weight": ("ffn_down.weight", True),
-    }
+        put("output.weight", sd["lm_head.weight"])
+    # llama.cpp's name of each layer module (its .weight and, where present, .bias keep their suffix)
+    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names |= {f"self_attn.{p}_proj": f"attn_{p}" for p in "qkv"} | {"self_attn.o_proj": "attn_output"}
+    names |= {f"mlp.{p}_proj": f"ffn_{p}" for p in ("gate", "up", "down")}
+    # LLaMA's q and k rows, interleaved by llama.cpp per head: their head counts
+    permuted = {"self_attn.q_proj": cfg.num_attention_heads, "self_attn.k_proj": cfg.num_key_value_heads}
     import torch
 
     for i in range(cfg.num_hidden_layers):
-        for hf, (gg, matrix) in names.items():
-            key = f"model.layers.{i}.{hf}"
+        for (hf, gg), kind in itertools.product(names.items(), ("weight", "bias")):
+            key = f"model.layers.{i}.{hf}.{kind}"
             if key not in sd:
                 continue
             t = sd[key]
-            if arch == "llama" and hf == "self_attn.q_proj.weight":
-                t = torch.from_numpy(_permute(t.numpy(), cfg.num_attention_heads))
-            elif arch == "llama" and hf == "self_attn.k_proj.weight":
-                t = torch.from_numpy(_permute(t.numpy(), cfg.num_key_value_heads))
-            put(f"blk.{i}.{gg}", t, matrix)
+            if arch == "llama" and kind == "weight" and hf in permuted:
+                t = torch.from_numpy(_permute(t.numpy(), permuted[hf]))
+            put(f"blk.{i}.{gg}.{kind}", t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

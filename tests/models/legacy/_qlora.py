@@ -47,19 +47,22 @@ def qlora_model(model_dir: Path, family: str, r: int = 4, checkpointing: bool = 
     return get_peft_model(model, lora)
 
 
-def alpaca_zh_losses(model_dir: Path, family: str) -> tuple[object, list[float]]:
-    """(tokenizer, losses) of rank-8 LoRA steps on four alpaca_zh prompts answered 是/否, as llm4rec loads them."""
+def assert_alpaca_zh_training_lowers_the_loss(model_dir: Path, family: str, pad_token: str) -> None:
+    """Rank-8 LoRA steps on four alpaca_zh prompts answered 是/否, with the tokenizer as llm4rec loads it
+    (whose pad token must be ``pad_token``), lower the loss by more than 0.05."""
     from llm4rec.models.loading import load_tokenizer
     from llm4rec.models.registry import TEMPLATES, get_family
 
     model = qlora_model(model_dir, family, r=8)
     tok = load_tokenizer(model_dir, get_family(family))
+    assert tok.pad_token == pad_token
     tmpl = TEMPLATES["alpaca_zh"]
     texts = [
         tmpl.render("用户会喜欢这部电影吗？", f"电影 {i}") + ("是" if i % 2 else "否") + tok.eos_token
         for i in range(4)
     ]
-    return tok, train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
+    losses = train_losses(model, tok(texts, return_tensors="pt", padding=True), lr=3e-3)
+    assert losses[-1] < losses[0] - 0.05, losses
 
 
 def assert_cli_converts_the_same(family: str, src: Path, converted: Path, out: Path) -> None:
@@ -70,15 +73,16 @@ def assert_cli_converts_the_same(family: str, src: Path, converted: Path, out: P
     assert (out / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
 
 
-def qlora_losses(
+def assert_qlora_training_lowers_the_loss(
     model_dir: Path,
     family: str,
     texts: list[str],
     *,
     checkpointing: bool = False,
     padding_side: str | None = None,
-) -> list[float]:
-    """Rank-4 LoRA steps (lr 1e-2) on ``texts`` as the converted tokenizer encodes them; 4-bit layers checked."""
+) -> None:
+    """Rank-4 LoRA steps (lr 1e-2) on ``texts`` as the converted tokenizer encodes them lower the loss;
+    the base layers checked to be 4-bit."""
     from transformers import AutoTokenizer
 
     model = qlora_model(model_dir, family, checkpointing=checkpointing)
@@ -87,4 +91,5 @@ def qlora_losses(
     model.config.use_cache = False
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = padding_side or tok.padding_side
-    return train_losses(model, tok(texts, padding=True, return_tensors="pt"), lr=1e-2)
+    losses = train_losses(model, tok(texts, padding=True, return_tensors="pt"), lr=1e-2)
+    assert losses[-1] < losses[0], losses

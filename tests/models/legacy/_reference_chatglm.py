@@ -205,23 +205,16 @@ def llm4rec_pipeline(src, family: str) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example, render_prompt
+    from llm4rec.models import loading
     from llm4rec.models.answer_tokens import answer_token_ids
-    from llm4rec.models.loading import (
-        answer_words,
-        load_base_model,
-        load_tokenizer,
-        resolve_family,
-        resolve_model_path,
-        resolve_template,
-    )
 
-    fam = resolve_family(str(src), family)
-    path = resolve_model_path(str(src), fam)
-    again = resolve_model_path(str(src), fam)
-    tok = load_tokenizer(path, fam)
-    model = load_base_model(path, fam, load_in_4bit=True, compute_dtype="float32", device="cpu")
-    template = resolve_template(fam, "auto", "zh")
-    answers = answer_words(fam, "zh")
+    fam = loading.resolve_family(str(src), family)
+    path = loading.resolve_model_path(str(src), fam)
+    again = loading.resolve_model_path(str(src), fam)
+    tok = loading.load_tokenizer(path, fam)
+    model = loading.load_base_model(path, fam, load_in_4bit=True, compute_dtype="float32", device="cpu")
+    template = loading.resolve_template(fam, "auto", "zh")
+    answers = loading.answer_words(fam, "zh")
     rows = zh_samples(8)
     examples = [encode_train_example(tok, template, r, 256) for r in rows]
     n_label = [sum(x != IGNORE_INDEX for x in e.labels) for e in examples]
@@ -294,47 +287,32 @@ def assert_trains_and_evaluates(out: dict, work, family: str, template: str) -> 
 
 
 def train_and_evaluate(src, family: str, work) -> dict:
-    """``train.py``'s loop on an ORIGINAL tiny checkpoint (recipe ``model.path`` = the original directory),
-    then ``llm4rec evaluate`` on the adapter. Returns the training summary and the evaluation report."""
+    """``train.py``'s loop with the family's shipped recipe on an ORIGINAL tiny checkpoint (``model.path`` =
+    the original directory), then ``llm4rec evaluate`` on the adapter. Returns the training summary and the
+    evaluation report."""
     import json
+
+    import yaml
 
     from llm4rec.cli import main as cli
     from llm4rec.config import recipe_from_dict
     from llm4rec.io import write_jsonl_atomic
     from llm4rec.train.loop import train
+    from tests.conftest import REPO
 
     rows = zh_samples(12)
     for name, part in (("train", rows[:8]), ("valid", rows[8:]), ("test", rows[4:])):
         write_jsonl_atomic(work / f"{name}.jsonl", part)
-    recipe = recipe_from_dict(
-        {
-            "model": {
-                "path": str(src),
-                "family": family,
-                "lang": "zh",
-                "compute_dtype": "float32",
-                "gradient_checkpointing": False,
-            },
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "qv"},
-            "data": {
-                "train": str(work / "train.jsonl"),
-                "valid": str(work / "valid.jsonl"),
-                "cutoff_len": 128,
-            },
-            "train": {
-                "output_dir": str(work / "run"),
-                "max_steps": 2,
-                "micro_batch_size": 4,
-                "batch_size": 4,
-                "learning_rate": 1e-3,
-                "warmup_steps": 0,
-                "eval_every": 2,
-                "seed": 0,
-            },
-            "eval": {"batch_size": 4},
-            "logging": {"progress_bar": False},
-        }
-    )
+    data = yaml.safe_load((REPO / "recipes" / f"tallrec_ml1m_{family}_6b_zh.yaml").read_text())
+    # shrunk to two CPU steps of 4 samples on the tiny model; lang, template and 4-bit loading as shipped
+    data["model"].update(path=str(src), compute_dtype="float32", gradient_checkpointing=False)
+    data["lora"].update(r=4, alpha=8, dropout=0.0)
+    data["data"].update(train=str(work / "train.jsonl"), valid=str(work / "valid.jsonl"), cutoff_len=128)
+    data["train"].update(output_dir=str(work / "run"), max_steps=2, micro_batch_size=4, batch_size=4, seed=0)
+    data["train"].update(learning_rate=1e-3, warmup_steps=0, eval_every=2)
+    data["eval"]["batch_size"] = 4
+    data["logging"]["progress_bar"] = False
+    recipe = recipe_from_dict(data)
     summary = train(recipe)
     code = cli(
         [

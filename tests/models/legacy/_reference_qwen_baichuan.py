@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
+#: a reference model: (input ids, attention mask or None, cache or None) -> (logits, new cache)
+Reference = Callable[[torch.Tensor, torch.Tensor | None, Cache | None], tuple[torch.Tensor, Cache]]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -74,37 +77,39 @@ def _self_attention(
     return _merge(attention(q, k, v, mask, past_len)), (k, v)
 
 
+#: (embedding, layer prefix with ``{}`` for the index, final norm) in the original checkpoints
+QWEN1_KEYS = ("transformer.wte.weight", "transformer.h.{}.", "transformer.ln_f.weight")
+BAICHUAN_KEYS = ("model.embed_tokens.weight", "model.layers.{}.", "model.norm.weight")
+
+
 def _decoder(
     sd: dict[str, torch.Tensor],
+    keys: tuple[str, str, str],
+    n_layers: int,
+    eps: float,
+    block: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     past: Cache | None,
-    *,
-    embed: str,
-    layers: list[str],
-    block: Any,
 ) -> tuple[torch.Tensor, Cache]:
-    """Run embeddings, ``block`` per layer and the final norm; returns (hidden, new cache)."""
+    """Run embeddings, ``block`` per layer and the final RMSNorm (``keys`` names their weights in ``sd``);
+    returns (hidden, new cache)."""
+    embed, layer, norm = keys
     past_len = 0 if past is None else past[0][0].shape[2]
     if attention_mask is None:
         attention_mask = torch.ones(input_ids.shape[0], past_len + input_ids.shape[1], dtype=torch.long)
     pos = torch.arange(past_len, past_len + input_ids.shape[1])
     x = sd[embed][input_ids].float()
     cache: Cache = []
-    for i, prefix in enumerate(layers):
-        x, kv = block(x, prefix, pos, attention_mask, None if past is None else past[i], past_len)
+    for i in range(n_layers):
+        x, kv = block(x, layer.format(i), pos, attention_mask, None if past is None else past[i], past_len)
         cache.append(kv)
-    return x, cache
+    return rms_norm(x, sd[norm], eps), cache
 
 
-def qwen1_forward(
-    sd: dict[str, torch.Tensor],
-    cfg: dict[str, Any],
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    past: Cache | None = None,
-) -> tuple[torch.Tensor, Cache]:
-    """Qwen-1 (QWenLMHeadModel) logits for sequences no longer than ``seq_length``.
+def qwen1_reference(sd: dict[str, torch.Tensor], cfg: dict[str, Any]) -> Reference:
+    """Qwen-1's (QWenLMHeadModel) forward on the original weights ``sd``, for sequences no longer than
+    ``seq_length``.
 
     Block: h = x + c_proj(attn(rms(x))) with q, k, v the thirds of c_attn(.) (bias included);
     out = h + mlp.c_proj(w1(rms(h)) * silu(w2(rms(h)))).
@@ -123,35 +128,22 @@ def qwen1_forward(
         x = x + (up * F.silu(gate)) @ sd[p + "mlp.c_proj.weight"].T
         return x, kv
 
-    x, cache = _decoder(
-        sd,
-        input_ids,
-        attention_mask,
-        past,
-        embed="transformer.wte.weight",
-        layers=[f"transformer.h.{i}." for i in range(n_layers)],
-        block=block,
-    )
-    x = rms_norm(x, sd["transformer.ln_f.weight"], eps)
-    return x @ sd["lm_head.weight"].T, cache
+    def forward(input_ids, attention_mask=None, past=None):
+        x, cache = _decoder(sd, QWEN1_KEYS, n_layers, eps, block, input_ids, attention_mask, past)
+        return x @ sd["lm_head.weight"].T, cache
+
+    return forward
 
 
-def baichuan_forward(
-    sd: dict[str, torch.Tensor],
-    cfg: dict[str, Any],
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    past: Cache | None = None,
-    *,
-    norm_head: bool,
-) -> tuple[torch.Tensor, Cache]:
-    """Baichuan-7B (``norm_head=False``) or Baichuan2-7B (``norm_head=True``) logits.
+def baichuan_reference(sd: dict[str, torch.Tensor], cfg: dict[str, Any], *, norm_head: bool) -> Reference:
+    """Baichuan-7B's (``norm_head=False``) or Baichuan2-7B's (``norm_head=True``) forward on the original
+    weights ``sd``.
 
     Block: h = x + o_proj(attn(rms(x))) with q, k, v the thirds of W_pack(.), rotary base 10000;
     out = h + down(silu(gate(rms(h))) * up(rms(h))). Baichuan2's head divides each output row by its
     L2 norm before the product.
     """
-    n_heads, eps = cfg["num_attention_heads"], cfg["rms_norm_eps"]
+    n_heads, eps, n_layers = cfg["num_attention_heads"], cfg["rms_norm_eps"], cfg["num_hidden_layers"]
 
     def block(x, p, pos, mask, layer_past, past_len):
         h = rms_norm(x, sd[p + "input_layernorm.weight"], eps)
@@ -164,20 +156,14 @@ def baichuan_forward(
         x = x + (F.silu(gate) * up) @ sd[p + "mlp.down_proj.weight"].T
         return x, kv
 
-    x, cache = _decoder(
-        sd,
-        input_ids,
-        attention_mask,
-        past,
-        embed="model.embed_tokens.weight",
-        layers=[f"model.layers.{i}." for i in range(cfg["num_hidden_layers"])],
-        block=block,
-    )
-    x = rms_norm(x, sd["model.norm.weight"], eps)
-    head = sd["lm_head.weight"].float()
-    if norm_head:
-        head = head / head.norm(dim=1, keepdim=True)
-    return x @ head.T, cache
+    def forward(input_ids, attention_mask=None, past=None):
+        x, cache = _decoder(sd, BAICHUAN_KEYS, n_layers, eps, block, input_ids, attention_mask, past)
+        head = sd["lm_head.weight"].float()
+        if norm_head:
+            head = head / head.norm(dim=1, keepdim=True)
+        return x @ head.T, cache
+
+    return forward
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -195,7 +181,7 @@ def load_converted(src, out, class_name: str) -> tuple[dict, object, list[list[i
 
 
 def compare_with_reference(
-    model: Any, reference: Any, seqs: list[list[int]], n_cached: int = 3
+    model: Any, reference: Reference, seqs: list[list[int]], n_cached: int = 3
 ) -> dict[str, float]:
     """Max |logit difference| between a converted HF ``model`` and ``reference(ids, mask, past)``.
 

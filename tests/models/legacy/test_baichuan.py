@@ -16,7 +16,7 @@ from llm4rec.models.registry import TEMPLATES, detect_family
 from tests.conftest import shared_path
 from tests.fixtures.legacy_originals import make_tiny_baichuan, save_state_dict
 from tests.models._generate import assert_converted_generate_matches
-from tests.models.legacy._qlora import alpaca_zh_losses
+from tests.models.legacy._qlora import assert_alpaca_zh_training_lowers_the_loss
 
 try:
     from . import _reference_qwen_baichuan as ref
@@ -79,14 +79,11 @@ def test_converted_logits_equal_reference_padded_and_cached(tiny, family):
     src, out, sd = tiny[family]
     cfg, model, seqs = ref.load_converted(src, out, "LlamaForCausalLM")
     norm_head = family == "baichuan2"
-
-    def reference(ids, mask, past, norm_head=norm_head):
-        return ref.baichuan_forward(sd, cfg, ids, mask, past, norm_head=norm_head)
-
-    diffs = ref.compare_with_reference(model, reference, seqs)
+    diffs = ref.compare_with_reference(model, ref.baichuan_reference(sd, cfg, norm_head=norm_head), seqs)
     assert max(diffs.values()) < TOL, diffs
     # the comparison is sensitive to the head: the other generation's head is far off
-    wrong = ref.compare_with_reference(model, lambda i, m, p: reference(i, m, p, not norm_head), seqs[:1])
+    other_head = ref.baichuan_reference(sd, cfg, norm_head=not norm_head)
+    wrong = ref.compare_with_reference(model, other_head, seqs[:1])
     assert wrong["single"] > 1e-2
 
 
@@ -153,9 +150,7 @@ def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_qlora_training_step_lowers_the_loss(tiny, family):
     _, out, _ = tiny[family]
-    tok, losses = alpaca_zh_losses(out, family)
-    assert tok.pad_token == "<unk>"
-    assert losses[-1] < losses[0] - 0.05, losses
+    assert_alpaca_zh_training_lowers_the_loss(out, family, "<unk>")
 
 
 def test_rejects_13b_alibi_and_the_wrong_generation(tmp_path, tiny):

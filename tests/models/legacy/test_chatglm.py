@@ -20,7 +20,7 @@ from tests.fixtures.legacy_originals import (
     save_state_dict,
 )
 from tests.models._generate import assert_generate_matches_cache_loop
-from tests.models.legacy._qlora import assert_cli_converts_the_same, qlora_losses
+from tests.models.legacy._qlora import assert_cli_converts_the_same, assert_qlora_training_lowers_the_loss
 
 try:
     from . import _reference_chatglm as ref
@@ -286,8 +286,9 @@ def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
 
 def test_4bit_lora_training_step_with_checkpointing(tiny):
     texts = ["用户 喜欢 电影[gMASK]<sop>答：是<eop>", "推荐[gMASK]<sop>答：否<eop>"]
-    losses = qlora_losses(tiny["plain"][1], "chatglm", texts, checkpointing=True, padding_side="right")
-    assert losses[-1] < losses[0]
+    assert_qlora_training_lowers_the_loss(
+        tiny["plain"][1], "chatglm", texts, checkpointing=True, padding_side="right"
+    )
 
 
 def test_convert_rejects_wrong_inputs(tmp_path, tiny):
