@@ -198,11 +198,12 @@ def convert_glm_tensor(key: str, t: torch.Tensor, gc: dict[str, Any]) -> list[tu
 def sp_bpe_tokenizer(model_path: Path, extra_tokens: tuple[str, ...], text_special: tuple[str, ...]) -> Any:
     """A ``tokenizers`` BPE equal to a sentencepiece BPE model, with ``extra_tokens`` appended to the vocab.
 
-    Built by transformers' own sentencepiece converter (``SpmConverter.build_tokenizer_from_spm_proto``,
-    what ``TokenizersBackend`` uses for a bare ``tokenizer.model``): merges ranked by the merged piece's
-    score, byte fallback, dummy prefix and whitespace escaping as the model's normaliser spec says. On
-    ChatGLM2/3's real ``tokenizer.model`` it gives sentencepiece's ids on all 13,444 corpus texts and 96
-    long runs measured. Only ``text_special`` of the extra tokens are matched inside text.
+    Built by transformers' own sentencepiece converter (``SpmConverter.build_tokenizer_from_spm_proto``, what
+    ``TokenizersBackend`` uses for a bare ``tokenizer.model``): merges ranked by the merged piece's score,
+    byte fallback, dummy prefix and whitespace escaping as the model's normaliser spec says. On ChatGLM2/3's
+    real ``tokenizer.model`` it gives sentencepiece's ids on all 13,444 corpus texts and 96 long runs measured
+    (``scripts/compare_tokenizer_converters.py``). Only ``text_special`` of the extra tokens are matched
+    inside text.
     """
     from tokenizers import AddedToken
     from transformers.convert_slow_tokenizer import SpmConverter

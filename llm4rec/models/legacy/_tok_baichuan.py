@@ -11,29 +11,29 @@ every remaining chunk to ``SentencePieceProcessor.encode``. Inside sentencepiece
 * byte-pair merging then repeatedly joins the adjacent pair whose concatenation is the piece with the best
   score (ties: leftmost), and characters outside the vocabulary fall back to ``<0xNN>`` byte pieces.
 
-The ``tokenizers`` pipeline built here reproduces that. Special tokens are added tokens cut from the raw
-text, so each chunk gets its own dummy prefix as in the original. The normaliser shields the user-defined
-pieces that normalisation would change (``\\n``, ``，``, ``０``...) behind private-use placeholders, applies
-the precompiled ``nmt_nfkc`` map, restores them, escapes spaces and prepends the dummy prefix. The
-pre-tokenizer isolates user-defined pieces (longest first), so merging never crosses them. The BPE model
-and the decoder are transformers' own (``SpmConverter.build_tokenizer_from_spm_proto``): byte fallback and
-every merge of two normal pieces, ranked by the score of the piece it builds. Multi-character user-defined pieces are found whole either by ``ignore_merges`` (when merging rebuilds
-every vocabulary piece whole, so that option changes nothing else: Baichuan-7B) or as added tokens (when
-it does not: Baichuan2, which has no normalisation and no dummy prefix, so cutting them from the raw text
-is exact).
+The ``tokenizers`` pipeline built here reproduces that. Special tokens are added tokens cut from the raw text,
+so each chunk gets its own dummy prefix as in the original. The normaliser shields the user-defined pieces
+that normalisation would change (``\\n``, ``，``, ``０``...) behind private-use placeholders, applies the
+precompiled ``nmt_nfkc`` map, restores them, escapes spaces and prepends the dummy prefix. The pre-tokenizer
+isolates user-defined pieces (longest first), so merging never crosses them. The BPE model and the decoder are
+transformers' own (``SpmConverter.build_tokenizer_from_spm_proto``): byte fallback and every merge of two
+normal pieces, ranked by the score of the piece it builds. Multi-character user-defined pieces are found whole
+either by ``ignore_merges`` (when merging rebuilds every vocabulary piece whole, so that option changes
+nothing else: Baichuan-7B) or as added tokens (when it does not: Baichuan2, which has no normalisation and no
+dummy prefix, so cutting them from the raw text is exact).
 
 Known difference: tokenizers' ``Precompiled`` normaliser drops combining marks that follow a character
 the ``nmt_nfkc`` map rewrites (e.g. "㍋" + U+032B) and does not apply the map's multi-character entries to
 half-width katakana with a separate voiced mark; sentencepiece does. Only Baichuan-7B normalises; ordinary
 text (any language in NFC, emoji, whitespace) is unaffected.
 
-Why not transformers' converter whole (what ``TokenizersBackend`` builds from a bare ``tokenizer.model``):
-its normaliser applies ``nmt_nfkc`` to user-defined pieces too, and it sets ``ignore_merges`` whenever a
-model has user-defined pieces. Measured against the original tokenization on 13,460 texts (the tests'
-corpus, the prompt templates, MovieLens titles and tags) and 96 runs of repeated characters, it differs
-on 15 texts and 8 runs for Baichuan-7B (``"\\n"`` becomes ``"▁"``, ``"，"`` becomes ``","``) and, for
-Baichuan2, on none of those but on all 6 pieces that merging does not rebuild whole, given as text
-(``" livelihoods"``: 3 ids from sentencepiece, 1 from transformers). This module: 0 on all of them.
+Why not transformers' converter whole (what ``TokenizersBackend`` builds from a bare ``tokenizer.model``): its
+normaliser applies ``nmt_nfkc`` to user-defined pieces too, and it sets ``ignore_merges`` whenever a model has
+user-defined pieces. Measured by ``scripts/compare_tokenizer_converters.py`` against the original tokenization
+on 13,460 texts (the tests' corpus, the prompt templates, MovieLens titles and tags) and 96 runs of repeated
+characters, it differs on 15 texts and 8 runs for Baichuan-7B (``"\\n"`` becomes ``"▁"``, ``"，"`` becomes
+``","``) and, for Baichuan2, on none of those but on all 6 pieces that merging does not rebuild whole, given
+as text (``" livelihoods"``: 3 ids from sentencepiece, 1 from transformers). This module: 0 on all of them.
 ``tests/models/legacy/test_baichuan.py`` pins both, so it fails when transformers' converter catches up.
 """
 

@@ -13,11 +13,11 @@ transformers may rebuild the tokenizer from them (it does so for ``model_type: q
 ``Qwen2Tokenizer``) without changing any id.
 
 Why not transformers' tiktoken converter (``TikTokenConverter``, what ``TokenizersBackend`` uses for a
-tiktoken file): given Qwen's pattern and special tokens it lists every split of a token whose two parts
-are tokens, 294,166 merges on the real ``qwen.tiktoken`` instead of Qwen2's 151,387, and it has no NFC
-normaliser. Measured against tiktoken (Qwen's pattern and specials, NFC) on 13,463 texts (the tests'
-corpus, the prompt templates, MovieLens titles and tags) and 96 runs of repeated characters: 2 texts
-differ (decomposed accents, e.g. ``"e\\u0301"``), 0 once NFC is added; this module: 0.
+tiktoken file): given Qwen's pattern and special tokens it lists every split of a token whose two parts are
+tokens, 294,166 merges on the real ``qwen.tiktoken`` instead of Qwen2's 151,387, and it has no NFC normaliser.
+Measured by ``scripts/compare_tokenizer_converters.py`` against tiktoken (Qwen's pattern and specials, NFC) on
+13,463 texts (the tests' corpus, the prompt templates, MovieLens titles and tags) and 96 runs of repeated
+characters: 2 texts differ (decomposed accents, e.g. ``"e\\u0301"``), 0 once NFC is added; this module: 0.
 ``tests/models/legacy/test_qwen.py`` pins both facts, so it fails when transformers' converter catches up.
 
 Special token ids follow the mergeable ranks: 151643 on for Qwen-7B's file, which is where Qwen-1's code
