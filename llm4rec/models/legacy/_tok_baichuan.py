@@ -11,21 +11,30 @@ every remaining chunk to ``SentencePieceProcessor.encode``. Inside sentencepiece
 * byte-pair merging then repeatedly joins the adjacent pair whose concatenation is the piece with the best
   score (ties: leftmost), and characters outside the vocabulary fall back to ``<0xNN>`` byte pieces.
 
-The ``tokenizers`` pipeline built here reproduces that. Special tokens are added tokens cut from the raw
-text, so each chunk gets its own dummy prefix as in the original. The normaliser shields the user-defined
-pieces that normalisation would change (``\\n``, ``，``, ``０``...) behind private-use placeholders, applies
-the precompiled ``nmt_nfkc`` map, restores them, escapes spaces and prepends the dummy prefix. The
-pre-tokenizer isolates user-defined pieces (longest first), so merging never crosses them, and the BPE
-model has byte fallback and every merge of two normal pieces, ranked by the score of the piece it builds.
-Multi-character user-defined pieces are found whole either by ``ignore_merges`` (when merging rebuilds
-every vocabulary piece whole, so that option changes nothing else: Baichuan-7B) or as added tokens (when
-it does not: Baichuan2, which has no normalisation and no dummy prefix, so cutting them from the raw text
-is exact).
+The ``tokenizers`` pipeline built here reproduces that. Special tokens are added tokens cut from the raw text,
+so each chunk gets its own dummy prefix as in the original. The normaliser shields the user-defined pieces
+that normalisation would change (``\\n``, ``，``, ``０``...) behind private-use placeholders, applies the
+precompiled ``nmt_nfkc`` map, restores them, escapes spaces and prepends the dummy prefix. The pre-tokenizer
+isolates user-defined pieces (longest first), so merging never crosses them. The BPE model and the decoder are
+transformers' own (``SpmConverter.build_tokenizer_from_spm_proto``): byte fallback and every merge of two
+normal pieces, ranked by the score of the piece it builds. Multi-character user-defined pieces are found whole
+either by ``ignore_merges`` (when merging rebuilds every vocabulary piece whole, so that option changes
+nothing else: Baichuan-7B) or as added tokens (when it does not: Baichuan2, which has no normalisation and no
+dummy prefix, so cutting them from the raw text is exact).
 
 Known difference: tokenizers' ``Precompiled`` normaliser drops combining marks that follow a character
 the ``nmt_nfkc`` map rewrites (e.g. "㍋" + U+032B) and does not apply the map's multi-character entries to
 half-width katakana with a separate voiced mark; sentencepiece does. Only Baichuan-7B normalises; ordinary
 text (any language in NFC, emoji, whitespace) is unaffected.
+
+Why not transformers' converter whole (what ``TokenizersBackend`` builds from a bare ``tokenizer.model``): its
+normaliser applies ``nmt_nfkc`` to user-defined pieces too, and it sets ``ignore_merges`` whenever a model has
+user-defined pieces. Measured by ``scripts/compare_tokenizer_converters.py`` against the original tokenization
+on 13,460 texts (the tests' corpus, the prompt templates, MovieLens titles and tags) and 96 runs of repeated
+characters, it differs on 15 texts and 8 runs for Baichuan-7B (``"\\n"`` becomes ``"▁"``, ``"，"`` becomes
+``","``) and, for Baichuan2, on none of those but on all 6 pieces that merging does not rebuild whole, given
+as text (``" livelihoods"``: 3 ids from sentencepiece, 1 from transformers). This module: 0 on all of them.
+``tests/models/legacy/test_baichuan.py`` pins both, so it fails when transformers' converter catches up.
 """
 
 from __future__ import annotations
@@ -52,28 +61,10 @@ def load_proto(path: str | Path) -> Any:
     return proto
 
 
-def _merges(pieces: list[Any]) -> list[tuple[str, str]]:
-    """Every (left, right) pair of normal pieces whose concatenation is a normal piece, best score first.
-
-    sentencepiece joins any adjacent pair forming a known piece, so every split is listed, ranked by the
-    score of the piece it forms. sentencepiece breaks score ties by position (leftmost first), which a
-    fixed merge order cannot express; ties are ordered by piece id, then longer left part first.
-    """
-    score = {p.piece: p.score for p in pieces if p.type == NORMAL}
-    ident = {p.piece: i for i, p in enumerate(pieces)}
-    rows = []
-    for piece, s in score.items():
-        for i in range(1, len(piece)):
-            left, right = piece[:i], piece[i:]
-            if left in score and right in score:
-                rows.append((-s, ident[piece], -len(left), left, right))
-    rows.sort()
-    return [(r[3], r[4]) for r in rows]
-
-
 def build_baichuan_tokenizer(proto: Any) -> Any:
     """A ``tokenizers.Tokenizer`` giving the sentencepiece model's ids (special tokens cut out first)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers
+    from transformers.convert_slow_tokenizer import SpmConverter
 
     pieces = list(proto.pieces)
     norm = proto.normalizer_spec
@@ -89,7 +80,6 @@ def build_baichuan_tokenizer(proto: Any) -> Any:
     if len(vocab) != len(pieces):
         raise UserError("tokenizer.model: duplicate pieces")
     user = [p.piece for p in pieces if p.type == USER_DEFINED]
-    unk = pieces[proto.trainer_spec.unk_id].piece
 
     steps: list[Any] = []
     if norm.precompiled_charsmap:
@@ -108,63 +98,47 @@ def build_baichuan_tokenizer(proto: Any) -> Any:
     if norm.add_dummy_prefix:
         steps.append(normalizers.Prepend("▁"))
 
-    merges = _merges(pieces)
-    whole = _rebuilt_whole(vocab, merges, pieces, user, unk)
+    # transformers' model and decoder: every merge of two normal pieces ranked by the score of the piece it
+    # builds, byte fallback, unknown pieces fused
+    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    tok.model.ignore_merges = False
+    whole = _rebuilt_whole(tok.model, pieces, user)
     if not whole and (norm.add_dummy_prefix or norm.precompiled_charsmap):
         raise UserError(
             "tokenizer.model: some pieces are not rebuilt whole by merging and the model normalises or adds "
             "a dummy prefix; this combination cannot be converted exactly"
         )
-    tok = Tokenizer(
-        models.BPE(
-            vocab=vocab,
-            merges=merges,
-            unk_token=unk,
-            fuse_unk=True,
-            byte_fallback=proto.trainer_spec.byte_fallback,
-            ignore_merges=whole,
-        )
-    )
-    if steps:
-        tok.normalizer = normalizers.Sequence(steps)
+    tok.model.ignore_merges = whole
+    tok.normalizer = normalizers.Sequence(steps)
     # User-defined pieces never merge with their neighbours. Single characters are isolated by the
     # pre-tokenizer (and are then their own token); longer ones are either isolated too and found whole
     # by ignore_merges, or, where ignore_merges is unsafe, cut out of the raw text as added tokens
     # (exact only without normalisation and dummy prefix, checked above).
     isolated = user if whole else [u for u in user if len(u) == 1]
-    if isolated:
-        # longest alternative first: a regex alternation takes the first that matches, sentencepiece's
-        # prefix matcher the longest
-        alternation = "|".join(re.escape(u) for u in sorted(isolated, key=len, reverse=True))
-        tok.pre_tokenizer = pre_tokenizers.Split(Regex(alternation), behavior="isolated")
+    # longest alternative first: a regex alternation takes the first that matches, sentencepiece's
+    # prefix matcher the longest
+    alternation = "|".join(re.escape(u) for u in sorted(isolated, key=len, reverse=True))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(alternation), behavior="isolated") if isolated else None
     if not whole:
         tok.add_tokens([AddedToken(u, special=False, normalized=False) for u in user if len(u) > 1])
-    dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    if norm.add_dummy_prefix:
-        dec.append(decoders.Strip(" ", 1, 0))
-    tok.decoder = decoders.Sequence(dec)
     specials = [p.piece for p in pieces if p.type in (UNKNOWN, CONTROL)]
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     return tok
 
 
-def _rebuilt_whole(
-    vocab: dict[str, int], merges: list[tuple[str, str]], pieces: list[Any], user: list[str], unk: str
-) -> bool:
-    """Whether byte-pair merging rebuilds every reachable normal piece whole.
+def _rebuilt_whole(bpe: Any, pieces: list[Any], user: list[str]) -> bool:
+    """Whether byte-pair merging with the model ``bpe`` (``ignore_merges`` off) rebuilds every reachable
+    normal piece whole.
 
     Only then may the BPE model use ``ignore_merges`` (a word that is itself a piece is returned whole),
     which lets multi-character user-defined pieces be found by the model. Pieces containing a
     user-defined piece are unreachable (the pre-tokenizer cuts them) and do not count.
     """
-    from tokenizers import models
-
-    strict = models.BPE(vocab=vocab, merges=merges, unk_token=unk)
     has_user = re.compile("|".join(re.escape(u) for u in user)) if user else None
     for p in pieces:
         if p.type != NORMAL or (has_user is not None and has_user.search(p.piece)):
             continue
-        if [t.value for t in strict.tokenize(p.piece)] != [p.piece]:
+        if [t.value for t in bpe.tokenize(p.piece)] != [p.piece]:
             return False
     return True
 

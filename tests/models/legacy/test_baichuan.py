@@ -147,6 +147,23 @@ def test_real_tokenizer_ids_equal_sentencepiece(name, tmp_path):
         assert tok.decode(tok(t, add_special_tokens=False)["input_ids"]) == sp.decode(sp.encode(t))
 
 
+@pytest.mark.parametrize("name, text", [("baichuan-7b", "a\nb"), ("baichuan2-7b", " livelihoods")])
+def test_transformers_converter_differs_where_ours_is_exact(name, text, tmp_path):
+    """Why ``_tok_baichuan`` keeps its own normaliser and pre-tokenizer: transformers' converter for a bare
+    ``tokenizer.model`` (``TokenizersBackend``) normalises Baichuan-7B's user-defined ``"\\n"`` to ``"▁"``
+    and, for Baichuan2, returns whole a piece that sentencepiece's merging does not build. If this fails,
+    transformers caught up: switch to it."""
+    from transformers import TokenizersBackend
+
+    src = shared_path("models", name, "tokenizer.model")
+    (tmp_path / "tokenizer.model").symlink_to(src)
+    theirs = TokenizersBackend.from_pretrained(tmp_path)
+    ours = _tok_baichuan.build_baichuan_tokenizer(_tok_baichuan.load_proto(src))
+    want = _original_ids(src, [text], add_bos=False)[0]
+    assert theirs(text, add_special_tokens=False)["input_ids"] != want
+    assert ours.encode(text, add_special_tokens=False).ids == want
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_qlora_training_step_lowers_the_loss(tiny, family):
     _, out, _ = tiny[family]

@@ -271,6 +271,22 @@ def test_tokenizer_matches_sentencepiece_on_long_runs(real_tokenizer, tmp_path):
     _check_tokenizer(pickle.loads(pickle.dumps(tok)), sp, 0, cfg, texts[-10:])
 
 
+def test_transformers_converter_differs_where_ours_is_exact(real_tokenizer, tmp_path):
+    """Why ChatGLM-6B's tokenizer is llm4rec's own: transformers' converter for the bare sentencepiece file
+    has no step for icetk's pre-processing, and its float64 unigram lattice orders the pieces of a long run
+    differently even on pre-processed text. If this fails, transformers caught up: switch to it."""
+    from transformers import TokenizersBackend
+
+    tok, sp, src = real_tokenizer
+    (tmp_path / "tokenizer.model").symlink_to(src / "ice_text.model")
+    theirs = TokenizersBackend.from_pretrained(tmp_path)
+    raw, run = "a\nb", "a" * 18
+    want_raw, want_run = sp.encode(cg1.preprocess(raw)), sp.encode(cg1.preprocess(run))
+    assert theirs(raw, add_special_tokens=False)["input_ids"] != want_raw
+    assert theirs(cg1.preprocess(run), add_special_tokens=False)["input_ids"] != want_run
+    assert (tok(raw)["input_ids"], tok(run)["input_ids"]) == (want_raw, want_run)
+
+
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
     from llm4rec.models.answer_tokens import answer_token_ids
     from llm4rec.models.loading import answer_words, resolve_template

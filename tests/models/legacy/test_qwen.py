@@ -181,6 +181,30 @@ def test_real_merges_equal_qwen2_published_merges(real_tokenizer):
     assert recovered == published
 
 
+def test_transformers_tiktoken_converter_is_not_qwen2s_tokenizer(real_tokenizer):
+    """Why ``_tok_qwen`` recovers its own merges: transformers' ``TikTokenConverter`` (what
+    ``TokenizersBackend`` uses for a tiktoken file), given Qwen's pattern and special tokens, lists every
+    split of a token (294,166 merges, not Qwen2's published 151,387) and has no NFC normaliser, so a
+    decomposed accent gets other ids than Qwen-1's. If this fails, transformers caught up: switch to it."""
+    from transformers import AutoTokenizer
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    src = shared_path("models", "qwen-7b", "qwen.tiktoken")
+    published = shared_path("models", "qwen2-7b", "merges.txt").read_text(encoding="utf-8").splitlines()
+    theirs = TikTokenConverter(
+        vocab_file=str(src),
+        pattern=_tok_qwen.QWEN_PATTERN,
+        extra_special_tokens=list(_tok_qwen.SPECIAL_TOKENS),
+    ).converted()
+    n_merges = len(json.loads(theirs.to_str())["model"]["merges"])
+    assert n_merges != len([ln for ln in published if ln and not ln.startswith("#version")]) == 151387
+    out, texts, expected = real_tokenizer
+    text = "e\u0301 composed by NFC"
+    want = expected[texts.index(text)]
+    assert theirs.encode(text, add_special_tokens=False).ids != want
+    assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == want
+
+
 def test_qlora_training_step_lowers_the_loss(tiny):
     _, out, _ = tiny["safetensors"]
     assert_alpaca_zh_training_lowers_the_loss(out, "qwen", "<|endoftext|>")
