@@ -119,6 +119,12 @@ class TrainConfig:
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = doc(
         "adamw = torch AdamW (fp32 states); 8-bit variants need bitsandbytes on CUDA", "adamw"
     )
+    bf16_autocast: bool = doc(
+        "run the training forward under bf16 autocast (LoRA, attention and the head in bfloat16, as TALLRec's "
+        "Trainer with bf16=True); false keeps peft's fp32 residual stream, which the memory plan is "
+        "calibrated on",
+        False,
+    )
     eval_every: int = doc("validate (AUC) every this many optimizer steps (0 = once per epoch)", 0)
     early_stopping_patience: int = doc("stop after this many validations without AUC gain (0 = off)", 5)
     save_every: int = doc(

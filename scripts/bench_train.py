@@ -13,6 +13,9 @@ Contenders, on the same 4-bit NF4 base, the same samples in the same order of th
   length-grouped micro-batches (``data.packing: false``);
 * ``llm4rec-packed``: the same, each micro-batch packed into one row with no padding (``data.packing:
   true``, what ``auto`` picks for LLaMA and Qwen2);
+* ``llm4rec-bf16``: ``llm4rec`` with ``train.bf16_autocast: true``, the forward under bf16 autocast as
+  the Trainer runs it on CUDA (``bf16=True``); on by request only (``--only``), the memory plan is
+  calibrated without it;
 * ``llm4rec-auto``: the shipped 7B recipes' default, ``micro_batch_size: auto`` and
   ``gradient_checkpointing: auto``, planned for ``--auto-memory-gb`` (24 on CUDA: the card the recipes
   target, whatever card runs the bench).
@@ -243,14 +246,22 @@ def run_trainer(model_dir: Path, rows: list[dict], args: argparse.Namespace) -> 
 
 
 def run_llm4rec(
-    model_dir: Path, data: Path, work: Path, args: argparse.Namespace, auto: bool, packing: bool | str
+    model_dir: Path,
+    data: Path,
+    work: Path,
+    args: argparse.Namespace,
+    auto: bool,
+    packing: bool | str,
+    bf16_autocast: bool = False,
 ) -> dict[str, Any]:
     """llm4rec's own loop; ``auto`` leaves the micro-batch and checkpointing to the planner, ``packing``
-    is ``data.packing``."""
+    is ``data.packing``, ``bf16_autocast`` is ``train.bf16_autocast``."""
     from llm4rec.config import recipe_from_dict
     from llm4rec.train.loop import train
 
-    out = work / ("run-auto" if auto else "run-packed" if packing is True else "run")
+    out = work / (
+        "run-auto" if auto else "run-packed" if packing is True else "run-bf16" if bf16_autocast else "run"
+    )
     shutil.rmtree(out, ignore_errors=True)
     recipe = recipe_from_dict(
         {
@@ -262,7 +273,7 @@ def run_llm4rec(
             "train": {"output_dir": str(out), "max_steps": args.steps, "epochs": 1,
                       "micro_batch_size": "auto" if auto else args.micro, "batch_size": args.batch,
                       "learning_rate": 1e-4, "warmup_steps": 20, "resume": "never", "seed": args.seed,
-                      "auto_memory_gb": args.auto_memory_gb},
+                      "auto_memory_gb": args.auto_memory_gb, "bf16_autocast": bf16_autocast},
             "logging": {"progress_bar": False},
         }
     )  # fmt: skip
@@ -317,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4 if cuda else 3)
     ap.add_argument("--cutoff", type=int, default=512)
     ap.add_argument("--auto-memory-gb", type=float, default=24.0 if cuda else 0.0)
-    ap.add_argument("--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-packed,llm4rec-auto)")
+    ap.add_argument(
+        "--only", help="comma-separated contenders (trainer,llm4rec,llm4rec-packed,llm4rec-auto,llm4rec-bf16)"
+    )
     ap.add_argument(
         "--attn",
         default="auto",
@@ -357,9 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         with PeakMemory() as mem:
             if name == "trainer":
                 r = run_trainer(model_dir, rows, args)
-            elif name in ("llm4rec", "llm4rec-packed", "llm4rec-auto"):
-                packing = {"llm4rec": False, "llm4rec-packed": True}.get(name, "auto")
-                r = run_llm4rec(model_dir, subset, args.work, args, name == "llm4rec-auto", packing)
+            elif name in ("llm4rec", "llm4rec-packed", "llm4rec-auto", "llm4rec-bf16"):
+                packing = {"llm4rec": False, "llm4rec-packed": True, "llm4rec-bf16": False}.get(name, "auto")
+                bf16 = name == "llm4rec-bf16"
+                r = run_llm4rec(model_dir, subset, args.work, args, name == "llm4rec-auto", packing, bf16)
             else:
                 ap.error(f"--only: unknown contender {name!r}")
         r.update(mem.result)

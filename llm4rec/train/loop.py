@@ -313,7 +313,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
             batch = _micro_batch(run, batches[i])
             if n_running == 0:  # a new optimizer step: count its labelled tokens over every process
                 window_tokens = max(1, effective_batch_tokens(data.examples, batches[i : i + accum]))
-            part = loss_sum(model, batch) / window_tokens
+            with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=t.bf16_autocast):
+                part = loss_sum(model, batch) / window_tokens
             # DDP averages gradients over processes; each holds its shard's sum over the global count
             accelerator.backward(part * world)
             running += part.detach()

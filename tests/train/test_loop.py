@@ -95,6 +95,25 @@ def test_4bit_lora_training_reduces_loss_and_writes_a_loadable_adapter(tmp_path,
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (LoRA B starts at zero)
 
 
+def test_bf16_autocast_reaches_the_forward_and_trains_like_fp32(tmp_path, tiny_llama):
+    """``train.bf16_autocast``: the losses differ from the fp32 run's (the forward really runs in bf16) but
+    only by bf16 rounding, and the resolved recipe records the setting."""
+    losses = {}
+    for on in (False, True):
+        work = tmp_path / str(on)
+        work.mkdir()
+        summary = train(
+            recipe_from_dict(_recipe(work, tiny_llama, max_steps=4, eval_every=4, bf16_autocast=on))
+        )
+        out = Path(summary["output_dir"])
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[on] = [r["loss"] for r in records if "loss" in r]
+        assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["bf16_autocast"] is on
+    assert losses[True] != losses[False]
+    assert losses[True] == pytest.approx(losses[False], rel=0.02)
+    assert losses[True][-1] < losses[True][0]
+
+
 def test_resume_after_a_killed_run_matches_an_uninterrupted_run(tmp_path, tiny_llama):
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     clean_dir.mkdir()
