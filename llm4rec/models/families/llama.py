@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
+from llm4rec.io import read_json_object
 from llm4rec.models.families.base import llama_layout_family, tiny_decoder_config
 from llm4rec.models.templates import PromptTemplate, chatml
 
@@ -31,6 +32,21 @@ CHATML_SMOLLM2 = chatml(
 )
 
 
+def check_same_vocab(tokenizer_json: Path, model_file: Path, vocab: dict[str, int]) -> None:
+    """Refuse a ``tokenizer.json`` whose vocabulary gives a piece of ``model_file`` another id (or lacks it)."""
+    if not tokenizer_json.is_file():
+        return
+    their = read_json_object(tokenizer_json).get("model", {}).get("vocab")
+    if not isinstance(their, dict):
+        raise UserError(f"{tokenizer_json}: model.vocab: expected a BPE vocabulary beside {model_file.name}")
+    wrong = next((p for p, i in vocab.items() if their.get(p) != i), None)
+    if wrong is not None:
+        raise UserError(
+            f"{tokenizer_json}: model.vocab: {wrong!r} has id {their.get(wrong)}, {model_file.name} gives it "
+            f"{vocab[wrong]}; the two files are not the same tokenizer (remove the one that is not the model's)"
+        )
+
+
 def load_llama_tokenizer(path: Path) -> Any:
     """The tokenizer of a LLaMA-family directory, giving the original sentencepiece model's ids.
 
@@ -40,18 +56,20 @@ def load_llama_tokenizer(path: Path) -> Any:
     front of a leading space as sentencepiece does) and handed to ``AutoTokenizer``, so the result is the
     usual ``LlamaTokenizer`` with the directory's special tokens, BOS rule and chat template.
     ``AutoTokenizer`` alone (transformers 5.24) re-derives the merges another way and gives other ids on runs
-    of spaces: ``"a  b"`` is ``▁a ▁▁ b`` there and ``▁a ▁ ▁b`` in sentencepiece; on the real LLaMA
-    ``tokenizer.model`` 26 of 11,471 texts and 8 of 96 runs of repeated characters differ, none after this
-    (``scripts/compare_tokenizer_converters.py llama``). Special tokens written inside a text are cut out
-    first and each chunk between them is encoded by sentencepiece on its own (the slow ``LlamaTokenizer``
-    that TALLRec used did so).
+    of spaces: ``"a  b"`` is ``▁a ▁▁ b`` there and ``▁a ▁ ▁b`` in sentencepiece. Special tokens written
+    inside a text are cut out first and each chunk between them is encoded by sentencepiece on its own, as
+    the slow ``LlamaTokenizer`` that TALLRec used did (``AutoTokenizer`` gives the chunk after a special token
+    no dummy prefix). On the real LLaMA-1 and Llama-2 ``tokenizer.model`` (the same file), 17 of 13,468
+    texts (11 with runs of spaces, 6 with a special token inside) and 8 of 96 runs of repeated characters
+    differ with ``AutoTokenizer``, none with this (``scripts/compare_tokenizer_converters.py llama``).
 
     When the directory also has a ``tokenizer.json`` (a hub conversion, or a training output, which saves
     both), ``tokenizer.model`` still defines the ids: it is the release's original, and a ``tokenizer.json``
     re-loaded by ``LlamaTokenizer`` keeps its merges but not its pre-tokenizer, so it cannot be trusted to
-    reproduce sentencepiece. Every piece keeps the id ``tokenizer.model`` gives it, or the directory is
-    refused. Directories without ``tokenizer.model`` (byte-level BPE such as SmolLM2, GGUF imports) load
-    with ``AutoTokenizer`` unchanged.
+    reproduce sentencepiece. A ``tokenizer.json`` that gives a piece another id than ``tokenizer.model`` is
+    refused (:func:`check_same_vocab`) rather than silently overruled. Directories without
+    ``tokenizer.model`` (byte-level BPE such as SmolLM2, GGUF imports, training outputs written before this)
+    load with ``AutoTokenizer`` unchanged.
     """
     from transformers import AutoTokenizer
 
@@ -67,6 +85,7 @@ def load_llama_tokenizer(path: Path) -> Any:
     if proto.trainer_spec.model_type != 2:  # 2 = BPE; a unigram model is left to transformers
         return AutoTokenizer.from_pretrained(str(path))
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    check_same_vocab(path / "tokenizer.json", model_file, vocab)
     backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
     tok = AutoTokenizer.from_pretrained(str(path), tokenizer_object=backend)
     # special tokens are matched on the raw text, so that every chunk between them gets its own dummy
@@ -86,13 +105,6 @@ def load_llama_tokenizer(path: Path) -> Any:
             if t.special and t.normalized
         ]
     )
-    ids = tok.get_vocab()
-    wrong = next((p for p, i in vocab.items() if ids.get(p) != i), None)
-    if wrong is not None:
-        raise UserError(
-            f"{path}: the tokenizer files give {wrong!r} id {ids.get(wrong)}, {model_file.name} gives "
-            f"{vocab[wrong]}; remove the tokenizer.json that disagrees with {model_file.name}"
-        )
     return tok
 
 
