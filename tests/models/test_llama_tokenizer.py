@@ -128,3 +128,42 @@ def test_directory_without_tokenizer_model_loads_as_autotokenizer(tiny_llama):
     plain = AutoTokenizer.from_pretrained(tiny_llama)
     assert type(ours) is type(plain)
     assert ours(texts)["input_ids"] == plain(texts)["input_ids"]
+
+
+def test_prep_training_and_evaluation_share_the_sentencepiece_ids(tmp_path):
+    """A tiny model carrying LLaMA's tokenizer: prep's sizing, training and the run directory that evaluate
+    and show-prompt load all give sentencepiece's ids."""
+    from llm4rec.config import recipe_from_dict
+    from llm4rec.io import write_jsonl_atomic
+    from llm4rec.models.loading import load_prompt_settings
+    from llm4rec.models.tiny import build_tiny_model
+    from llm4rec.train.loop import train
+
+    src = shared_path("models", "llama-7b")
+    model = build_tiny_model("llama", tmp_path / "tiny", tokenizer_from=src, hidden_size=64, layers=1)
+    assert (model / "tokenizer.model").is_file()
+    texts = _corpus() + ref.RUNS
+    want = ref.chunked_sentencepiece_ids(src / "tokenizer.model", texts, add_bos=False)
+    prep_tok, _ = load_backbone_tokenizer(model)
+    assert prep_tok(texts, add_special_tokens=False)["input_ids"] == want
+    rows = make_tallrec_samples(8)
+    for row in rows:
+        row["input"] = row["input"].replace(", ", ",  ")  # runs of spaces inside the prompts
+    write_jsonl_atomic(tmp_path / "train.jsonl", rows[:4])
+    write_jsonl_atomic(tmp_path / "valid.jsonl", rows[4:])
+    recipe = {
+        "model": {"path": str(model), "family": "llama", "compute_dtype": "float32"},
+        "data": {"train": str(tmp_path / "train.jsonl"), "valid": str(tmp_path / "valid.jsonl")},
+        "train": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 1,
+            "micro_batch_size": 4,
+            "batch_size": 4,
+        },
+        "logging": {"progress_bar": False},
+    }
+    train(recipe_from_dict(recipe))
+    run_tok = load_prompt_settings(tmp_path / "run").tokenizer
+    assert (tmp_path / "run" / "tokenizer.model").is_file()
+    assert run_tok(texts, add_special_tokens=False)["input_ids"] == want
+    assert (run_tok.pad_token, run_tok.padding_side) == (prep_tok.pad_token, prep_tok.padding_side)
