@@ -11,7 +11,7 @@ from llm4rec.errors import UserError
 from llm4rec.models.loading import load_backbone_tokenizer, load_tokenizer, read_tokenizer, save_tokenizer
 from llm4rec.models.registry import TEMPLATES, get_family
 from tests.conftest import SHARED, make_tallrec_samples, shared_path
-from tests.fixtures.legacy_originals import TINY_CORPUS, tiny_corpus, train_tiny_sentencepiece
+from tests.fixtures.legacy_originals import SP_BPE_OPTIONS, TINY_CORPUS, tiny_corpus, train_tiny_sentencepiece
 from tests.models.legacy import _reference_qwen_baichuan as ref
 
 LLAMA = get_family("llama")
@@ -69,20 +69,8 @@ def _tiny_llama_sentencepiece(out: Path) -> Path:
     """A directory like LLaMA's release: a small sentencepiece BPE trained with LLaMA's settings, its
     ``tokenizer_config.json`` and a LLaMA ``config.json``."""
     out.mkdir()
-    model = train_tiny_sentencepiece(
-        tiny_corpus(seed=3) + ["runs  of   spaces    here", "   leading", "trailing   "],
-        600,
-        model_type="bpe",
-        normalization_rule_name="identity",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-    )
+    lines = tiny_corpus(seed=3) + ["runs  of   spaces    here", "   leading", "trailing   "]
+    model = train_tiny_sentencepiece(lines, 600, **SP_BPE_OPTIONS)
     (out / "tokenizer.model").write_bytes(model)
     config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}
     (out / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
