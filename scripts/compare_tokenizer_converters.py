@@ -3,12 +3,13 @@
     python scripts/compare_tokenizer_converters.py                 # every family found in ../shared/models
     python scripts/compare_tokenizer_converters.py qwen baichuan   # some of them
 
-The references are the original tokenizers' own algorithms, as the tests state them: tiktoken with Qwen-1's
+The references are the original tokenizers' own algorithms, as the tests state them: sentencepiece on each
+chunk between special tokens (LLaMA-1 / Llama-2, as TALLRec's slow LlamaTokenizer), tiktoken with Qwen-1's
 pattern and special tokens after NFC, sentencepiece on each chunk between special tokens (Baichuan),
 sentencepiece on the whole text (ChatGLM2/3), sentencepiece after icetk's pre-processing (ChatGLM-6B). The
 texts are the tests' corpora, the prompt templates and MovieLens titles, tags and a 300-title block (from
 ``../shared/data/ml-latest-small`` when present), then 96 runs of repeated characters. The counts are quoted
-in the docstrings of ``llm4rec/models/legacy/_tok_*.py``.
+in the docstrings of ``llm4rec/models/legacy/_tok_*.py`` and ``llm4rec/models/families/llama.py``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FAMILIES = ("qwen", "baichuan", "chatglm2", "chatglm")
-RUNS = [ch * n for ch in ("a", "哈", "1", "ab", "=", " ", "\n", "的") for n in (2, 3, 5, 18, 27, 30, 50, 80)]
-RUNS += [p + r for p in ("x ", "你好世界 ") for r in RUNS[:16]]
+from tests.models.legacy._reference_qwen_baichuan import RUNS  # noqa: E402
+
+FAMILIES = ("llama", "qwen", "baichuan", "chatglm2", "chatglm")
 
 Encoder = Callable[[list[str]], list[list[int]]]
 
@@ -51,6 +52,33 @@ def backend_of(model_file: Path) -> Encoder:
 def plain(tk) -> Encoder:
     """A ``tokenizers.Tokenizer`` as an encoder (no special tokens added)."""
     return lambda texts: [e.ids for e in tk.encode_batch(texts, add_special_tokens=False)]
+
+
+def llama(models: Path, movielens: list[str]) -> None:
+    from transformers import AutoTokenizer
+
+    from llm4rec.models.loading import read_tokenizer
+    from llm4rec.models.registry import get_family
+    from tests.models import test_llama_tokenizer
+    from tests.models.legacy._reference_qwen_baichuan import chunked_sentencepiece_ids
+
+    for name in ("llama-7b", "llama-2-7b"):
+        src = models / name
+        if not (src / "tokenizer.model").is_file():
+            continue
+        auto = AutoTokenizer.from_pretrained(src)
+        ours = read_tokenizer(src, get_family("llama"))
+        contenders = {
+            "transformers AutoTokenizer (LlamaTokenizer)": lambda t, tok=auto: tok(
+                t, add_special_tokens=False
+            )["input_ids"],
+            "llm4rec (transformers' build_tokenizer_from_spm_proto)": lambda t, tok=ours: tok(
+                t, add_special_tokens=False
+            )["input_ids"],
+        }
+        print(f"{name}: sentencepiece on each chunk between <unk> <s> </s>")
+        for texts in (test_llama_tokenizer._corpus() + movielens, RUNS):
+            show(texts, chunked_sentencepiece_ids(src / "tokenizer.model", texts, add_bos=False), contenders)
 
 
 def qwen(models: Path, movielens: list[str]) -> None:

@@ -129,12 +129,34 @@ def answer_words(
     return prefix + pos, prefix + neg
 
 
-def load_tokenizer(path: str | Path, family: BackboneFamily) -> Any:
-    """Load a tokenizer and give it a pad token following the family's rule (never silently EOS for LLaMA)."""
+def read_tokenizer(path: str | Path, family: BackboneFamily) -> Any:
+    """The tokenizer of a directory as the family reads it (its ``tokenizer_loader``, else ``AutoTokenizer``),
+    without :func:`load_tokenizer`'s pad token."""
     from transformers import AutoTokenizer
 
+    if family.tokenizer_loader is not None:
+        return family.tokenizer_loader(Path(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def save_tokenizer(tokenizer: Any, out: str | Path) -> None:
+    """``save_pretrained`` plus the original sentencepiece ``tokenizer.model`` the tokenizer was read from.
+
+    transformers 5 writes ``tokenizer.json`` alone, and a family's ``tokenizer_loader`` may rebuild the
+    tokenizer from the original file rather than trust ``tokenizer.json`` (LLaMA's does): kept beside it,
+    the saved directory (a training output) reloads with the ids the tokenizer had when it was saved.
+    """
+    tokenizer.save_pretrained(str(out))
+    vocab_file = getattr(tokenizer, "vocab_file", None)
+    if vocab_file and Path(vocab_file).name == "tokenizer.model" and Path(vocab_file).is_file():
+        tokenizer.save_vocabulary(str(out))
+
+
+def load_tokenizer(path: str | Path, family: BackboneFamily) -> Any:
+    """Load a tokenizer (:func:`read_tokenizer`) and give it a pad token following the family's rule (never
+    silently EOS for LLaMA)."""
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = read_tokenizer(path, family)
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot load a tokenizer ({str(exc).splitlines()[0]})") from None
     if tok.pad_token is None:

@@ -120,14 +120,16 @@ def build_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tiny random model of ``family`` plus its tokenizer to ``out`` (atomically); return ``out``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from llm4rec.models.loading import read_tokenizer, save_tokenizer
 
     fam = get_family(family)
     if fam.tiny_config is None:
         raise UserError(f"--family: {family!r} has no tiny configuration (families with one: llama, qwen2)")
     if tokenizer_from is not None:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+            tokenizer = read_tokenizer(tokenizer_from, fam)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"--tokenizer-from: cannot load a tokenizer from {tokenizer_from} ({exc})"
@@ -153,7 +155,7 @@ def build_tiny_model(
     out = Path(out)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     return out
 
 

@@ -41,6 +41,7 @@ from llm4rec.models.loading import (
     resolve_family,
     resolve_model_path,
     resolve_template,
+    save_tokenizer,
 )
 from llm4rec.models.paths import require_model_dir
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
@@ -488,7 +489,7 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
-        run.tokenizer.save_pretrained(str(out))
+        save_tokenizer(run.tokenizer, out)
         write_json_atomic(
             out / "llm4rec.json",
             {"family": run.family.name, "template": run.template.name, "answers": run.answers},

@@ -82,11 +82,13 @@ def pretrain(
     progress: bool = True,
 ) -> dict:
     """Train every weight of ``model_dir`` on the ``corpus`` files for ``steps`` steps; save to ``out``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from llm4rec.models.loading import read_tokenizer, resolve_family, save_tokenizer
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = read_tokenizer(model_dir, resolve_family(str(model_dir)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.train()
@@ -110,7 +112,7 @@ def pretrain(
         bar.set_postfix(loss=f"{loss_val:.3f}")
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     return {"final_loss": loss_val, "seconds": time.time() - t0, "documents": len(docs)}
 
 

@@ -54,6 +54,9 @@ class BackboneFamily:
     #: ``write_tokenizer(src, out, config)``: the converted tokenizer of an original release written to
     #: ``out`` without converting any weights (``config`` is the release's ``config.json`` dict)
     write_tokenizer: Callable[[Path, Path, dict[str, Any]], None] | None = None
+    #: ``load_tokenizer(path) -> tokenizer`` for families where ``AutoTokenizer.from_pretrained(path)`` gives
+    #: other ids than the release's original tokenizer (None: ``AutoTokenizer`` as it is)
+    tokenizer_loader: Callable[[Path], Any] | None = None
     #: the kind of tokenizer ``llm4rec tiny-model`` trains: "sentencepiece" (LLaMA-style byte-fallback BPE)
     #: or "byte_level" (GPT-2-style byte-level BPE with ChatML's special tokens)
     tiny_tokenizer: str = "sentencepiece"

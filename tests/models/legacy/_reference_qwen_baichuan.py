@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,32 @@ MIXED_CORPUS = [
     "\n",
     "a",
 ]
+
+
+#: runs of repeated characters (and the same after a short word), where byte-pair merging is most fragile
+RUNS = [ch * n for ch in ("a", "哈", "1", "ab", "=", " ", "\n", "的") for n in (2, 3, 5, 18, 27, 30, 50, 80)]
+RUNS += [p + r for p in ("x ", "你好世界 ") for r in RUNS[:16]]
+
+
+def chunked_sentencepiece_ids(model_file: Path, texts: list[str], add_bos: bool) -> list[list[int]]:
+    """Ids as the original slow tokenizers (BaichuanTokenizer, TALLRec's LlamaTokenizer) compute them: special
+    tokens cut out of the text, every other chunk encoded by sentencepiece on its own, BOS in front when
+    configured."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    specials = ["<unk>", "<s>", "</s>"]
+    split = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
+    out = []
+    for text in texts:
+        ids = [sp.bos_id()] if add_bos else []
+        for chunk in split.split(text):
+            if chunk in specials:
+                ids.append(sp.piece_to_id(chunk))
+            elif chunk:
+                ids.extend(sp.encode(chunk))
+        out.append(ids)
+    return out
 
 
 def movielens_texts(shared: Path) -> list[str]:

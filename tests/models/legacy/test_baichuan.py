@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -29,24 +28,7 @@ TOL = 1e-4
 FAMILIES = ["baichuan", "baichuan2"]
 
 
-def _original_ids(model_file: Path, texts: list[str], add_bos: bool) -> list[list[int]]:
-    """Ids as the original BaichuanTokenizer computes them: special tokens cut out of the text, every other
-    chunk encoded by sentencepiece on its own, BOS in front when configured."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
-    specials = ["<unk>", "<s>", "</s>"]
-    split = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
-    out = []
-    for text in texts:
-        ids = [sp.bos_id()] if add_bos else []
-        for chunk in split.split(text):
-            if chunk in specials:
-                ids.append(sp.piece_to_id(chunk))
-            elif chunk:
-                ids.extend(sp.encode(chunk))
-        out.append(ids)
-    return out
+_original_ids = ref.chunked_sentencepiece_ids
 
 
 def _corpus() -> list[str]:
