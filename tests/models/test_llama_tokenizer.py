@@ -118,6 +118,30 @@ def test_directory_without_tokenizer_model_loads_as_autotokenizer(tiny_llama):
     assert ours(texts)["input_ids"] == plain(texts)["input_ids"]
 
 
+def test_a_tokenizer_model_that_is_not_sentencepiece_beside_tokenizer_json_is_left_to_autotokenizer(
+    tmp_path, tiny_llama
+):
+    """Llama-3 ships a tiktoken-format ``tokenizer.model``: with a ``tokenizer.json`` beside it, the directory
+    loads as before; without one it is one error naming the file."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from llm4rec.errors import UserError
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_llama, copy)
+    (copy / "tokenizer.model").write_text("IQ== 0\nIg== 1\n")  # tiktoken's base64-token-rank lines
+    texts = _corpus()[:50]
+    assert (
+        read_tokenizer(copy, LLAMA)(texts)["input_ids"]
+        == AutoTokenizer.from_pretrained(tiny_llama)(texts)["input_ids"]
+    )
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="tokenizer.model: not a sentencepiece model"):
+        read_tokenizer(copy, LLAMA)
+
+
 def test_prep_training_and_evaluation_share_the_sentencepiece_ids(tmp_path):
     """A tiny model carrying LLaMA's tokenizer: prep's sizing, training and the run directory that evaluate
     and show-prompt load all give sentencepiece's ids."""

@@ -81,7 +81,14 @@ def load_llama_tokenizer(path: Path) -> Any:
 
     from llm4rec.models.legacy.checkpoint_io import load_sp_proto
 
-    proto = load_sp_proto(model_file)
+    try:
+        proto = load_sp_proto(model_file)
+    except UserError:
+        if (
+            path / "tokenizer.json"
+        ).is_file():  # e.g. Llama-3's tiktoken file copied beside its tokenizer.json
+            return AutoTokenizer.from_pretrained(str(path))
+        raise
     if proto.trainer_spec.model_type != 2:  # 2 = BPE; a unigram model is left to transformers
         return AutoTokenizer.from_pretrained(str(path))
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}

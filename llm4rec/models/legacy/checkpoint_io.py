@@ -259,4 +259,6 @@ def load_sp_proto(path: Path) -> Any:
         proto.ParseFromString(Path(path).read_bytes())
     except Exception as exc:  # protobuf raises its own DecodeError
         raise UserError(f"{path}: not a sentencepiece model ({exc})") from None
+    if not proto.pieces:  # protobuf parses many other files as an empty message
+        raise UserError(f"{path}: not a sentencepiece model (no pieces)")
     return proto
