@@ -15,7 +15,6 @@ turns the answer logits into probabilities.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,21 +28,15 @@ from llm4rec.models.templates import PromptTemplate
 
 #: the task-level scoring API; ScoringStats is what callers pass as ``stats=``
 __all__ = [
-    "INDEX_LETTERS",
-    "POINTWISE_INSTRUCTION",
     "ScoringStats",
     "answer_logits",
     "encode_prompts",
     "fit_prompts",
-    "history_text",
     "pointwise_samples",
     "score_binary",
     "score_choices",
     "score_pointwise",
 ]
-
-#: index labels for listwise ranking (LlamaRec shows candidates as A., B., ...)
-INDEX_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 # ------------------------------------------------------------------------------------------------ tokens
@@ -182,7 +175,10 @@ def score_choices(
         raise UserError("no samples to score")
     counts = [_n_candidates(s, i) for i, s in enumerate(samples)]
     k = max(counts)
-    labels = list(labels or INDEX_LETTERS)
+    # the ranking task's own letters (imported here: task modules load polars, which binary scoring never needs)
+    from llm4rec.data.tasks.ranking import LETTERS
+
+    labels = list(labels or LETTERS)
     if k > len(labels):
         raise UserError(f"a sample has {k} candidates but only {len(labels)} index labels exist")
     logits = answer_logits(
@@ -243,63 +239,35 @@ def score_pointwise(
     )
 
 
-#: the Yes/No question asked per candidate when a ranking sample brings no ``pointwise_inputs``
-POINTWISE_INSTRUCTION = 'Given the user\'s history, identify whether the user will choose the candidate by answering "Yes." or "No.".'
-_POOL_LINE = re.compile(r"^\(?[A-Z][.)] ")  # "A. " (compact), "(A) " (full), "A) "
-
-
-def history_text(ranking_input: str) -> str | None:
-    """The part of a listwise prompt's input before its lettered candidate pool (and the pool's header line)."""
-    lines = ranking_input.split("\n")
-    first = next((j for j, line in enumerate(lines) if _POOL_LINE.match(line)), None)
-    if first is None:
-        return None
-    head = lines[:first]
-    if head and head[-1].rstrip().endswith(":"):
-        head = head[:-1]
-    return "\n".join(head).strip() or None
-
-
-def pointwise_samples(samples: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+def pointwise_samples(
+    samples: Sequence[dict[str, Any]], sources: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], list[int], list[int]]:
     """Expand listwise ranking samples into one Yes/No sample per candidate.
 
     A sample's ``pointwise_inputs`` (one input per candidate, with an optional ``pointwise_instruction``)
-    are used as given. Otherwise the input is derived from the listwise prompt: its history (the text
-    before the lettered pool) and ``Candidate: "<title>"`` from ``candidate_titles``, under
-    :data:`POINTWISE_INSTRUCTION` (English). All candidates of a sample share the history, so
-    :func:`score_pointwise` computes it once. Returns (samples, owner index per row, candidates per sample).
+    are used as given. Otherwise the ranking task builds them from the sample's structured fields
+    (:func:`llm4rec.data.tasks.ranking.pointwise_prompts`: the question in the sample's language, its
+    history part, each candidate's title). All candidates of a sample share the history, so
+    :func:`score_pointwise` computes it once. ``sources`` name each sample in errors (``file:line``).
+    Returns (samples, owner index per row, candidates per sample).
     """
+    from llm4rec.data.tasks.ranking import pointwise_prompts
+
     rows: list[dict[str, Any]] = []
     owner: list[int] = []
     counts: list[int] = []
     for i, s in enumerate(samples):
         n = _n_candidates(s, i)
+        where = sources[i] if sources is not None else f"sample {i + 1}"
         inputs = s.get("pointwise_inputs")
-        instruction = s.get("pointwise_instruction", s.get("instruction", ""))
-        extra: dict[str, Any] = {}
         if inputs is None:
-            titles = s.get("candidate_titles")
-            history = history_text(str(s.get("input", "")))
-            if not isinstance(titles, list) or len(titles) != n or history is None:
-                raise UserError(
-                    f"sample {i + 1}: pointwise ranking needs 'pointwise_inputs' (one Yes/No input per candidate), "
-                    "or 'candidate_titles' and an input whose candidates are lettered lines ('A. ...'); use "
-                    "--rank-method letters, or score a grouped Yes/No file with --group-by"
-                )
-            inputs = [f'{history}\nCandidate: "{t}"' for t in titles]
-            instruction = POINTWISE_INSTRUCTION
-            text = str(s.get("input", ""))
-            spans = s.get("history_spans") or []
-            # the history keeps its place at the start, so its items stay droppable
-            if (
-                spans
-                and text.startswith(history)
-                and all(isinstance(x, (list, tuple)) and len(x) == 3 and x[2] <= len(history) for x in spans)
-            ):
-                extra = {"history_spans": spans}
-        if not isinstance(inputs, list) or len(inputs) != n:
-            raise UserError(f"sample {i + 1}: 'pointwise_inputs' must hold one input per candidate ({n})")
-        rows.extend({"instruction": instruction, "input": text, **extra} for text in inputs)
+            built = pointwise_prompts(s, where)
+        elif not isinstance(inputs, list) or len(inputs) != n:
+            raise UserError(f"{where}: 'pointwise_inputs' must hold one input per candidate ({n})")
+        else:
+            instruction = s.get("pointwise_instruction", s.get("instruction", ""))
+            built = [{"instruction": instruction, "input": text} for text in inputs]
+        rows.extend(built)
         owner.extend([i] * n)
         counts.append(n)
     return rows, owner, counts

@@ -2,6 +2,7 @@
 
     llm4rec show-prompt --checkpoint runs/a --data data/ml100k/ranking/test.jsonl --index 0
     llm4rec show-prompt --checkpoint /models/llama-7b --data test.jsonl --index 3 --cutoff-len 384
+    llm4rec show-prompt --checkpoint runs/a --data ranking/test.jsonl --index 0 --rank-method pointwise --candidate J
 
 The prompt is fitted exactly as training, validation and ``llm4rec evaluate`` fit it
 (:func:`llm4rec.data.tokenize.fit_prompt`) and printed decoded from its token ids, followed by one line::
@@ -11,6 +12,10 @@ The prompt is fitted exactly as training, validation and ``llm4rec evaluate`` fi
 P counts the template text before the instruction with the tokenizer's special prefix, I the instruction,
 X the kept history items (the prompt's length minus its length with no history), and Q the rest: the
 question, the candidates and the template text up to where the answer starts. T = P + I + X + Q.
+
+With ``--rank-method pointwise`` a ranking sample is shown as ``llm4rec evaluate --rank-method pointwise``
+scores it: the Yes/No prompt of one candidate (``--candidate``: its index letter, or its 0-based position),
+built by :func:`llm4rec.eval.scoring.pointwise_samples`.
 """
 
 from __future__ import annotations
@@ -87,7 +92,45 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--lang", choices=("en", "zh"), default=None, help="template language of a bare model (default en)"
     )
+    ap.add_argument(
+        "--rank-method",
+        choices=("letters", "pointwise"),
+        default="letters",
+        help="ranking samples: the listwise prompt (default) or one candidate's Yes/No prompt, as evaluate "
+        "scores them",
+    )
+    ap.add_argument(
+        "--candidate",
+        default=None,
+        help="with --rank-method pointwise: the candidate, by index letter (A, B, ...) or 0-based position",
+    )
     return ap
+
+
+def candidate_index(text: str, n: int) -> int:
+    """The 0-based position named by ``--candidate`` (an index letter or a number) in a pool of ``n``."""
+    from llm4rec.data.tasks.ranking import LETTERS
+
+    t = text.strip()
+    if t.isdigit():
+        j = int(t)
+    elif len(t) == 1 and t.upper() in LETTERS:
+        j = LETTERS.index(t.upper())
+    else:
+        raise UserError(f"--candidate {text!r}: give an index letter (A, B, ...) or a 0-based position")
+    if j >= n:
+        raise UserError(f"--candidate {text!r}: the sample has {n} candidates (A to {LETTERS[n - 1]})")
+    return j
+
+
+def pointwise_sample(sample: dict[str, Any], candidate: str | None, where: str) -> dict[str, Any]:
+    """The Yes/No sample of one candidate of a ranking sample, exactly as pointwise scoring builds it."""
+    from llm4rec.eval.scoring import pointwise_samples
+
+    if candidate is None:
+        raise UserError("--rank-method pointwise: name the candidate with --candidate LETTER")
+    flat, _, counts = pointwise_samples([sample], sources=[where])
+    return flat[candidate_index(candidate, counts[0])]
 
 
 @exit_on_user_error
@@ -103,8 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.index < len(rows):
         raise UserError(f"--index {args.index}: {args.data} holds {len(rows)} samples (0 to {len(rows) - 1})")
     where = f"{args.data}:{line_numbers(args.data)[args.index]}"
+    sample = rows[args.index]
+    if args.rank_method == "pointwise":
+        sample = pointwise_sample(sample, args.candidate, where)
+    elif args.candidate is not None:
+        raise UserError("--candidate: only with --rank-method pointwise")
     ps = load_prompt_settings(args.checkpoint, cutoff_len=args.cutoff_len, lang=args.lang)
-    b = prompt_breakdown(ps.tokenizer, ps.template, rows[args.index], ps.cutoff_len, where)
+    b = prompt_breakdown(ps.tokenizer, ps.template, sample, ps.cutoff_len, where)
     print(b["text"])
     print(tokens_line(b))
     return 0

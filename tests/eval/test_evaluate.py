@@ -121,6 +121,8 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
                 "target_index": i % 5,
                 "user_id": i,
                 "task": "ranking",
+                # where the history ends: pointwise scoring keeps the input up to its newest item
+                "history_spans": r["history_spans"],
             }
         )
     data = write_jsonl(tmp_path / "rank.jsonl", rows)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm4rec.data.tokenize import TruncationStats, encode_prompt, fit_prompt, render_prompt
+from llm4rec.data.tokenize import TruncationStats, drop_history, encode_prompt, fit_prompt, render_prompt
 from llm4rec.errors import UserError
 from llm4rec.eval.scoring import (
     ScoringStats,
     encode_prompts,
     fit_prompts,
-    history_text,
     pointwise_samples,
     score_binary,
     score_choices,
@@ -211,38 +210,68 @@ def test_prefix_helpers():
     assert unique_prefix_tokens([[1, 2, 3], [1, 2, 5], [9, 9], [1, 2]]) == 6
 
 
-def test_pointwise_rows_keep_the_history_droppable():
-    rows = []
-    for r in make_tallrec_samples(3, seed=8):
-        listing = "\n".join(f"{chr(65 + j)}. Film {j} (Drama)" for j in range(3))
-        rows.append(
-            {
-                "instruction": "Pick.",
-                "input": r["input"] + "\nCandidates:\n" + listing,
-                "candidates": [0, 1, 2],
-                "candidate_titles": [f"Film {j} (Drama)" for j in range(3)],
-                "history_spans": r["history_spans"],
-            }
-        )
-    flat, owner, _ = pointwise_samples(rows)
-    assert [f["history_spans"] for f in flat] == [rows[o]["history_spans"] for o in owner]
-    for f, o in zip(flat, owner):
+@pytest.fixture(scope="module")
+def ranking_rows(tmp_path_factory):
+    """Test samples of the ranking task as prep writes them, in English and in Chinese (10 candidates)."""
+    from tests.data.logs import random_events, read, run, write_ml100k
+
+    d = tmp_path_factory.mktemp("ranking")
+    src = write_ml100k(d / "src", random_events(12, 40, seed=4, lo=12, hi=20), 40)
+    out = {}
+    for lang in ("en", "zh"):
+        argv = ["--src", src, "--out", d / lang, "--task", "ranking", "--candidates", "10", "--lang", lang]
+        assert run("movielens", *argv) == 0
+        out[lang] = read(d / lang / "ranking" / "test.jsonl")
+    return out
+
+
+def test_pointwise_english_prompts_are_the_history_then_the_candidate(ranking_rows):
+    rows = ranking_rows["en"]
+    flat, owner, counts = pointwise_samples(rows)
+    assert counts == [10] * len(rows) and owner == [i for i in range(len(rows)) for _ in range(10)]
+    question = 'Given the user\'s history, identify whether the user will choose the candidate by answering "Yes." or "No.".'
+    for j, f in enumerate(flat):
+        row = rows[owner[j]]
+        history = row["input"].split("\nCandidate pool:\n")[0]
+        assert f["instruction"] == question
+        assert f["input"] == f'{history}\nCandidate: "{row["candidate_titles"][j % 10]}"'
+        # the history keeps its place at the start, so its items stay droppable
         spans = f["history_spans"]
-        assert [f["input"][s:e] for s, e, _ in spans] == [rows[o]["input"][s:e] for s, e, _ in spans]
-    # a leading blank line is stripped from the derived history, which would shift every span: not carried
-    moved = [dict(rows[0], input="\n" + rows[0]["input"])]
-    assert "history_spans" not in pointwise_samples(moved)[0][0]
+        assert spans == row["history_spans"] and len(spans) == len(row["history"]) > 0
+        assert [f["input"][s:e] for s, e, _ in spans] == [row["input"][s:e] for s, e, _ in spans]
 
 
-@pytest.mark.parametrize(
-    "pool",
-    [
-        "A. Kull the Conqueror\nB. Nell",  # prep's compact format
-        '(A) "Kull the Conqueror (1997)"\n(B) "Nell (1994)"',  # prep's full format
-        "A) Kull the Conqueror\nB) Nell",
-    ],
-)
-def test_history_text_finds_every_candidate_format(pool):
-    text = 'User history: "Birdcage, The", "Home Alone"\nCandidate pool:\n' + pool
-    assert history_text(text) == 'User history: "Birdcage, The", "Home Alone"'
-    assert history_text('User history: "Nell"\nno lettered pool') is None
+def test_pointwise_chinese_prompts_ask_in_chinese_without_the_pool_header(ranking_rows):
+    rows = ranking_rows["zh"]
+    flat, owner, _ = pointwise_samples(rows)
+    for j, f in enumerate(flat):
+        row = rows[owner[j]]
+        history = row["input"].split("\n候选池：\n")[0]
+        assert row["lang"] == "zh" and history.startswith("用户历史：")
+        assert f["instruction"] == "根据用户的历史记录，判断用户是否会选择该候选项，请回答“是”或“否”。"
+        assert f["input"] == f"{history}\n候选：“{row['candidate_titles'][j % 10]}”"
+        assert "候选池" not in f["input"] and "Candidate" not in f["input"]
+    # a prompt fitted to a small budget drops history items from every candidate's prompt alike
+    fitted = drop_history(flat[0], 2)
+    assert fitted["input"].endswith(flat[0]["input"].rsplit("\n", 1)[1])
+    assert len(fitted["history_spans"]) == len(flat[0]["history_spans"]) - 2
+
+
+def test_pointwise_prompts_of_older_or_broken_samples(ranking_rows):
+    row = ranking_rows["zh"][0]
+    # samples written before 'lang' existed are scored as before: the English question
+    old = {k: v for k, v in row.items() if k != "lang"}
+    assert pointwise_samples([old])[0][0]["instruction"].startswith("Given the user's history")
+    # every history item dropped: the header alone is the history part
+    bare = drop_history(row, len(row["history_spans"]))
+    assert pointwise_samples([bare])[0][0]["input"] == f"用户历史：\n候选：“{row['candidate_titles'][0]}”"
+    with pytest.raises(UserError, match=r"^x\.jsonl:3: pointwise ranking needs the sample's 'history_spans'"):
+        pointwise_samples([{k: v for k, v in row.items() if k != "history_spans"}], sources=["x.jsonl:3"])
+    with pytest.raises(UserError, match="sample 1: 'lang' is 'fr'"):
+        pointwise_samples([dict(row, lang="fr")])
+    moved = dict(row, input=row["input"][:20])  # the input edited after prep: its spans no longer fit
+    with pytest.raises(UserError, match="history_spans entry"):
+        pointwise_samples([moved])
+    # a sample bringing its own Yes/No inputs keeps them
+    own = dict(row, pointwise_inputs=[f"q{j}" for j in range(10)], pointwise_instruction="Q?")
+    assert [f["input"] for f in pointwise_samples([own])[0]] == [f"q{j}" for j in range(10)]

@@ -133,3 +133,38 @@ def test_real_ml100k_ranking_with_the_llama_tokenizer(tmp_path, capsys):
     assert re.search(
         rf"{re.escape(str(full))}:1: the prompt needs \d+ tokens with all 10 history items dropped", err
     )
+
+
+def test_pointwise_shows_one_candidates_yes_no_prompt_as_scoring_builds_it(tiny_llama, tmp_path, capsys):
+    from llm4rec.eval.scoring import fit_prompts, pointwise_samples
+    from tests.data.logs import random_events, run, write_ml100k
+
+    src = write_ml100k(tmp_path / "src", random_events(10, 40, seed=7, lo=12, hi=18), 40)
+    argv = ["--src", src, "--out", tmp_path / "out", "--task", "ranking", "--candidates", "10"]
+    assert run("movielens", *argv) == 0
+    data = tmp_path / "out" / "ranking" / "test.jsonl"
+    row = json.loads(data.read_text(encoding="utf-8").splitlines()[1])
+    ps = load_prompt_settings(tiny_llama)
+    flat, _, _ = pointwise_samples([row])
+    shown = {}
+    for cand, j in (("J", 9), ("0", 0), ("a", 0)):
+        code, out, err = show(
+            ["--checkpoint", tiny_llama, "--data", data, "--index", 1, "--rank-method", "pointwise"]
+            + ["--candidate", cand],
+            capsys,
+        )
+        assert code == 0, err
+        text, (t, *_rest) = parse(out)
+        ids = fit_prompts(ps.tokenizer, ps.template, [flat[j]], ps.cutoff_len)[0]
+        assert text == ps.tokenizer.decode(ids) and t == len(ids)
+        assert flat[j]["input"].endswith(f'Candidate: "{row["candidate_titles"][j]}"')
+        shown[cand] = text
+    assert shown["0"] == shown["a"] != shown["J"]
+    base = ["--checkpoint", tiny_llama, "--data", data, "--index", 1]
+    for extra, msg in (
+        (["--rank-method", "pointwise"], "name the candidate with --candidate"),
+        (["--rank-method", "pointwise", "--candidate", "K"], "has 10 candidates (A to J)"),
+        (["--candidate", "B"], "only with --rank-method pointwise"),
+    ):
+        code, out, err = show(base + extra, capsys)
+        assert code == 2 and out == "" and msg in err and err.count("\n") == 1

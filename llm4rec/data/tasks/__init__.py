@@ -31,8 +31,9 @@ Task-specific fields:
 * ``tallrec`` (:mod:`.tallrec`): ``output`` is ``Yes.`` / ``No.`` (``是`` / ``否`` with ``--lang zh``).
 * ``ranking`` (:mod:`.ranking`): ``candidates`` (item ids of the pool, in the order shown),
   ``candidate_titles`` (their whole titles, however ``--candidate-format`` / ``--max-title-tokens``
-  show them in ``input``), ``target_index`` (0-based position of the target); ``output`` is the
-  target's index letter (``A`` for position 0).
+  show them in ``input``), ``target_index`` (0-based position of the target), ``lang`` (the prompt
+  language: pointwise scoring asks each candidate's Yes/No question in it, see
+  :func:`.ranking.pointwise_prompts`); ``output`` is the target's index letter (``A`` for position 0).
 * ``instructrec`` (:mod:`.instructrec`): ``template_id`` (``<lang>-<form>-<preference>-<intention>``),
   ``form``, ``preference``, ``intention``; ``candidates`` (pointwise: the item shown; pairwise and
   reranking: the pool; matching: null) and ``target_index`` (pairwise and reranking, else null).

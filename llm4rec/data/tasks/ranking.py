@@ -72,6 +72,17 @@ INPUT = {
     "en": "User history: {history}\nCandidate pool:\n{pool}",
     "zh": "用户历史：{history}\n候选池：\n{pool}",
 }
+#: pointwise ranking (``llm4rec evaluate --rank-method pointwise``): the Yes/No question asked of each
+#: candidate on its own, and its input: the sample's history part, then the candidate's whole title
+POINTWISE_INSTRUCTION = {
+    "en": 'Given the user\'s history, identify whether the user will choose the candidate by answering "Yes." '
+    'or "No.".',
+    "zh": "根据用户的历史记录，判断用户是否会选择该候选项，请回答“是”或“否”。",
+}
+POINTWISE_INPUT = {
+    "en": '{history}\nCandidate: "{title}"',
+    "zh": "{history}\n候选：“{title}”",
+}
 
 
 def letters(k: int) -> list[str]:
@@ -252,6 +263,7 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         list_of(ctx.item_ids, kept_pool, "candidates"),
         list_of(ctx.titles, kept_pool, "candidate_titles"),
         pl.col("_pos").alias("target_index"),
+        pl.lit(ctx.lang).alias("lang"),
     )
     return rows, {"dropped_target_not_in_candidates": int((~keep).sum())}
 
@@ -263,3 +275,55 @@ def summary(ctx: TaskContext) -> dict[str, Any]:
         out["max_title_tokens"] = int(ctx.options["max_title_tokens"])
         out["titles_shortened"] = int(ctx.options.get("_titles_shortened", 0))
     return out
+
+
+def sample_lang(sample: dict[str, Any], where: str = "sample") -> str:
+    """The prompt language of a ranking sample (its ``lang`` field; samples prepared before the field
+    existed are read as English, the question they were scored with)."""
+    lang = sample.get("lang", "en")
+    if lang not in INPUT:
+        raise UserError(f"{where}: 'lang' is {lang!r}; expected one of {', '.join(INPUT)}")
+    return lang
+
+
+def history_part(sample: dict[str, Any], where: str = "sample") -> str:
+    """The history part of a ranking sample's input (its header and the history list, without the
+    candidate pool), found from the sample's ``history_spans``: the input up to the end of its newest
+    history item, or only the header of :data:`INPUT` when every item was dropped to fit a budget."""
+    from llm4rec.data.tokenize import history_spans
+
+    if "history_spans" not in sample:
+        raise UserError(
+            f"{where}: pointwise ranking needs the sample's 'history_spans' (written by prep) or "
+            "'pointwise_inputs' (one Yes/No input per candidate)"
+        )
+    spans = history_spans(sample, where)
+    text = str(sample.get("input", ""))
+    end = (
+        max(e for _, e, _ in spans) if spans else literal_chars(INPUT[sample_lang(sample, where)], "history")
+    )
+    return text[:end].rstrip()
+
+
+def pointwise_prompts(sample: dict[str, Any], where: str = "sample") -> list[dict[str, Any]]:
+    """One Yes/No sample per candidate of a ranking sample, in pool order: :data:`POINTWISE_INSTRUCTION`
+    and :data:`POINTWISE_INPUT` in the sample's language, built from its structured fields (history part,
+    ``candidate_titles``). Every candidate's input starts with the same history part, which keeps the
+    sample's ``history_spans`` (so truncation drops the same items, and scoring computes the history once
+    per sample)."""
+    lang = sample_lang(sample, where)
+    titles = sample.get("candidate_titles")
+    cands = sample.get("candidates")
+    if not isinstance(titles, list) or not isinstance(cands, list) or len(titles) != len(cands):
+        raise UserError(
+            f"{where}: pointwise ranking needs 'candidate_titles', one per candidate, or 'pointwise_inputs' "
+            "(one Yes/No input per candidate); use --rank-method letters, or score a grouped Yes/No file "
+            "with --group-by"
+        )
+    history = history_part(sample, where)
+    extra = {"history_spans": sample["history_spans"]} if sample.get("history_spans") else {}
+    question = POINTWISE_INSTRUCTION[lang]
+    return [
+        {"instruction": question, "input": POINTWISE_INPUT[lang].format(history=history, title=t), **extra}
+        for t in titles
+    ]
