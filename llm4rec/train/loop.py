@@ -46,6 +46,7 @@ from llm4rec.models.loading import (
 from llm4rec.models.paths import require_model_dir
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
+from llm4rec.train.state import TrainState
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -260,7 +261,7 @@ class _Run:
     scheduler: Any
     params: list[torch.nn.Parameter]
     out: Path
-    state: dict[str, Any]
+    state: TrainState
     wandb_run: Any = None
 
     @property
@@ -288,7 +289,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     eval_every = t.eval_every or steps_per_epoch
     save_every = t.save_every or eval_every
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_auc": None, "best_step": 0, "bad_evals": 0}
+    state = TrainState()
     run = _Run(
         recipe, accelerator, family, tokenizer, template, answers, data, model, optimizer, scheduler, params,
         Path(t.output_dir), state,
@@ -303,14 +304,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
     grouped = d.group_by_length and not d.packing
     t0 = time.time()
     running, n_running, window_tokens = 0.0, 0, 1
-    stop = run.state["step"] >= total_steps
+    stop = run.state.step >= total_steps
     while not stop:
         batches = list(
             length_grouped_batches(
-                data.lengths, t.micro_batch_size * world, t.seed + run.state["epoch"], grouped
+                data.lengths, t.micro_batch_size * world, t.seed + run.state.epoch, grouped
             )
         )
-        for i in range(run.state["micro_in_epoch"], len(batches)):
+        for i in range(run.state.micro_in_epoch, len(batches)):
             batch = _micro_batch(run, batches[i])
             if n_running == 0:  # a new optimizer step: count its labelled tokens over every process
                 window_tokens = max(1, effective_batch_tokens(data.examples, batches[i : i + accum]))
@@ -320,26 +321,26 @@ def train(recipe: Recipe) -> dict[str, Any]:
             accelerator.backward(part * world)
             running += part.detach()
             n_running += 1
-            run.state["micro_in_epoch"] = i + 1
+            run.state.micro_in_epoch = i + 1
             if n_running < accum and i + 1 < len(batches):
                 continue
             step_loss = _optimizer_step(run, running)
             running, n_running = 0.0, 0
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=run.state["best_auc"])
-            if run.state["step"] % recipe.logging.log_every == 0:
+            bar.set_postfix(loss=f"{step_loss:.4f}", best_auc=run.state.best_auc)
+            if run.state.step % recipe.logging.log_every == 0:
                 _log_step(run, (i + 1) / len(batches), step_loss, t0)
-            done = run.state["step"] >= total_steps
-            if run.state["step"] % eval_every == 0 or done:
+            done = run.state.step >= total_steps
+            if run.state.step % eval_every == 0 or done:
                 done = _validate_and_keep_best(run) or done
-            if run.state["step"] % save_every == 0 or done:
+            if run.state.step % save_every == 0 or done:
                 _save_checkpoint(run)
             if done:
                 stop = True
                 break
         else:
-            run.state["epoch"] += 1
-            run.state["micro_in_epoch"] = 0
+            run.state.epoch += 1
+            run.state.micro_in_epoch = 0
     bar.close()
 
     # ---------------------------------------------------------------- save
@@ -495,11 +496,11 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
             {"family": run.family.name, "template": run.template.name, "answers": run.answers},
         )
     if resume_dir is not None:
-        run.state = json.loads((resume_dir / "trainer_state.json").read_text())
+        run.state = TrainState.load(resume_dir / "trainer_state.json")
         _load_resume_state(resume_dir, run.optimizer, run.scheduler)
         if accelerator.is_main_process:
-            _truncate_metrics(run.metrics_path, run.state["step"])
-        accelerator.print(f"resumed from {resume_dir} at step {run.state['step']}")
+            _truncate_metrics(run.metrics_path, run.state.step)
+        accelerator.print(f"resumed from {resume_dir} at step {run.state.step}")
     elif accelerator.is_main_process and run.metrics_path.exists():
         run.metrics_path.unlink()
     if recipe.logging.wandb.mode != "disabled" and accelerator.is_main_process:
@@ -518,7 +519,7 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
 def _progress_bar(run: _Run, total_steps: int) -> tqdm:
     return tqdm(
         total=total_steps,
-        initial=run.state["step"],
+        initial=run.state.step,
         desc="train",
         unit="step",
         disable=not (run.recipe.logging.progress_bar and run.accelerator.is_local_main_process),
@@ -549,7 +550,7 @@ def _optimizer_step(run: _Run, running: Any) -> float:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    run.state["step"] += 1
+    run.state.step += 1
     return float(running) * run.accelerator.num_processes  # one host sync per step; exact on one process
 
 
@@ -558,8 +559,8 @@ def _log_step(run: _Run, epoch_part: float, loss: float, t0: float) -> None:
     _log(
         run,
         {
-            "step": run.state["step"],
-            "epoch": run.state["epoch"] + epoch_part,
+            "step": run.state.step,
+            "epoch": run.state.epoch + epoch_part,
             "loss": loss,
             "lr": run.scheduler.get_last_lr()[0],
             "elapsed_s": round(time.time() - t0, 2),
@@ -610,16 +611,16 @@ def _validate_and_keep_best(run: _Run) -> bool:
     if val_auc is None:
         return False
     state, patience = run.state, run.recipe.train.early_stopping_patience
-    improved = state["best_auc"] is None or val_auc > state["best_auc"]
-    _log(run, {"step": state["step"], "valid_auc": val_auc, "n_valid": len(run.data.valid_rows)})
+    improved = state.best_auc is None or val_auc > state.best_auc
+    _log(run, {"step": state.step, "valid_auc": val_auc, "n_valid": len(run.data.valid_rows)})
     if improved:
-        state.update(best_auc=val_auc, best_step=state["step"], bad_evals=0)
+        state.best_auc, state.best_step, state.bad_evals = val_auc, state.step, 0
         if run.accelerator.is_main_process:
             _save_adapter(run.accelerator.unwrap_model(run.model), run.out)
     else:
-        state["bad_evals"] += 1
-    if patience and state["bad_evals"] >= patience:
-        run.accelerator.print(f"early stopping: no AUC gain in {state['bad_evals']} validations")
+        state.bad_evals += 1
+    if patience and state.bad_evals >= patience:
+        run.accelerator.print(f"early stopping: no AUC gain in {state.bad_evals} validations")
         return True
     return False
 
@@ -630,21 +631,21 @@ def _save_checkpoint(run: _Run) -> None:
     with atomic_dir(run.out / "checkpoint-last") as tmp:
         run.accelerator.unwrap_model(run.model).save_pretrained(str(tmp))
         _save_resume_state(tmp, run.optimizer, run.scheduler)
-        (tmp / "trainer_state.json").write_text(json.dumps(run.state, indent=2))
+        run.state.save(tmp / "trainer_state.json")
 
 
 def _finish(run: _Run, t0: float) -> dict[str, Any]:
     """Keep the last adapter when nothing was validated; write and return the summary."""
     accelerator, state = run.accelerator, run.state
-    if accelerator.is_main_process and state["best_auc"] is None:
+    if accelerator.is_main_process and state.best_auc is None:
         _save_adapter(
             accelerator.unwrap_model(run.model), run.out
         )  # no validation set: keep the last adapter
     summary = {
         "output_dir": str(run.out),
-        "steps": state["step"],
-        "best_valid_auc": state["best_auc"],
-        "best_step": state["best_step"],
+        "steps": state.step,
+        "best_valid_auc": state.best_auc,
+        "best_step": state.best_step,
         "train_seconds": round(time.time() - t0, 1),
         "truncation": {
             "cutoff_len": run.recipe.data.cutoff_len,

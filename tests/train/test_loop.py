@@ -303,3 +303,17 @@ def test_auto_micro_batch_resolves_prints_and_is_saved(tmp_path, tiny_llama, cap
     assert "auto: micro_batch_size=8 gradient_checkpointing=false" in out  # CPU: no checkpointing, at most 8
     saved = yaml.safe_load((Path(summary["output_dir"]) / "recipe.yaml").read_text())
     assert saved["train"]["micro_batch_size"] == 8 and saved["model"]["gradient_checkpointing"] is False
+
+
+def test_resume_from_a_mismatched_trainer_state_is_refused(tmp_path, tiny_llama):
+    train(recipe_from_dict(_recipe(tmp_path, tiny_llama, max_steps=1, eval_every=1)))
+    state = tmp_path / "out" / "checkpoint-last" / "trainer_state.json"
+    saved = json.loads(state.read_text())
+    # the keys checkpoints have always had
+    assert list(saved) == ["step", "epoch", "micro_in_epoch", "best_auc", "best_step", "bad_evals"]
+    assert saved["step"] == saved["best_step"] == 1 and saved["best_auc"] is not None
+    state.write_text(json.dumps({**saved, "epochs": 1}))
+    with pytest.raises(
+        UserError, match=r"trainer_state.json: unknown key 'epochs' \(did you mean 'epoch'\?\)"
+    ):
+        train(recipe_from_dict(_recipe(tmp_path, tiny_llama, max_steps=2, eval_every=1)))
