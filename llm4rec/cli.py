@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llm4rec.models.tiny:main",
         "build a tiny random model + tokenizer of a family (smoke tests)",
     ),
+    "train": (
+        "llm4rec.train.cli:main",
+        "fine-tune a LoRA adapter as a recipe says, in one process (several GPUs: accelerate launch train.py)",
+    ),
     "pretrain": (
         "llm4rec.train.pretrain:main",
         "short full-weight LM pre-training of a tiny base on a corpus",
@@ -50,7 +54,8 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += [
         "",
-        "Run `llm4rec COMMAND --help` for a command's options. Training: accelerate launch train.py RECIPE",
+        "Run `llm4rec COMMAND --help` for a command's options. Training on several GPUs: "
+        "accelerate launch train.py RECIPE",
     ]
     return "\n".join(lines)
 

@@ -52,6 +52,18 @@ def tallrec_draws(n: int, seed: int, genres: tuple[str, ...], title: str):
         yield titles, hist, liked, disliked, target, int(genre in target)
 
 
+def run_command(argv: list, capsys) -> tuple[int, str, str]:
+    """Run ``llm4rec ARGV...`` in-process; return its exit status (SystemExit codes included), stdout, stderr."""
+    from llm4rec.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
 def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
     """TALLRec-format samples whose label follows a learnable rule: the target's genre is in the liked list."""
     rows = []

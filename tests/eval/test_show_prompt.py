@@ -6,10 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from llm4rec.cli import main as cli
 from llm4rec.data.tokenize import fit_prompt, history_spans
 from llm4rec.models.loading import load_prompt_settings
-from tests.conftest import make_tallrec_samples, shared_path
+from tests.conftest import make_tallrec_samples, run_command, shared_path
 
 LINE = re.compile(
     r"^tokens: (\d+) \(preamble (\d+), instruction (\d+), history (\d+) of (\d+) items kept \((\d+) tokens\), "
@@ -23,12 +22,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def show(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = cli(["show-prompt", *map(str, argv)])
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_command(["show-prompt", *argv], capsys)
 
 
 def parse(out: str) -> tuple[str, list[int]]:
