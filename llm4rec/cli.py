@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "synth": ("llm4rec.data.synthetic:main", "generate a synthetic interaction log in MovieLens-100K layout"),
     "plan": (
-        "llm4rec.models.planner:main",
+        "llm4rec.models.planner.cli:main",
         "estimate peak GPU memory of a recipe before downloading weights",
     ),
     "import-gguf": (

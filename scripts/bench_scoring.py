@@ -39,13 +39,12 @@ sys.path.insert(0, str(REPO))
 from llm4rec.data.tokenize import render_prompt  # noqa: E402
 from llm4rec.eval.scoring import (  # noqa: E402
     ScoringStats,
-    common_prefix,
     encode_prompts,
     score_binary,
     score_choices,
     score_pointwise,
-    unique_prefix_tokens,
 )
+from llm4rec.eval.sequence_scoring import common_prefix, unique_prefix_tokens  # noqa: E402
 from llm4rec.models.answer_tokens import answer_token_ids  # noqa: E402
 
 SHARED = REPO.parent / "shared"

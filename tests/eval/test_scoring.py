@@ -9,7 +9,6 @@ from llm4rec.data.tokenize import TruncationStats, encode_prompt, fit_prompt, re
 from llm4rec.errors import UserError
 from llm4rec.eval.scoring import (
     ScoringStats,
-    common_prefix,
     encode_prompts,
     fit_prompts,
     history_text,
@@ -17,9 +16,8 @@ from llm4rec.eval.scoring import (
     score_binary,
     score_choices,
     score_pointwise,
-    score_token_sequences,
-    unique_prefix_tokens,
 )
+from llm4rec.eval.sequence_scoring import common_prefix, score_token_sequences, unique_prefix_tokens
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.loading import load_base_model, load_tokenizer
 from llm4rec.models.registry import get_family
