@@ -209,7 +209,9 @@ def fit_to_budget(
     return Fitted(fitted, fitted_ids, hi, m)
 
 
-def prompt_ids(tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[str, Any]]) -> list[list[int]]:
+def prompt_ids(
+    tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[str, Any]]
+) -> list[list[int]]:
     """Token ids of the samples' prompts (special tokens included), tokenized in one batch: the one place a
     prompt becomes ids, for scoring, validation and ``llm4rec show-prompt``."""
     texts = [render_prompt(template, s) for s in samples]
@@ -281,7 +283,9 @@ def encode_train_example(
     fitted = fit_to_budget(
         sample,
         lambda s: train_ids(tokenizer, template, [s])[0],
-        cutoff_len, where, limit=f"cutoff_len {cutoff_len} (prompt, answer and EOS together)"
+        cutoff_len,
+        where,
+        limit=f"cutoff_len {cutoff_len} (prompt, answer and EOS together)",
     )
     if stats is not None:
         stats.add(fitted.dropped)

@@ -61,7 +61,7 @@ def attention_name(name: str) -> str:
 
 def device_capability(device: torch.device) -> tuple[int, int] | None:
     """The CUDA compute capability of ``device`` (None on CPU)."""
-    if device.type != "cuda":
+    if device.type != "cuda" or not torch.cuda.is_available():
         return None
     return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
 
@@ -122,7 +122,12 @@ class Backbone:
         return fit_prompt(self.tokenizer, self.template, sample, self.cutoff_len, where)
 
     def encode_train(
-        self, sample: dict[str, Any], train_on_inputs: bool = False, *, where: str = "sample", stats: Any = None
+        self,
+        sample: dict[str, Any],
+        train_on_inputs: bool = False,
+        *,
+        where: str = "sample",
+        stats: Any = None,
     ) -> Any:
         """The sample's training example (:class:`~llm4rec.data.tokenize.TrainExample`) fitted to
         ``cutoff_len``: what training and data prep's sizing count."""
@@ -146,6 +151,8 @@ class Backbone:
         adapter on it for a training output (in eval mode unless ``trainable``)."""
         from llm4rec.models.loading import load_base_model
 
+        if self.adapter is not None and not (Path(self.adapter) / "adapter_config.json").is_file():
+            raise UserError(f"{self.adapter}: training output without an adapter yet (no adapter_config.json)")
         model = load_base_model(self, device=device)
         if self.adapter is not None:
             from peft import PeftModel
@@ -271,7 +278,7 @@ def resolve_backbone(
     device: torch.device | str | None = None,
     load_in_4bit: bool | None = None,
     template: str = "auto",
-    tokenizer: bool = True,
+    for_planning: bool = False,
 ) -> Backbone:
     """Resolve a backbone once, from a recipe's ``model`` section (:class:`llm4rec.config.ModelConfig`;
     ``cutoff_len`` is then the recipe's ``data.cutoff_len``) or from a directory: a training output
@@ -281,7 +288,8 @@ def resolve_backbone(
     default), ``lang`` picks a bare model's language (a training output's other language is an error) and
     ``load_in_4bit`` overrides how the base is loaded; ``template`` (not ``auto``) is a bare model's
     template, as a recipe's ``model.template`` would be. ``device`` (default: CUDA when present) decides
-    what ``compute_dtype: auto`` means. ``tokenizer=False`` skips the tokenizer (``llm4rec plan``).
+    what ``compute_dtype: auto`` means. ``for_planning`` (``llm4rec plan``, a recipe only) loads no
+    tokenizer (``tokenizer`` is None) and converts no weights (``weights`` is the source).
     """
     device = torch.device(device) if device is not None else default_device()
     if isinstance(source, (str, Path)):
@@ -296,17 +304,19 @@ def resolve_backbone(
         if (d / "config.json").is_file():
             return _from_bare_model(d, cutoff_len, lang, device, load_in_4bit, template)
         raise UserError(f"{d}: neither an adapter (adapter_config.json) nor a model (config.json)")
-    return _from_model_section(source, cutoff_len, device, tokenizer=tokenizer)
+    return _from_model_section(source, cutoff_len, device, for_planning)
 
 
-def _from_model_section(m: Any, cutoff_len: int, device: torch.device, *, tokenizer: bool) -> Backbone:
+def _from_model_section(m: Any, cutoff_len: int, device: torch.device, for_planning: bool) -> Backbone:
     """A recipe's ``model`` section: the training side of every rule."""
     from llm4rec.config import DataConfig
 
     where = locate_model(m.path)
     config = registry.read_model_config(where) or {}
     family = resolve_family(m.path, m.family, config)
-    if Path(m.path).is_dir():
+    if for_planning:
+        weights: Path | str = m.path
+    elif Path(m.path).is_dir():
         weights = _weights(where, family, config)
     elif family.converter is None:
         weights = m.path  # a hub id: transformers fetches the weights when the model loads
@@ -319,7 +329,7 @@ def _from_model_section(m: Any, cutoff_len: int, device: torch.device, *, tokeni
         family=family,
         source=m.path,
         weights=str(weights),
-        tokenizer=_tokenizer(tok_dir, family) if tokenizer else None,
+        tokenizer=None if for_planning else _tokenizer(tok_dir, family),
         template=template,
         answers=_answers(family, m.lang, template, record),
         lang=m.lang,
@@ -327,7 +337,9 @@ def _from_model_section(m: Any, cutoff_len: int, device: torch.device, *, tokeni
         load_in_4bit=m.load_in_4bit,
         quant_type=m.quant_type,
         double_quant=m.double_quant,
-        compute_dtype=getattr(torch, compute_dtype_name(m.compute_dtype, device.type, device_capability(device))),
+        compute_dtype=getattr(
+            torch, compute_dtype_name(m.compute_dtype, device.type, device_capability(device))
+        ),
         attn_implementation=attention_name(m.attn_implementation),
         config=config,
     )
@@ -373,8 +385,6 @@ def _from_training_output(
         )
     if lang and lang != bb.lang:
         raise UserError(f"--lang: {d} was trained with model.lang {bb.lang!r}, not {lang!r}")
-    if not (d / "adapter_config.json").is_file():
-        raise UserError(f"{d}: training output without an adapter yet (no adapter_config.json)")
     changes: dict[str, Any] = {}
     if cutoff_len:
         changes["cutoff_len"] = cutoff_len
@@ -498,7 +508,9 @@ def resolve_template(
     return _template(family, name, lang, read_record(model_path))
 
 
-def answer_words(family: BackboneFamily, lang: str, template: PromptTemplate | None = None) -> tuple[str, str]:
+def answer_words(
+    family: BackboneFamily, lang: str, template: PromptTemplate | None = None
+) -> tuple[str, str]:
     """(positive, negative) answer texts as they follow the prompt: the family's words in ``lang``,
     preceded by the template's answer prefix."""
     pos, neg = family.answers.get(lang) or ANSWERS[lang]

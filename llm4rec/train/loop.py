@@ -25,7 +25,7 @@ from llm4rec.config import Recipe, save_recipe
 from llm4rec.data.tokenize import OverlongPrompt, TruncationStats, collate, length_grouped_batches
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir, follow_umask, line_numbers, read_jsonl, write_json_atomic
-from llm4rec.models.backbone import Backbone, resolve_backbone, settle_recipe
+from llm4rec.models.backbone import Backbone, device_capability, resolve_backbone, settle_recipe
 from llm4rec.models.loading import load_base_model, save_tokenizer
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
@@ -171,7 +171,9 @@ def _memory_budget_gb(recipe: Recipe, device: torch.device) -> float:
     return avail / 2 / GIB
 
 
-def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, accelerator: Any) -> Recipe:
+def _resolve_memory_settings(
+    recipe: Recipe, backbone: Backbone, lengths: list[int], world: int, accelerator: Any
+) -> Recipe:
     """Resolve ``auto`` micro-batch / checkpointing from the plan of this data on this device, print the
     choice; on CUDA print the plan's expected peak and warn when it does not fit. Never blocks training
     except through a wrong recipe."""
@@ -197,12 +199,24 @@ def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, acc
             f"{str(recipe.model.gradient_checkpointing).lower()} (as chosen when this run started)"
         )
     elif has_auto(recipe):
-        choice = choose_auto(recipe, budget, kind, world, seq_len, spread)
+        choice = choose_auto(
+            recipe,
+            budget,
+            kind,
+            world,
+            seq_len,
+            spread,
+            backbone=backbone,
+            capability=device_capability(device),
+        )
         recipe = resolve_auto(recipe, choice)
         accelerator.print(choice.line())
     if kind == "cuda":
         try:  # warn, never fail: the plan is an estimate
-            plan = plan_recipe(recipe, gpu_gb=budget, seq_len=seq_len, shape_spread=spread)
+            plan = plan_recipe(
+                recipe, gpu_gb=budget, seq_len=seq_len, shape_spread=spread, backbone=backbone,
+                capability=device_capability(device),
+            )  # fmt: skip
             accelerator.print(
                 f"expected nvidia-smi peak: {plan.total_gb:.2f} GiB (longest sample {seq_len} tokens)"
             )
@@ -256,7 +270,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     _set_seed(recipe.train.seed)
     backbone, recipe = _setup_backbone(recipe, accelerator.device)
     data = _setup_data(recipe, backbone, accelerator)
-    recipe = _resolve_memory_settings(recipe, data.lengths, world, accelerator)
+    recipe = _resolve_memory_settings(recipe, backbone, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
     accum = _accumulation_steps(t, world)
     model, resume_dir = _setup_model(recipe, backbone, accelerator)

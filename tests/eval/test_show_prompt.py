@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from llm4rec.cli import main as cli
-from llm4rec.data.tokenize import fit_prompt, history_spans
-from llm4rec.models.loading import load_prompt_settings
+from llm4rec.data.tokenize import history_spans
+from llm4rec.models.backbone import resolve_backbone
 from tests.conftest import make_tallrec_samples, shared_path
 
 LINE = re.compile(
@@ -41,14 +41,14 @@ def parse(out: str) -> tuple[str, list[int]]:
 def test_prints_the_fitted_prompt_and_its_token_counts(tiny_llama, tmp_path, capsys):
     rows = make_tallrec_samples(5, seed=31)
     data = write_jsonl(tmp_path / "s.jsonl", rows)
-    ps = load_prompt_settings(tiny_llama)
+    ps = resolve_backbone(tiny_llama, device="cpu")
     for cutoff in (512, 140):
         code, out, err = show(
             ["--checkpoint", tiny_llama, "--data", data, "--index", 2, "--cutoff-len", cutoff], capsys
         )
         assert code == 0, err
         text, (t, p, i, kept, m, h, q) = parse(out)
-        fitted = fit_prompt(ps.tokenizer, ps.template, rows[2], cutoff)
+        fitted = resolve_backbone(tiny_llama, cutoff_len=cutoff, device="cpu").encode_prompt(rows[2])
         assert text == ps.tokenizer.decode(fitted.ids) and t == len(fitted.ids) <= cutoff - 1
         assert p + i + h + q == t and m == len(history_spans(rows[2])) and kept == m - fitted.dropped
         assert text.startswith("<s>") and rows[2]["instruction"] in text and "### Response:" in text

@@ -13,7 +13,8 @@ import pytest
 from llm4rec.config import load_recipe
 from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example
 from llm4rec.errors import UserError
-from llm4rec.models.loading import answer_words, load_tokenizer, resolve_family, resolve_template
+from llm4rec.models.backbone import answer_words, resolve_family, resolve_template
+from llm4rec.models.loading import load_tokenizer
 from llm4rec.models.registry import LLAMA_LINEAR, TEMPLATES, detect_family, get_family, list_families
 from llm4rec.models.templates import ALPACA
 from tests.conftest import REPO, make_tallrec_samples, shared_path, tallrec_draws
