@@ -201,7 +201,12 @@ def test_recipe_trains_a_tiny_model_of_its_family(tmp_path, tiny_real, recipe_na
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     meta = json.loads((out / "llm4rec.json").read_text())
     expected_answers = ["是", "否"] if base.model.lang == "zh" else ["Yes.", "No."]
-    assert meta == {"family": family, "template": base.model.template, "answers": expected_answers}
+    assert {k: meta[k] for k in ("family", "template", "answers", "lang")} == {
+        "family": family,
+        "template": base.model.template,
+        "answers": expected_answers,
+        "lang": base.model.lang,
+    }
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
