@@ -246,7 +246,7 @@ def llm4rec_pipeline(src, family: str) -> dict:
                 last = model(input_ids=torch.tensor([ids])).logits[0, -1, answer_ids]
                 direct.append(last.softmax(-1)[0].item())
     return {
-        "path": Path(path),
+        "path": path,
         "again": again,
         "tokenizer": tok,
         "answer_ids": answer_ids,
