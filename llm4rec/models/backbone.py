@@ -152,7 +152,9 @@ class Backbone:
         from llm4rec.models.loading import load_base_model
 
         if self.adapter is not None and not (Path(self.adapter) / "adapter_config.json").is_file():
-            raise UserError(f"{self.adapter}: training output without an adapter yet (no adapter_config.json)")
+            raise UserError(
+                f"{self.adapter}: training output without an adapter yet (no adapter_config.json)"
+            )
         model = load_base_model(self, device=device)
         if self.adapter is not None:
             from peft import PeftModel
@@ -334,14 +336,8 @@ def _from_model_section(m: Any, cutoff_len: int, device: torch.device, for_plann
         answers=_answers(family, m.lang, template, record),
         lang=m.lang,
         cutoff_len=cutoff_len or DataConfig().cutoff_len,
-        load_in_4bit=m.load_in_4bit,
-        quant_type=m.quant_type,
-        double_quant=m.double_quant,
-        compute_dtype=getattr(
-            torch, compute_dtype_name(m.compute_dtype, device.type, device_capability(device))
-        ),
-        attn_implementation=attention_name(m.attn_implementation),
         config=config,
+        **_load_options(m, device),
     )
 
 
@@ -374,14 +370,8 @@ def _from_training_output(
             answers=tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template),
             lang=m.lang,
             cutoff_len=recipe.data.cutoff_len,
-            load_in_4bit=m.load_in_4bit,
-            quant_type=m.quant_type,
-            double_quant=m.double_quant,
-            compute_dtype=getattr(
-                torch, compute_dtype_name(m.compute_dtype, device.type, device_capability(device))
-            ),
-            attn_implementation=attention_name(m.attn_implementation),
             adapter=str(d),
+            **_load_options(m, device),
         )
     if lang and lang != bb.lang:
         raise UserError(f"--lang: {d} was trained with model.lang {bb.lang!r}, not {lang!r}")
@@ -398,7 +388,7 @@ def _from_bare_model(
 ) -> Backbone:
     """A bare model directory: ``lang`` (else the language of the template its ``llm4rec.json`` records,
     else English), that record's template and answers where they fit, the recipe defaults otherwise."""
-    from llm4rec.config import DataConfig
+    from llm4rec.config import DataConfig, ModelConfig
 
     config = registry.read_model_config(d) or {}
     family = resolve_family(str(d), "auto", config)
@@ -417,13 +407,21 @@ def _from_bare_model(
         answers=_answers(family, lang, tpl, rec),
         lang=lang,
         cutoff_len=cutoff_len or DataConfig().cutoff_len,
-        load_in_4bit=bool(load_in_4bit),
-        quant_type="nf4",
-        double_quant=True,
-        compute_dtype=getattr(torch, compute_dtype_name("auto", device.type, device_capability(device))),
-        attn_implementation=attention_name("auto"),
         config=config,
+        **_load_options(ModelConfig(load_in_4bit=bool(load_in_4bit)), device),
     )
+
+
+def _load_options(m: Any, device: torch.device) -> dict[str, Any]:
+    """A ``model`` section's load options, concrete for ``device`` (the compute dtype and attention rules)."""
+    dtype = compute_dtype_name(m.compute_dtype, device.type, device_capability(device))
+    return {
+        "load_in_4bit": m.load_in_4bit,
+        "quant_type": m.quant_type,
+        "double_quant": m.double_quant,
+        "compute_dtype": getattr(torch, dtype),
+        "attn_implementation": attention_name(m.attn_implementation),
+    }
 
 
 def _read_saved_recipe(ckpt: Path) -> Any:
@@ -560,7 +558,6 @@ def tokenizer_backbone(
     tok, fam = load_backbone_tokenizer(path, family)
     record = read_record(path)
     tpl = _template(fam, template, lang, record)
-    m = ModelConfig()
     return Backbone(
         family=fam,
         source=str(path),
@@ -570,9 +567,5 @@ def tokenizer_backbone(
         answers=_answers(fam, lang, tpl, record),
         lang=lang,
         cutoff_len=cutoff_len or DataConfig().cutoff_len,
-        load_in_4bit=m.load_in_4bit,
-        quant_type=m.quant_type,
-        double_quant=m.double_quant,
-        compute_dtype=getattr(torch, compute_dtype_name(m.compute_dtype, "cpu")),
-        attn_implementation=attention_name(m.attn_implementation),
+        **_load_options(ModelConfig(), torch.device("cpu")),
     )
