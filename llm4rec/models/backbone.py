@@ -356,15 +356,16 @@ def _from_training_output(
     else:
         recipe = _read_saved_recipe(d)
         m = recipe.model
-        family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family, None)
+        where = locate_model(m.path, f"{d / 'recipe.yaml'}: model.path", what="the adapter's base model")
+        config = registry.read_model_config(where) or {}
+        family = get_family(rec["family"]) if "family" in rec else resolve_family(m.path, m.family, config)
         template = TEMPLATES[rec["template"]] if "template" in rec else None
         if template is None:
-            template = _template(family, m.template, m.lang, read_record(m.path))
-        where = locate_model(m.path, f"{d / 'recipe.yaml'}: model.path", what="the adapter's base model")
+            template = _template(family, m.template, m.lang, read_record(where))
         bb = Backbone(
             family=family,
             source=m.path,
-            weights=str(_weights(where, family, None)),
+            weights=str(_weights(where, family, config)),
             tokenizer=load_tokenizer(d, family),
             template=template,
             answers=tuple(rec["answers"]) if "answers" in rec else answer_words(family, m.lang, template),
