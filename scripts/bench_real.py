@@ -132,15 +132,13 @@ def score_checkpoint(path: Path, test: list[dict], batch: int, template: str = "
     import torch
 
     from llm4rec.eval.scoring import score_binary
-    from llm4rec.models.loading import answer_words, load_checkpoint, resolve_template
+    from llm4rec.models.backbone import resolve_backbone
 
-    b = load_checkpoint(path, load_in_4bit=False)
-    if template != "auto":
-        b.template = resolve_template(b.family, template, "en")
-        b.answers = answer_words(b.family, "en", b.template)
+    b = resolve_backbone(path, load_in_4bit=False, cutoff_len=512, template=template)
+    model = b.load_model()
     t0 = time.perf_counter()
     with torch.no_grad():
-        s = score_binary(b.model, b.tokenizer, b.template, test, b.answers, batch_size=batch, cutoff_len=512)
+        s = score_binary(model, b, test, batch_size=batch)
     sec = time.perf_counter() - t0
     m = metrics(s.float().cpu(), test)
     m["template"] = b.template.name

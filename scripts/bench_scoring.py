@@ -315,12 +315,12 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.backbone import resolve_backbone
 
     splits = tallrec_splits(ml, args.work)
     adapter = build_adapter(args.work, splits, args)
-    bundle = load_checkpoint(adapter, device="cpu")
-    model, tok, template, answers = bundle.model, bundle.tokenizer, bundle.template, bundle.answers
+    bb = resolve_backbone(adapter, device="cpu", cutoff_len=512)
+    model, tok, template, answers = bb.load_model("cpu"), bb.tokenizer, bb.template, bb.answers
     test = splits["test"][: args.n_test]
     prompts = [render_prompt(template, r) for r in test]
     labels = [r["label"] for r in test]
@@ -351,7 +351,7 @@ def main() -> None:
             simple = timed(lambda: simple_forward(model, tok, prompts, yes_no), 1, t, "simple_forward")
             st = ScoringStats() if rep else stats
             ours = timed(
-                lambda st=st: score_binary(model, tok, template, test, answers, batch_size=32, stats=st),
+                lambda st=st: score_binary(model, bb, test, batch_size=32, stats=st),
                 1,
                 t,
                 "llm4rec",
@@ -361,7 +361,7 @@ def main() -> None:
             lambda: tallrec_generate(model, tok, nostop_prompts, yes_no, stop=False), 1, t, "tallrec_nostop"
         )
         timed(
-            lambda: score_binary(model, tok, template, test[: args.n_nostop], answers, batch_size=32),
+            lambda: score_binary(model, bb, test[: args.n_nostop], batch_size=32),
             1,
             t,
             "llm4rec_nostop_subset",
@@ -423,15 +423,13 @@ def main() -> None:
             full = timed(lambda: simple_forward(model, tok, flat_prompts, yes_no), 1, tr, "full_prompts")
             st = ScoringStats() if rep else rstats
             pw = timed(
-                lambda st=st: score_pointwise(
-                    model, tok, template, flat, groups, answers, batch_size=32, stats=st
-                ),
+                lambda st=st: score_pointwise(model, bb, flat, groups, batch_size=32, stats=st),
                 1,
                 tr,
                 "llm4rec_pointwise",
             )
             timed(
-                lambda: score_choices(model, tok, template, letter_rows, batch_size=32),
+                lambda: score_choices(model, bb, letter_rows, batch_size=32),
                 1,
                 tr,
                 "llm4rec_letters",

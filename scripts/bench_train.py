@@ -350,13 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     subset = args.work / "bench_train.jsonl"
     subset.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    from llm4rec.data.tokenize import encode_train_example
-    from llm4rec.models.loading import load_tokenizer, resolve_family, resolve_template
+    from llm4rec.config import ModelConfig
+    from llm4rec.models.backbone import resolve_backbone
 
-    fam = resolve_family(str(model_dir), "llama")
-    tok = load_tokenizer(model_dir, fam)
-    template = resolve_template(fam, "alpaca", "en")
-    lengths = [len(encode_train_example(tok, template, r, args.cutoff).input_ids) for r in rows]
+    model_cfg = ModelConfig(path=str(model_dir), family="llama", template="alpaca")
+    bb = resolve_backbone(model_cfg, cutoff_len=args.cutoff, device="cpu")
+    lengths = [len(bb.encode_train(r).input_ids) for r in rows]
     device = "cuda" if cuda else "cpu"
     print(
         f"device {torch.cuda.get_device_name(0) if cuda else 'cpu'}; model {model_dir}; {len(rows)} samples "

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm4rec.data.tokenize import drop_history, fit_to_budget, history_spans, render_prompt  # noqa: E402
-from llm4rec.models.loading import load_backbone_tokenizer, resolve_template  # noqa: E402
+from llm4rec.models.backbone import tokenizer_backbone  # noqa: E402
 
 #: shipped backbone directory -> family
 BACKBONES = {
@@ -116,8 +116,8 @@ def main() -> int:
             print(f"{name}: not present, skipped")
             continue
         t0 = time.perf_counter()
-        tok, fam = load_backbone_tokenizer(path, family)
-        template = resolve_template(fam, "auto", args.lang)
+        bb = tokenizer_backbone(path, family, lang=args.lang)
+        tok, template = bb.tokenizer, bb.template
         whole = lengths(tok, template, rows)
         bare = lengths(tok, template, bare_rows)
         cells = [

@@ -141,7 +141,7 @@ def prepare(
         backbone = load_sizing_tokenizer(settings)
         # settings is ctx.options: the tasks (ranking's title cap) and the sizer read the tokenizer there
         settings["_backbone"] = backbone
-        settings["_tokenizer"] = backbone[0] if backbone else None
+        settings["_tokenizer"] = backbone.tokenizer if backbone else None
         for mod in modules.values():
             if hasattr(mod, "prepare_context"):
                 mod.prepare_context(ctx)

@@ -125,7 +125,7 @@ def write_meta(
             task_meta["prompt_sizing"] = {
                 "max_prompt_tokens": sizer.max_tokens,
                 "tokenizer": str(settings["tokenizer"]),
-                "template": sizer.template.name,
+                "template": sizer.backbone.template.name,
                 **st,
                 "mean_items_dropped": round(st["items_dropped"] / st["shortened"], 3)
                 if st["shortened"]

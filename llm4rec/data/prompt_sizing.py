@@ -17,29 +17,12 @@ class PromptSizer:
     #: samples tokenized at once
     BLOCK = 4096
 
-    def __init__(self, tokenizer: Any, template: Any, max_tokens: int) -> None:
-        self.tokenizer, self.template, self.max_tokens = tokenizer, template, max_tokens
+    def __init__(self, backbone: Any, max_tokens: int) -> None:
+        self.backbone, self.max_tokens = backbone, max_tokens
         self.stats: dict[str, Any] = {}
 
     def _ids(self, sample: dict[str, Any]) -> list[int]:
-        return self._encode([sample])[0]
-
-    def _encode(self, samples: list[dict[str, Any]]) -> list[list[int]]:
-        from llm4rec.data.tokenize import render_prompt
-
-        t = self.template
-        texts = [
-            render_prompt(t, s) + t.answer_prefix + str(s.get("output", "")) + t.answer_suffix
-            for s in samples
-        ]
-        eos = self.tokenizer.eos_token_id
-        out = []
-        for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]:
-            ids = list(ids)
-            if eos is not None and (not ids or ids[-1] != eos):
-                ids.append(eos)
-            out.append(ids)
-        return out
+        return self.backbone.train_ids([sample])[0]
 
     def apply(self, rows: pl.DataFrame, task: str, split: str) -> pl.DataFrame:
         """``rows`` with over-long samples shortened (input, history and history_spans updated)."""
@@ -54,7 +37,7 @@ class PromptSizer:
         # in blocks: token ids of a whole chunk at once would hold gigabytes of Python ints
         for a in range(0, rows.height, self.BLOCK):
             block = rows.slice(a, self.BLOCK).select(cols).to_dicts()
-            for k, ids in enumerate(self._encode(block)):
+            for k, ids in enumerate(self.backbone.train_ids(block)):
                 if len(ids) <= self.max_tokens:
                     continue
                 where = f"{task}/{split}: sample of user {rows['user_id'][a + k]!r}"
@@ -86,8 +69,9 @@ class PromptSizer:
         )
 
 
-def load_sizing_tokenizer(settings: dict[str, Any]) -> tuple[Any, Any] | None:
-    """(tokenizer, family) of --tokenizer, loaded once for prompt sizing and the title cap (None without)."""
+def load_sizing_tokenizer(settings: dict[str, Any]) -> Any | None:
+    """The backbone of --tokenizer (:func:`llm4rec.models.backbone.tokenizer_backbone`: its tokenizer,
+    template and answers for ``--lang``), loaded once for prompt sizing and the title cap (None without)."""
     n, cap, path = (
         settings.get("max_prompt_tokens") or 0,
         settings.get("max_title_tokens") or 0,
@@ -103,22 +87,20 @@ def load_sizing_tokenizer(settings: dict[str, Any]) -> tuple[Any, Any] | None:
         raise UserError("--tokenizer: only used with --max-prompt-tokens N or --max-title-tokens N")
     if n and n < 16:
         raise UserError(f"--max-prompt-tokens: need at least 16 tokens, got {n}")
-    from llm4rec.models.loading import load_backbone_tokenizer
+    from llm4rec.models.backbone import tokenizer_backbone
 
-    return load_backbone_tokenizer(path, settings.get("tokenizer_family") or "auto")
+    return tokenizer_backbone(
+        path,
+        settings.get("tokenizer_family") or "auto",
+        settings.get("template") or "auto",
+        settings["lang"],
+        cutoff_len=n,
+    )
 
 
 def prompt_sizer(settings: dict[str, Any]) -> PromptSizer | None:
     """The prompt sizer the flags ask for (None without --max-prompt-tokens)."""
-    n, loaded = settings.get("max_prompt_tokens") or 0, settings.get("_backbone")
+    n, backbone = settings.get("max_prompt_tokens") or 0, settings.get("_backbone")
     if not n:
         return None
-    if loaded is None:
-        loaded = load_sizing_tokenizer(settings)
-    from llm4rec.models.loading import resolve_template
-
-    tok, fam = loaded
-    path = settings["tokenizer"]
-    return PromptSizer(
-        tok, resolve_template(fam, settings.get("template") or "auto", settings["lang"], path), n
-    )
+    return PromptSizer(backbone if backbone is not None else load_sizing_tokenizer(settings), n)

@@ -209,6 +209,33 @@ def fit_to_budget(
     return Fitted(fitted, fitted_ids, hi, m)
 
 
+def prompt_ids(
+    tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[str, Any]]
+) -> list[list[int]]:
+    """Token ids of the samples' prompts (special tokens included), tokenized in one batch: the one place a
+    prompt becomes ids, for scoring, validation and ``llm4rec show-prompt``."""
+    texts = [render_prompt(template, s) for s in samples]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+def train_ids(tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Token ids of the samples' training sequences, tokenized in one batch: prompt, answer prefix,
+    ``output``, answer suffix, then EOS (added unless the tokenizer already ends with it). The one place a
+    training sequence becomes ids, for training and for data prep's sizing."""
+    t = template
+    texts = [
+        render_prompt(t, s) + t.answer_prefix + str(s.get("output", "")) + t.answer_suffix for s in samples
+    ]
+    eos = tokenizer.eos_token_id
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        ids = list(ids)
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        out.append(ids)
+    return out
+
+
 def fit_prompt(
     tokenizer: Any, template: PromptTemplate, sample: dict[str, Any], cutoff_len: int, where: str = "sample"
 ) -> Fitted:
@@ -216,7 +243,7 @@ def fit_prompt(
     dropped oldest first as in training."""
     return fit_to_budget(
         sample,
-        lambda s: encode(tokenizer, render_prompt(template, s)),
+        lambda s: prompt_ids(tokenizer, template, [s])[0],
         cutoff_len - 1,
         where,
         limit=f"the {cutoff_len - 1} prompt tokens cutoff_len {cutoff_len} leaves (one is the answer's)",
@@ -253,21 +280,17 @@ def encode_train_example(
     a sample still too long raises :class:`OverlongPrompt`. ``stats`` counts the shortened samples.
     """
 
-    def full(s: dict[str, Any]) -> list[int]:
-        text = render_prompt(template, s) + template.answer_prefix + str(s.get("output", ""))
-        ids = encode(tokenizer, text + template.answer_suffix)
-        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
-            ids.append(tokenizer.eos_token_id)
-        return ids
-
     fitted = fit_to_budget(
-        sample, full, cutoff_len, where, limit=f"cutoff_len {cutoff_len} (prompt, answer and EOS together)"
+        sample,
+        lambda s: train_ids(tokenizer, template, [s])[0],
+        cutoff_len,
+        where,
+        limit=f"cutoff_len {cutoff_len} (prompt, answer and EOS together)",
     )
     if stats is not None:
         stats.add(fitted.dropped)
     full_ids = fitted.ids
-    prompt_ids = encode(tokenizer, render_prompt(template, fitted.sample))
-    n_prompt = common_prefix_len(prompt_ids, full_ids)
+    n_prompt = common_prefix_len(prompt_ids(tokenizer, template, [fitted.sample])[0], full_ids)
     labels = list(full_ids) if train_on_inputs else [IGNORE_INDEX] * n_prompt + full_ids[n_prompt:]
     return TrainExample(full_ids, labels)
 

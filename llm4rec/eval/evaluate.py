@@ -268,7 +268,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec evaluate`` (and ``python -m llm4rec.eval``)."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     ks = _check_args(args)
-    s = _read_samples(args)
 
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
@@ -277,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # one line per event on the terminal; --progress shows the bars
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    backbones = _backbones(args, state.device)
+    s = _read_samples(args, backbones)
     out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
     results = []
     columns: dict[str, Any] = {"index": s.kept}
@@ -285,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             columns[key] = [r[key] for r in s.rows]
     curves: dict[str, dict[str, Any]] = {"roc": {}, "k": {}}
     method = ""
-    for ckpt, name in zip(args.checkpoint, _names(args.checkpoint)):
-        result, method = _evaluate_checkpoint(args, s, ckpt, name, state, ks, columns, curves)
+    for ckpt, name, bb in zip(args.checkpoint, _names(args.checkpoint), backbones):
+        result, method = _evaluate_checkpoint(args, s, ckpt, bb, name, state, ks, columns, curves)
         results.append(result)
         gc.collect()
         if state.device.type == "cuda":
@@ -341,7 +342,23 @@ class _Samples:
     n_total: int
 
 
-def _read_samples(args: argparse.Namespace) -> _Samples:
+def _backbones(args: argparse.Namespace, device: torch.device) -> list[Any]:
+    """Each checkpoint's backbone, resolved once (tokenizer, template, answers, cutoff; no weights)."""
+    from llm4rec.models.backbone import resolve_backbone
+
+    return [
+        resolve_backbone(
+            ckpt,
+            cutoff_len=args.cutoff_len,
+            lang=args.lang,
+            device=device,
+            load_in_4bit=False if args.no_4bit else None,
+        )
+        for ckpt in args.checkpoint
+    ]
+
+
+def _read_samples(args: argparse.Namespace, backbones: Sequence[Any]) -> _Samples:
     """Read --data and check every field the task needs, before any model is loaded."""
     rows = read_jsonl(args.data)
     if args.max_samples:
@@ -362,7 +379,7 @@ def _read_samples(args: argparse.Namespace) -> _Samples:
     sources = [f"{args.data}:{n}" for n in line_numbers(args.data)[: len(rows)]]
     kept = list(range(len(rows)))
     if args.skip_overlong:
-        kept = _fitting(args, rows, sources, task)
+        kept = _fitting(args, rows, sources, task, backbones)
         if not kept:
             raise UserError(f"{args.data}: every sample is over the cutoff even without history")
         rows = [rows[i] for i in kept]
@@ -375,29 +392,22 @@ def _evaluate_checkpoint(
     args: argparse.Namespace,
     s: _Samples,
     ckpt: Path,
+    backbone: Any,
     name: str,
     state: Any,
     ks: list[int],
     columns: dict[str, Any],
     curves: dict[str, dict[str, Any]],
 ) -> tuple[dict[str, Any], str]:
-    """Load one checkpoint, score the samples, add its columns and curves; its report entry and method."""
-    from llm4rec.models.loading import load_checkpoint
-
+    """Load one checkpoint's model, score the samples, add its columns and curves; its report entry and
+    method."""
     device = state.device
-    bundle = load_checkpoint(
-        ckpt,
-        device=device,
-        load_in_4bit=False if args.no_4bit else None,
-        cutoff_len=args.cutoff_len,
-        lang=args.lang,
-    )
-    cutoff = bundle.cutoff_len
+    model = backbone.load_model(device)
+    cutoff = backbone.cutoff_len
     stats = ScoringStats()
     stats.truncation.skipped = s.n_total - len(s.kept)
     common = dict(
         batch_size=args.batch_size,
-        cutoff_len=cutoff,
         max_batch_tokens=args.max_batch_tokens or None,
         stats=stats,
         progress=args.progress and state.is_local_main_process,
@@ -406,7 +416,7 @@ def _evaluate_checkpoint(
     _sync(device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scores, labels, groups, method = _score(args, s, bundle, common)
+        scores, labels, groups, method = _score(args, s, model, backbone, common)
     _sync(device)
     seconds = time.perf_counter() - t0
     metrics = _checkpoint_metrics(s, name, scores, labels, groups, args.group_by, ks, columns, curves)
@@ -427,9 +437,9 @@ def _evaluate_checkpoint(
     result = {
         "name": name,
         "path": str(ckpt),
-        "family": bundle.family.name,
-        "template": bundle.template.name,
-        "answers": list(bundle.answers),
+        "family": backbone.family.name,
+        "template": backbone.template.name,
+        "answers": list(backbone.answers),
         "metrics": metrics,
         "scoring": {
             "seconds": round(seconds, 3),
@@ -450,39 +460,26 @@ def _evaluate_checkpoint(
 
 
 def _score(
-    args: argparse.Namespace, s: _Samples, bundle: Any, common: dict[str, Any]
+    args: argparse.Namespace, s: _Samples, model: Any, backbone: Any, common: dict[str, Any]
 ) -> tuple[torch.Tensor, list[int] | None, list[str] | None, str]:
     """Scores of the samples as the task and --rank-method say; labels and groups of a binary task."""
     rows, sources = s.rows, s.sources
     labels = groups = None
     if s.task == "binary":
-        labels = binary_labels(rows, bundle.answers, args.data)
+        labels = binary_labels(rows, backbone.answers, args.data)
         if args.group_by:
             groups = [json.dumps(r[args.group_by]) for r in rows]
-            scores = score_pointwise(
-                bundle.model,
-                bundle.tokenizer,
-                bundle.template,
-                rows,
-                groups,
-                bundle.answers,
-                sources=sources,
-                **common,
-            )
+            scores = score_pointwise(model, backbone, rows, groups, sources=sources, **common)
             return (
                 scores,
                 labels,
                 groups,
                 "pointwise Yes/No, shared prefix and per-group prefixes computed once",
             )
-        scores = score_binary(
-            bundle.model, bundle.tokenizer, bundle.template, rows, bundle.answers, sources=sources, **common
-        )
+        scores = score_binary(model, backbone, rows, sources=sources, **common)
         return scores, labels, groups, "Yes/No first-token probability, shared prefix computed once"
     if args.rank_method == "letters":
-        scores = score_choices(
-            bundle.model, bundle.tokenizer, bundle.template, rows, sources=sources, **common
-        )
+        scores = score_choices(model, backbone, rows, sources=sources, **common)
         return (
             scores,
             None,
@@ -490,16 +487,7 @@ def _score(
             "listwise: index-letter probabilities in one pass per sample (LlamaRec verbalizer)",
         )
     flat, owner, counts = pointwise_samples(rows)
-    p = score_pointwise(
-        bundle.model,
-        bundle.tokenizer,
-        bundle.template,
-        flat,
-        owner,
-        bundle.answers,
-        sources=[sources[o] for o in owner],
-        **common,
-    )
+    p = score_pointwise(model, backbone, flat, owner, sources=[sources[o] for o in owner], **common)
     scores = torch.full((len(rows), max(counts)), -1.0, device=p.device)
     col = torch.tensor([j for c in counts for j in range(c)], device=p.device)
     scores[torch.tensor(owner, device=p.device), col] = p
@@ -544,25 +532,27 @@ def _checkpoint_metrics(
 
 
 def _fitting(
-    args: argparse.Namespace, rows: list[dict[str, Any]], sources: list[str], task: str
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    sources: list[str],
+    task: str,
+    backbones: Sequence[Any],
 ) -> list[int]:
     """Indices of the samples whose prompts fit every checkpoint's cutoff (history may still be dropped);
     tokenizers only, before any model loads."""
-    from llm4rec.data.tokenize import OverlongPrompt, fit_prompt
-    from llm4rec.models.loading import load_prompt_settings
+    from llm4rec.data.tokenize import OverlongPrompt
 
     if task == "ranking" and args.rank_method == "pointwise":
         flat, owner, _ = pointwise_samples(rows)
     else:
         flat, owner = rows, list(range(len(rows)))
     bad: set[int] = set()
-    for ckpt in args.checkpoint:
-        ps = load_prompt_settings(ckpt, cutoff_len=args.cutoff_len, lang=args.lang)
+    for bb in backbones:
         for sample, i in zip(flat, owner):
             if i in bad:
                 continue
             try:
-                fit_prompt(ps.tokenizer, ps.template, sample, ps.cutoff_len, sources[i])
+                bb.encode_prompt(sample, sources[i])
             except OverlongPrompt:
                 bad.add(i)
     return [i for i in range(len(rows)) if i not in bad]

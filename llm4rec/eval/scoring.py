@@ -20,11 +20,9 @@ from typing import Any
 
 import torch
 
-from llm4rec.data.tokenize import TruncationStats, fit_to_budget, render_prompt
+from llm4rec.data.tokenize import TruncationStats, fit_to_budget
 from llm4rec.errors import UserError
 from llm4rec.eval.sequence_scoring import ScoringStats, score_token_sequences, to_device
-from llm4rec.models.answer_tokens import answer_token_ids
-from llm4rec.models.templates import PromptTemplate
 
 #: the task-level scoring API; ScoringStats is what callers pass as ``stats=``
 __all__ = [
@@ -53,29 +51,28 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> l
 
 
 def fit_prompts(
-    tokenizer: Any,
-    template: PromptTemplate,
+    backbone: Any,
     samples: Sequence[dict[str, Any]],
-    cutoff_len: int,
+    cutoff_len: int | None = None,
     *,
     sources: Sequence[str] | None = None,
     stats: TruncationStats | None = None,
 ) -> list[list[int]]:
-    """Prompt ids of many samples, exactly as :func:`llm4rec.data.tokenize.fit_prompt` gives them one by one:
-    tokenized in one batch, and the few over ``cutoff_len - 1`` tokens refitted by dropping their oldest
+    """Prompt ids of many samples, exactly as :meth:`Backbone.encode_prompt
+    <llm4rec.models.backbone.Backbone.encode_prompt>` gives them one by one: tokenized in one batch, and the
+    few over ``cutoff_len - 1`` tokens (default: the backbone's cutoff) refitted by dropping their oldest
     history items (the preamble and question are never cut, so shared-prefix reuse survives). ``sources``
     name each sample in errors (``file:line``); ``stats`` counts the shortened prompts."""
-    prompts = [render_prompt(template, s) for s in samples]
-    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    cutoff_len = cutoff_len or backbone.cutoff_len
     out = []
-    for i, (sample, seq) in enumerate(zip(samples, ids)):
+    for i, (sample, seq) in enumerate(zip(samples, backbone.prompt_ids(samples))):
         where = sources[i] if sources is not None else f"sample {i + 1}"
         fitted = fit_to_budget(
             sample,
-            lambda s: list(tokenizer(render_prompt(template, s), add_special_tokens=True)["input_ids"]),
+            lambda s: backbone.prompt_ids([s])[0],
             cutoff_len - 1,
             where,
-            ids=list(seq),
+            ids=seq,
             limit=f"the {cutoff_len - 1} prompt tokens cutoff_len {cutoff_len} leaves (one is the answer's)",
         )
         if stats is not None:
@@ -89,60 +86,53 @@ def fit_prompts(
 
 def score_binary(
     model: Any,
-    tokenizer: Any,
-    template: PromptTemplate,
+    backbone: Any,
     samples: Sequence[dict[str, Any]],
-    answers: Sequence[str] = ("Yes.", "No."),
+    answers: Sequence[str] | None = None,
     *,
     batch_size: int = 16,
-    cutoff_len: int = 512,
+    cutoff_len: int | None = None,
     progress: bool = False,
     **options: Any,
 ) -> torch.Tensor:
     """P(first answer) per sample: softmax over the answers' first-token logits at the last prompt position.
 
-    Returns a float32 tensor on the model's device, one score per sample, in the samples' order.
-    ``options`` go to :func:`score_token_sequences` (``max_batch_tokens``, ``reuse_prefix``, ``stats``...).
+    ``model`` is ``backbone``'s loaded model (:meth:`~llm4rec.models.backbone.Backbone.load_model`, or one
+    being trained); ``answers`` and ``cutoff_len`` default to the backbone's. Returns a float32 tensor on
+    the model's device, one score per sample, in the samples' order. ``options`` go to
+    :func:`~llm4rec.eval.sequence_scoring.score_token_sequences` (``max_batch_tokens``, ``stats``...).
     """
     logits = answer_logits(
-        model,
-        tokenizer,
-        template,
-        samples,
-        answers,
-        cutoff_len,
-        batch_size=batch_size,
-        progress=progress,
-        **options,
+        model, backbone, samples, answers, cutoff_len, batch_size=batch_size, progress=progress, **options
     )
     return torch.softmax(logits, dim=-1)[:, 0]
 
 
 def answer_logits(
     model: Any,
-    tokenizer: Any,
-    template: PromptTemplate,
+    backbone: Any,
     samples: Sequence[dict[str, Any]],
-    answers: Sequence[str],
-    cutoff_len: int,
+    answers: Sequence[str] | None = None,
+    cutoff_len: int | None = None,
     **options: Any,
 ) -> torch.Tensor:
-    """Logits [N, A] of the answers' first tokens after each sample's rendered prompt (the shared core of
-    the ``score_*`` functions), prompts fitted to ``cutoff_len`` by :func:`fit_prompts` (``sources``: one
-    ``file:line`` per sample for its errors); other ``options`` go to :func:`score_token_sequences`."""
+    """Logits [N, A] of the answers' first tokens after each sample's prompt (the shared core of the
+    ``score_*`` functions), prompts fitted by :func:`fit_prompts` (``sources``: one ``file:line`` per sample
+    for its errors); other ``options`` go to :func:`~llm4rec.eval.sequence_scoring.score_token_sequences`.
+    Whether shared prefixes may be reused is the backbone family's to say (``prefix_safe``)."""
     if not samples:
         raise UserError("no samples to score")
-    ids = answer_token_ids(tokenizer, render_prompt(template, samples[0]), answers)
+    ids = backbone.answer_token_ids(samples[0], answers)
     stats = options.get("stats")
     seqs = fit_prompts(
-        tokenizer,
-        template,
+        backbone,
         samples,
         cutoff_len,
         sources=options.pop("sources", None),
         stats=stats.truncation if stats is not None else None,
     )
-    return score_token_sequences(model, seqs, ids, pad_token_id=_pad_id(tokenizer), **options)
+    options.setdefault("prefix_safe", backbone.family.prefix_safe)
+    return score_token_sequences(model, seqs, ids, pad_token_id=_pad_id(backbone.tokenizer), **options)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -155,13 +145,12 @@ def _pad_id(tokenizer: Any) -> int:
 
 def score_choices(
     model: Any,
-    tokenizer: Any,
-    template: PromptTemplate,
+    backbone: Any,
     samples: Sequence[dict[str, Any]],
     *,
     labels: Sequence[str] | None = None,
     batch_size: int = 16,
-    cutoff_len: int = 512,
+    cutoff_len: int | None = None,
     progress: bool = False,
     **options: Any,
 ) -> torch.Tensor:
@@ -182,15 +171,7 @@ def score_choices(
     if k > len(labels):
         raise UserError(f"a sample has {k} candidates but only {len(labels)} index labels exist")
     logits = answer_logits(
-        model,
-        tokenizer,
-        template,
-        samples,
-        labels[:k],
-        cutoff_len,
-        batch_size=batch_size,
-        progress=progress,
-        **options,
+        model, backbone, samples, labels[:k], cutoff_len, batch_size=batch_size, progress=progress, **options
     )
     if min(counts) < k:
         valid = torch.arange(k)[None] < torch.tensor(counts)[:, None]
@@ -207,14 +188,13 @@ def _n_candidates(sample: dict[str, Any], i: int) -> int:
 
 def score_pointwise(
     model: Any,
-    tokenizer: Any,
-    template: PromptTemplate,
+    backbone: Any,
     samples: Sequence[dict[str, Any]],
     groups: Sequence[Any],
-    answers: Sequence[str] = ("Yes.", "No."),
+    answers: Sequence[str] | None = None,
     *,
     batch_size: int = 16,
-    cutoff_len: int = 512,
+    cutoff_len: int | None = None,
     progress: bool = False,
     **options: Any,
 ) -> torch.Tensor:
@@ -227,8 +207,7 @@ def score_pointwise(
         raise ValueError("one group key per sample is required")
     return score_binary(
         model,
-        tokenizer,
-        template,
+        backbone,
         samples,
         answers,
         groups=groups,

@@ -18,7 +18,7 @@ How the work is cut (:func:`score_token_sequences`):
 Models whose positions are not plain 1-D (ChatGLM-6B), that scale their logits, or that are not a
 LoRA-style peft model fall back to the generic path: whole prompts, left padding, ``logits_to_keep=1``.
 
-Devices: one code path. The model's device and dtype decide (``load_checkpoint`` loads bf16/fp16 on
+Devices: one code path. The model's device and dtype decide (``Backbone.load_model`` loads bf16/fp16 on
 CUDA, with SDPA or flash attention as the recipe says); host-built index tensors are pinned and copied
 ``non_blocking`` on CUDA. Shared-prefix caches are read, never written: the suffix passes use a cache
 layer that returns past + new keys/values to attention without storing them. Verified on CPU (fp32 and
@@ -38,7 +38,6 @@ import torch
 from llm4rec.data.tokenize import TruncationStats
 from llm4rec.errors import UserError
 from llm4rec.eval.kv_cache import broadcast_kv, cache_kv, new_cache
-from llm4rec.models.registry import family_of_config
 
 #: config attributes that transform logits after the output head; any of them set disables head slicing
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -135,14 +134,13 @@ def _unwrap_peft(model: Any) -> tuple[Any, bool]:
     return model, True
 
 
-def _resolve(model: Any, fast: bool = True) -> _Parts:
+def _resolve(model: Any, fast: bool = True, prefix_safe: bool = False) -> _Parts:
     base, trunk_ok = _unwrap_peft(model)
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     device = emb.weight.device if emb is not None else next(model.parameters()).device
     config = getattr(base, "config", None)
-    # the family says whether prefix reuse and the sliced output head are exact for its models
-    family = family_of_config(config) if config is not None else None
-    plain = family is not None and family.prefix_safe
+    # the backbone's family says whether prefix reuse and the sliced output head are exact for its models
+    plain = prefix_safe
     try:  # a peft wrapper passes keyword arguments through to the model it wraps
         accepts = "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
@@ -232,6 +230,7 @@ def score_token_sequences(
     pad_token_id: int = 0,
     reuse_prefix: bool = True,
     fast: bool = True,
+    prefix_safe: bool = False,
     stats: ScoringStats | None = None,
     progress: bool = False,
     distributed: bool = False,
@@ -241,7 +240,8 @@ def score_token_sequences(
     ``groups`` (one key per sequence) marks sequences that share more than the global prefix (a user's
     candidates); each group's common prefix is computed once. ``max_batch_tokens`` bounds padded tokens
     per forward pass (default ``batch_size`` x mean suffix length); ``batch_size`` also caps rows per batch
-    at 4x its value. ``fast=False`` / ``reuse_prefix=False`` switch optimisations off (for comparisons).
+    at 4x its value. ``prefix_safe`` (the backbone family's flag) allows prefix reuse and the sliced head;
+    ``fast=False`` / ``reuse_prefix=False`` switch optimisations off (for comparisons).
     With ``distributed`` and an initialised process group, each process scores its shard (whole groups)
     and every process receives all rows in the original order.
     """
@@ -257,7 +257,7 @@ def score_token_sequences(
         raise UserError("no samples to score")
     if any(len(s) == 0 for s in seqs):
         raise UserError("a prompt tokenized to nothing")
-    parts = _resolve(model, fast)
+    parts = _resolve(model, fast, prefix_safe)
     device = parts.device
     out = torch.empty(len(seqs), len(answer_ids), dtype=torch.float32, device=device)
     if stats is not None:
@@ -304,7 +304,9 @@ def _score_shard(
             **options,
         )
     else:
-        local = torch.empty(0, len(answer_ids), device=_resolve(model, options["fast"]).device)
+        local = torch.empty(
+            0, len(answer_ids), device=_resolve(model, options["fast"], options["prefix_safe"]).device
+        )
     return gather_in_order(local, shards, len(seqs))
 
 

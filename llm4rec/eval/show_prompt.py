@@ -29,18 +29,18 @@ from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
 
 
-def prompt_breakdown(
-    tokenizer: Any, template: Any, sample: dict[str, Any], cutoff_len: int, where: str
-) -> dict:
-    """The fitted prompt of ``sample`` and its token counts by part (see the module docstring)."""
-    from llm4rec.data.tokenize import drop_history, fit_prompt, history_spans, render_prompt
+def prompt_breakdown(backbone: Any, sample: dict[str, Any], where: str) -> dict:
+    """The fitted prompt of ``sample`` under ``backbone`` and its token counts by part (see the module
+    docstring)."""
+    from llm4rec.data.tokenize import drop_history, history_spans
     from llm4rec.models.answer_tokens import encode
 
-    fitted = fit_prompt(tokenizer, template, sample, cutoff_len, where)
+    tokenizer, template = backbone.tokenizer, backbone.template
+    fitted = backbone.encode_prompt(sample, where)
     total = len(fitted.ids)
     kept = len(history_spans(fitted.sample, where))
     bare = drop_history(fitted.sample, kept, where)
-    history = total - len(encode(tokenizer, render_prompt(template, bare)))
+    history = total - len(backbone.prompt_ids([bare])[0])
     text = (
         template.text
         if str(sample.get("input", "")) or template.text_no_input is None
@@ -137,7 +137,7 @@ def pointwise_sample(sample: dict[str, Any], candidate: str | None, where: str) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec show-prompt``."""
     from llm4rec.io import line_numbers, read_jsonl
-    from llm4rec.models.loading import load_prompt_settings
+    from llm4rec.models.backbone import resolve_backbone
 
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     if args.cutoff_len < 0:
@@ -151,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = pointwise_sample(sample, args.candidate, where)
     elif args.candidate is not None:
         raise UserError("--candidate: only with --rank-method pointwise")
-    ps = load_prompt_settings(args.checkpoint, cutoff_len=args.cutoff_len, lang=args.lang)
-    b = prompt_breakdown(ps.tokenizer, ps.template, sample, ps.cutoff_len, where)
+    backbone = resolve_backbone(args.checkpoint, cutoff_len=args.cutoff_len, lang=args.lang, device="cpu")
+    b = prompt_breakdown(backbone, sample, where)
     print(b["text"])
     print(tokens_line(b))
     return 0

@@ -145,7 +145,7 @@ def import_gguf(src: Path, out: Path, *, dtype: str = "float32", template: str =
     if getattr(config, "tie_word_embeddings", False):
         # tied weights share storage, which safetensors refuses; transformers re-ties on load
         state.pop("lm_head.weight", None)
-    from llm4rec.models.loading import answer_words
+    from llm4rec.models.backbone import answer_words
     from llm4rec.models.registry import get_family
 
     chosen = TEMPLATES[default_template(info["family"]) if template == "auto" else template]

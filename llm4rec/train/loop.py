@@ -22,28 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from llm4rec.config import Recipe, save_recipe
-from llm4rec.data.tokenize import (
-    OverlongPrompt,
-    TruncationStats,
-    collate,
-    encode_train_example,
-    fit_prompt,
-    length_grouped_batches,
-    render_prompt,
-)
+from llm4rec.data.tokenize import OverlongPrompt, TruncationStats, collate, length_grouped_batches
 from llm4rec.errors import UserError
 from llm4rec.io import atomic_dir, follow_umask, line_numbers, read_jsonl, write_json_atomic
-from llm4rec.models.answer_tokens import answer_token_ids
-from llm4rec.models.loading import (
-    answer_words,
-    load_base_model,
-    load_tokenizer,
-    resolve_family,
-    resolve_model_path,
-    resolve_template,
-    save_tokenizer,
-)
-from llm4rec.models.paths import require_model_dir
+from llm4rec.models.backbone import Backbone, device_capability, resolve_backbone, settle_recipe
+from llm4rec.models.loading import load_base_model, save_tokenizer
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
 from llm4rec.train.state import TrainState
@@ -189,7 +172,9 @@ def _memory_budget_gb(recipe: Recipe, device: torch.device) -> float:
     return avail / 2 / GIB
 
 
-def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, accelerator: Any) -> Recipe:
+def _resolve_memory_settings(
+    recipe: Recipe, backbone: Backbone, lengths: list[int], world: int, accelerator: Any
+) -> Recipe:
     """Resolve ``auto`` micro-batch / checkpointing from the plan of this data on this device, print the
     choice; on CUDA print the plan's expected peak and warn when it does not fit. Never blocks training
     except through a wrong recipe."""
@@ -215,12 +200,24 @@ def _resolve_memory_settings(recipe: Recipe, lengths: list[int], world: int, acc
             f"{str(recipe.model.gradient_checkpointing).lower()} (as chosen when this run started)"
         )
     elif has_auto(recipe):
-        choice = choose_auto(recipe, budget, kind, world, seq_len, spread)
+        choice = choose_auto(
+            recipe,
+            budget,
+            kind,
+            world,
+            seq_len,
+            spread,
+            backbone=backbone,
+            capability=device_capability(device),
+        )
         recipe = resolve_auto(recipe, choice)
         accelerator.print(choice.line())
     if kind == "cuda":
         try:  # warn, never fail: the plan is an estimate
-            plan = plan_recipe(recipe, gpu_gb=budget, seq_len=seq_len, shape_spread=spread)
+            plan = plan_recipe(
+                recipe, gpu_gb=budget, seq_len=seq_len, shape_spread=spread, backbone=backbone,
+                capability=device_capability(device),
+            )  # fmt: skip
             accelerator.print(
                 f"expected nvidia-smi peak: {plan.total_gb:.2f} GiB (longest sample {seq_len} tokens)"
             )
@@ -251,10 +248,7 @@ class _Run:
 
     recipe: Recipe
     accelerator: Any
-    family: Any
-    tokenizer: Any
-    template: Any
-    answers: Any
+    backbone: Backbone
     data: _Data
     model: Any
     optimizer: Any
@@ -275,13 +269,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
     accelerator = _setup_accelerator()
     world = accelerator.num_processes
     _set_seed(recipe.train.seed)
-    family, model_path, tokenizer, template, answers = _setup_backbone(recipe)
-    recipe = resolve_packing(recipe, family)
-    data = _setup_data(recipe, tokenizer, template, answers, accelerator)
-    recipe = _resolve_memory_settings(recipe, data.lengths, world, accelerator)
+    backbone, recipe = _setup_backbone(recipe, accelerator.device)
+    data = _setup_data(recipe, backbone, accelerator)
+    recipe = _resolve_memory_settings(recipe, backbone, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
     accum = _accumulation_steps(t, world)
-    model, resume_dir = _setup_model(recipe, model_path, family, accelerator)
+    model, resume_dir = _setup_model(recipe, backbone, accelerator)
     micro_per_epoch = math.ceil(len(data.examples) / (t.micro_batch_size * world))
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
     total_steps = t.max_steps or math.ceil(steps_per_epoch * t.epochs)
@@ -291,7 +284,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     save_every = t.save_every or eval_every
     state = TrainState()
     run = _Run(
-        recipe, accelerator, family, tokenizer, template, answers, data, model, optimizer, scheduler, params,
+        recipe, accelerator, backbone, data, model, optimizer, scheduler, params,
         Path(t.output_dir), state,
     )  # fmt: skip
     _start_outputs(run, resume_dir)
@@ -377,18 +370,14 @@ def _setup_accelerator() -> Any:
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
-def _setup_backbone(recipe: Recipe) -> tuple[Any, Path, Any, Any, Any]:
-    """Family, weights directory, tokenizer, template and answer words of the recipe's model."""
-    m = recipe.model
-    require_model_dir(m.path)
-    family = resolve_family(m.path, m.family)
-    model_path = resolve_model_path(m.path, family)
-    tokenizer = load_tokenizer(model_path, family)
-    template = resolve_template(family, m.template, m.lang, model_path)
-    return family, model_path, tokenizer, template, answer_words(family, m.lang, template)
+def _setup_backbone(recipe: Recipe, device: torch.device) -> tuple[Backbone, Recipe]:
+    """The recipe's backbone, resolved once for this device, and the recipe with every ``auto`` of its
+    model section and ``data.packing`` settled (what ``recipe.yaml`` then records)."""
+    backbone = resolve_backbone(recipe.model, cutoff_len=recipe.data.cutoff_len, device=device)
+    return backbone, resolve_packing(settle_recipe(recipe, backbone), backbone.family)
 
 
-def _setup_data(recipe: Recipe, tokenizer: Any, template: Any, answers: Any, accelerator: Any) -> _Data:
+def _setup_data(recipe: Recipe, backbone: Backbone, accelerator: Any) -> _Data:
     """Read and encode the training rows, fit the validation rows; warn once about what was truncated."""
     d, seed = recipe.data, recipe.train.seed
     train_rows = read_jsonl(d.train, required=("instruction", "input", "output"))
@@ -398,22 +387,14 @@ def _setup_data(recipe: Recipe, tokenizer: Any, template: Any, answers: Any, acc
         picked = random.Random(seed).sample(range(len(valid_rows)), d.max_valid_samples)
         valid_rows, valid_src = [valid_rows[i] for i in picked], [valid_src[i] for i in picked]
     # fail early (before loading weights) when the answers cannot be scored with this tokenizer
-    answer_token_ids(tokenizer, render_prompt(template, train_rows[0]), answers)
+    backbone.answer_token_ids(train_rows[0])
     # one truncation rule for training and validation: whole history items go, oldest first
     truncation = {"train": TruncationStats(), "valid": TruncationStats()}
     examples = []
     for r, n in zip(train_rows, line_numbers(d.train)):
         try:
             examples.append(
-                encode_train_example(
-                    tokenizer,
-                    template,
-                    r,
-                    d.cutoff_len,
-                    d.train_on_inputs,
-                    where=f"{d.train}:{n}",
-                    stats=truncation["train"],
-                )
+                backbone.encode_train(r, d.train_on_inputs, where=f"{d.train}:{n}", stats=truncation["train"])
             )
         except OverlongPrompt as exc:
             if not d.skip_overlong:
@@ -426,7 +407,7 @@ def _setup_data(recipe: Recipe, tokenizer: Any, template: Any, answers: Any, acc
     kept_valid = []
     for i, r in enumerate(valid_rows):
         try:
-            truncation["valid"].add(fit_prompt(tokenizer, template, r, d.cutoff_len, valid_src[i]).dropped)
+            truncation["valid"].add(backbone.encode_prompt(r, valid_src[i]).dropped)
             kept_valid.append(i)
         except OverlongPrompt as exc:
             if not d.skip_overlong:
@@ -441,21 +422,12 @@ def _setup_data(recipe: Recipe, tokenizer: Any, template: Any, answers: Any, acc
     return _Data(examples, lengths, valid_rows, valid_src, valid_labels, truncation)
 
 
-def _setup_model(recipe: Recipe, model_path: Path, family: Any, accelerator: Any) -> tuple[Any, Path | None]:
+def _setup_model(recipe: Recipe, backbone: Backbone, accelerator: Any) -> tuple[Any, Path | None]:
     """The base model prepared for (k-bit) training with its LoRA adapter: new, or the one to resume."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     m = recipe.model
-    model = load_base_model(
-        model_path,
-        family,
-        load_in_4bit=m.load_in_4bit,
-        quant_type=m.quant_type,
-        double_quant=m.double_quant,
-        compute_dtype=m.compute_dtype,
-        attn_implementation=m.attn_implementation,
-        device=accelerator.device,
-    )
+    model = load_base_model(backbone, device=accelerator.device)
     model.config.use_cache = False
     if m.load_in_4bit:
         # non-reentrant checkpointing: torch's recommended mode, and the one that works with frozen inputs
@@ -474,7 +446,7 @@ def _setup_model(recipe: Recipe, model_path: Path, family: Any, accelerator: Any
         r=recipe.lora.r,
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
-        target_modules=family.targets(recipe.lora.targets),
+        target_modules=backbone.family.targets(recipe.lora.targets),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -490,11 +462,8 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
-        save_tokenizer(run.tokenizer, out)
-        write_json_atomic(
-            out / "llm4rec.json",
-            {"family": run.family.name, "template": run.template.name, "answers": run.answers},
-        )
+        save_tokenizer(run.backbone.tokenizer, out)
+        write_json_atomic(out / "llm4rec.json", run.backbone.to_record())
     if resume_dir is not None:
         run.state = TrainState.load(resume_dir / "trainer_state.json")
         _load_resume_state(resume_dir, run.optimizer, run.scheduler)
@@ -533,7 +502,8 @@ def _micro_batch(run: _Run, indices: list[int]) -> dict[str, torch.Tensor]:
     if run.recipe.data.packing:
         batch = pack(shard, varlen=run.recipe.model.attn_implementation == "flash_attention_2")
     else:
-        batch = collate(shard, run.tokenizer.pad_token_id, run.family.train_padding_side)
+        bb = run.backbone
+        batch = collate(shard, bb.tokenizer.pad_token_id, bb.family.train_padding_side)
     batch["head_index"], batch["head_targets"] = head_inputs(batch["labels"])
     # the varlen lengths stay Python ints: flash attention reads them on the host
     return {
@@ -587,12 +557,9 @@ def _validate(run: _Run) -> float | None:
     with torch.no_grad():
         scores = score_binary(
             accelerator.unwrap_model(model),
-            run.tokenizer,
-            run.template,
+            run.backbone,
             run.data.valid_rows,
-            run.answers,
             batch_size=run.recipe.eval.batch_size,
-            cutoff_len=run.recipe.data.cutoff_len,
             sources=run.data.valid_src,
             # with several processes each scores a shard; every one gets all scores back, in order
             distributed=accelerator.num_processes > 1,

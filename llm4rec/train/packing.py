@@ -73,9 +73,20 @@ def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]], p
     return 1.0 - real / fed if fed else 0.0
 
 
+def packs(wanted: bool | str, family: Any, attn_implementation: str) -> bool:
+    """What ``data.packing`` means for ``family`` (a registry entry, None when unknown) under an attention
+    implementation: ``auto`` as :func:`auto_packing` says, else the value. Training and the memory
+    planner both take it from here."""
+    from llm4rec.models.backbone import attention_name
+
+    if wanted == "auto":
+        return auto_packing(family is not None and family.packing, attention_name(attn_implementation))
+    return bool(wanted)
+
+
 def resolve_packing(recipe: Any, family: Any) -> Any:
-    """The recipe with ``data.packing`` a bool: ``auto`` as :func:`auto_packing` says; ``true`` on a family
-    that does not support packed batches is a :class:`UserError` naming the key."""
+    """The recipe with ``data.packing`` a bool (:func:`packs`); ``true`` on a family that does not support
+    packed batches is a :class:`UserError` naming the key."""
     wanted = recipe.data.packing
     if wanted is True and not family.packing:
         raise UserError(
@@ -83,8 +94,5 @@ def resolve_packing(recipe: Any, family: Any) -> Any:
             "is not transformers' own, which builds the per-sample attention from position ids); "
             "set data.packing: auto or false"
         )
-    if wanted == "auto":
-        on = auto_packing(family.packing, recipe.model.attn_implementation)
-    else:
-        on = bool(wanted)
+    on = packs(wanted, family, recipe.model.attn_implementation)
     return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, packing=on))

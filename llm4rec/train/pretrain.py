@@ -84,7 +84,8 @@ def pretrain(
     """Train every weight of ``model_dir`` on the ``corpus`` files for ``steps`` steps; save to ``out``."""
     from transformers import AutoModelForCausalLM
 
-    from llm4rec.models.loading import read_tokenizer, resolve_family, save_tokenizer
+    from llm4rec.models.backbone import resolve_family
+    from llm4rec.models.loading import read_tokenizer, save_tokenizer
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

@@ -161,7 +161,8 @@ def test_history_spans_locate_every_history_item(src, tmp_path, lang):
 
 def test_max_prompt_tokens_sizes_samples_to_a_tokenizer(src, tmp_path, tiny_llama):
     from llm4rec.data.tokenize import drop_history, fit_to_budget, history_spans
-    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+    from llm4rec.models.backbone import resolve_template
+    from llm4rec.models.loading import load_backbone_tokenizer
 
     tok, fam = load_backbone_tokenizer(tiny_llama)
     template = resolve_template(fam, "auto", "en")

@@ -222,7 +222,8 @@ def test_real_ml100k_k20_prompts_fit_384_with_the_llama_tokenizer(tmp_path):
     """Real ML-100K (one user in 30, for time) with the real LLaMA tokenizer: compact K=20 samples sized by
     prep to 384 and to 340 tokens keep the instruction and all 20 candidates, only the oldest history items
     go, and each fits its budget as training tokenizes it."""
-    from llm4rec.models.loading import load_backbone_tokenizer, resolve_template
+    from llm4rec.models.backbone import resolve_template
+    from llm4rec.models.loading import load_backbone_tokenizer
     from tests.conftest import shared_path
 
     raw = shared_path("data", "ml-100k")

@@ -149,15 +149,15 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
     point = pl.read_parquet(tmp_path / "p" / "scores.parquet")
     pmat = torch.tensor(point["scores:llama"].to_list())
     from llm4rec.eval.scoring import pointwise_samples, score_binary
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.backbone import resolve_backbone
 
     flat_rows, _, _ = pointwise_samples(rows)
     assert flat_rows[0]["input"].startswith("User Preference:") and flat_rows[1]["input"].endswith(
         '"Film 1 (Drama)"'
     )
-    bundle = load_checkpoint(tiny_llama, device="cpu")
+    bb = resolve_backbone(tiny_llama, device="cpu")
     with torch.no_grad():
-        alone = score_binary(bundle.model, bundle.tokenizer, bundle.template, flat_rows, bundle.answers)
+        alone = score_binary(bb.load_model("cpu"), bb, flat_rows)
     torch.testing.assert_close(pmat, alone.view(12, 5), atol=1e-5, rtol=0)
     assert "test NDCG@5" in out
 
@@ -198,8 +198,7 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
 
 def test_cutoff_comes_from_each_recipe_and_shortened_prompts_are_reported(adapter, tmp_path, capsys):
     from llm4rec.config import recipe_from_dict, save_recipe
-    from llm4rec.data.tokenize import fit_prompt
-    from llm4rec.models.loading import load_prompt_settings
+    from llm4rec.models.backbone import resolve_backbone
 
     short = tmp_path / "run-short"
     shutil.copytree(adapter, short)
@@ -217,8 +216,9 @@ def test_cutoff_comes_from_each_recipe_and_shortened_prompts_are_reported(adapte
     )
     assert code == 0, err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    ps = load_prompt_settings(short)
-    dropped = [fit_prompt(ps.tokenizer, ps.template, r, 150).dropped for r in rows]
+    ps = resolve_backbone(short, device="cpu")
+    assert ps.cutoff_len == 150
+    dropped = [ps.encode_prompt(r).dropped for r in rows]
     long_, short_ = report["checkpoints"]
     assert long_["truncation"]["cutoff_len"] == 256 and long_["truncation"]["shortened"] == 0
     t = short_["truncation"]

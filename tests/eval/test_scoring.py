@@ -18,16 +18,16 @@ from llm4rec.eval.scoring import (
 )
 from llm4rec.eval.sequence_scoring import common_prefix, score_token_sequences, unique_prefix_tokens
 from llm4rec.models.answer_tokens import answer_token_ids
-from llm4rec.models.loading import load_base_model, load_tokenizer
-from llm4rec.models.registry import get_family
+from llm4rec.models.backbone import resolve_backbone
 from llm4rec.models.templates import ALPACA
 from tests.conftest import make_tallrec_samples
 
 
 def _load(path, family, four_bit=True):
-    fam = get_family(family)
-    model = load_base_model(path, fam, load_in_4bit=four_bit, compute_dtype="float32", device="cpu")
-    return model.eval(), load_tokenizer(path, fam)
+    """The model and its backbone (Alpaca template, fp32 compute on CPU)."""
+    bb = resolve_backbone(path, template="alpaca", load_in_4bit=four_bit, device="cpu")
+    assert bb.family.name == family and bb.template is ALPACA
+    return bb.load_model("cpu"), bb
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def lora_llama(tiny_llama):
     """A LoRA model whose adapter changes the outputs (B initialised non-zero)."""
     from peft import LoraConfig, get_peft_model
 
-    model, tok = _load(tiny_llama, "llama")
+    model, bb = _load(tiny_llama, "llama")
     torch.manual_seed(1)
     peft = get_peft_model(
         model,
@@ -49,7 +49,7 @@ def lora_llama(tiny_llama):
     for name, p in peft.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
-    return peft.eval(), tok
+    return peft.eval(), bb
 
 
 def naive_logits(model, tok, prompts, ids, cutoff=512):
@@ -74,13 +74,14 @@ def varied_samples(n, seed=0):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_binary_equals_one_prompt_at_a_time(family, tiny_llama, tiny_qwen2):
-    model, tok = _load(tiny_llama if family == "llama" else tiny_qwen2, family)
+    model, bb = _load(tiny_llama if family == "llama" else tiny_qwen2, family)
+    tok = bb.tokenizer
     rows = varied_samples(13, seed=2)
     prompts = [render_prompt(ALPACA, r) for r in rows]
     ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
     stats = ScoringStats()
     with torch.no_grad():
-        got = score_binary(model, tok, ALPACA, rows, batch_size=4, stats=stats)
+        got = score_binary(model, bb, rows, batch_size=4, stats=stats)
     want = torch.softmax(naive_logits(model, tok, prompts, ids), -1)[:, 0]
     assert got.dtype == torch.float32 and got.shape == (13,)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
@@ -91,14 +92,15 @@ def test_binary_equals_one_prompt_at_a_time(family, tiny_llama, tiny_qwen2):
 
 
 def test_lora_model_fast_path_keeps_the_adapter(lora_llama):
-    model, tok = lora_llama
+    model, bb = lora_llama
+    tok = bb.tokenizer
     rows = varied_samples(12, seed=3)
     prompts = [render_prompt(ALPACA, r) for r in rows]
     ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
     seqs = encode_prompts(tok, prompts, 512)
     with torch.no_grad():
-        fast = score_token_sequences(model, seqs, ids, batch_size=3)
-        generic = score_token_sequences(model, seqs, ids, batch_size=3, fast=False)
+        fast = score_token_sequences(model, seqs, ids, batch_size=3, prefix_safe=True)
+        generic = score_token_sequences(model, seqs, ids, batch_size=3, fast=False, prefix_safe=True)
         want = naive_logits(model, tok, prompts, ids)
         with model.disable_adapter():
             base = naive_logits(model, tok, prompts, ids)
@@ -108,11 +110,12 @@ def test_lora_model_fast_path_keeps_the_adapter(lora_llama):
 
 
 def test_fit_prompts_matches_one_at_a_time_fitting(llama):
-    _, tok = llama
+    _, bb = llama
+    tok = bb.tokenizer
     rows = varied_samples(9)
     for cutoff in (512, 180):
         stats = TruncationStats()
-        got = fit_prompts(tok, ALPACA, rows, cutoff, stats=stats)
+        got = fit_prompts(bb, rows, cutoff, stats=stats)
         assert got == [fit_prompt(tok, ALPACA, r, cutoff).ids for r in rows]
         assert all(len(s) <= cutoff - 1 for s in got)
         assert (stats.shortened > 0) == (cutoff == 180) and stats.prompts == 9
@@ -123,13 +126,14 @@ def test_fit_prompts_matches_one_at_a_time_fitting(llama):
 
 
 def test_truncated_prompts_keep_the_shared_preamble_and_score_right(llama):
-    model, tok = llama
+    model, bb = llama
+    tok = bb.tokenizer
     rows = varied_samples(10, seed=4)
     ids = answer_token_ids(tok, render_prompt(ALPACA, rows[0]), ("Yes.", "No."))
     cutoff = 180
     stats = ScoringStats()
     with torch.no_grad():
-        got = score_binary(model, tok, ALPACA, rows, cutoff_len=cutoff, batch_size=4, stats=stats)
+        got = score_binary(model, bb, rows, cutoff_len=cutoff, batch_size=4, stats=stats)
         want = []
         for r in rows:
             x = torch.tensor([fit_prompt(tok, ALPACA, r, cutoff).ids])
@@ -137,14 +141,15 @@ def test_truncated_prompts_keep_the_shared_preamble_and_score_right(llama):
     torch.testing.assert_close(got, torch.softmax(torch.stack(want), -1)[:, 0], atol=1e-5, rtol=0)
     full = ScoringStats()
     with torch.no_grad():
-        score_binary(model, tok, ALPACA, rows, batch_size=4, stats=full)
+        score_binary(model, bb, rows, batch_size=4, stats=full)
     # history items go, the template preamble and instruction stay: the shared prefix is reused as before
     assert stats.truncation.shortened > 0 and full.truncation.shortened == 0
     assert stats.shared_prefix_tokens == full.shared_prefix_tokens > 20
 
 
 def test_pointwise_groups_compute_each_history_once(llama):
-    model, tok = llama
+    model, bb = llama
+    tok = bb.tokenizer
     users = make_tallrec_samples(5, seed=5)
     titles = ["Film 1 (Action)", "Film 2 (Comedy)", "Film 11 (Horror)", "Film 7 (Drama)"]
     rows, groups = [], []
@@ -159,8 +164,8 @@ def test_pointwise_groups_compute_each_history_once(llama):
     rows, groups = [rows[i] for i in order], [groups[i] for i in order]
     stats = ScoringStats()
     with torch.no_grad():
-        got = score_pointwise(model, tok, ALPACA, rows, groups, batch_size=3, stats=stats)
-        alone = score_binary(model, tok, ALPACA, rows, batch_size=3)
+        got = score_pointwise(model, bb, rows, groups, batch_size=3, stats=stats)
+        alone = score_binary(model, bb, rows, batch_size=3)
     prompts = [render_prompt(ALPACA, r) for r in rows]
     ids = answer_token_ids(tok, prompts[0], ("Yes.", "No."))
     want = torch.softmax(naive_logits(model, tok, prompts, ids), -1)[:, 0]
@@ -173,7 +178,8 @@ def test_pointwise_groups_compute_each_history_once(llama):
 
 
 def test_choices_read_the_index_letters(llama):
-    model, tok = llama
+    model, bb = llama
+    tok = bb.tokenizer
     rows = []
     for i, r in enumerate(make_tallrec_samples(6, seed=6)):
         k = 3 + i % 3
@@ -183,7 +189,7 @@ def test_choices_read_the_index_letters(llama):
             {"instruction": "Pick the film.", "input": r["input"] + "\n" + listing, "candidates": cands}
         )
     with torch.no_grad():
-        probs = score_choices(model, tok, ALPACA, rows, batch_size=2)
+        probs = score_choices(model, bb, rows, batch_size=2)
     assert probs.shape == (6, 5)
     torch.testing.assert_close(probs.sum(1), torch.ones(6))
     prompts = [render_prompt(ALPACA, r) for r in rows]
@@ -196,11 +202,11 @@ def test_choices_read_the_index_letters(llama):
 
 
 def test_answers_without_distinct_first_tokens_are_named(llama):
-    model, tok = llama
+    model, bb = llama
     with pytest.raises(UserError, match="distinct"):
-        score_binary(model, tok, ALPACA, make_tallrec_samples(2), answers=("Yes.", "Yes!"))
+        score_binary(model, bb, make_tallrec_samples(2), answers=("Yes.", "Yes!"))
     with pytest.raises(UserError, match="no samples"):
-        score_binary(model, tok, ALPACA, [])
+        score_binary(model, bb, [])
 
 
 def test_prefix_helpers():

@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from llm4rec.data.tokenize import fit_prompt, history_spans
-from llm4rec.models.loading import load_prompt_settings
+from llm4rec.data.tokenize import history_spans
+from llm4rec.models.backbone import resolve_backbone
 from tests.conftest import make_tallrec_samples, run_command, shared_path
 
 LINE = re.compile(
@@ -35,14 +35,14 @@ def parse(out: str) -> tuple[str, list[int]]:
 def test_prints_the_fitted_prompt_and_its_token_counts(tiny_llama, tmp_path, capsys):
     rows = make_tallrec_samples(5, seed=31)
     data = write_jsonl(tmp_path / "s.jsonl", rows)
-    ps = load_prompt_settings(tiny_llama)
+    ps = resolve_backbone(tiny_llama, device="cpu")
     for cutoff in (512, 140):
         code, out, err = show(
             ["--checkpoint", tiny_llama, "--data", data, "--index", 2, "--cutoff-len", cutoff], capsys
         )
         assert code == 0, err
         text, (t, p, i, kept, m, h, q) = parse(out)
-        fitted = fit_prompt(ps.tokenizer, ps.template, rows[2], cutoff)
+        fitted = resolve_backbone(tiny_llama, cutoff_len=cutoff, device="cpu").encode_prompt(rows[2])
         assert text == ps.tokenizer.decode(fitted.ids) and t == len(fitted.ids) <= cutoff - 1
         assert p + i + h + q == t and m == len(history_spans(rows[2])) and kept == m - fitted.dropped
         assert text.startswith("<s>") and rows[2]["instruction"] in text and "### Response:" in text
@@ -138,7 +138,7 @@ def test_pointwise_shows_one_candidates_yes_no_prompt_as_scoring_builds_it(tiny_
     assert run("movielens", *argv) == 0
     data = tmp_path / "out" / "ranking" / "test.jsonl"
     row = json.loads(data.read_text(encoding="utf-8").splitlines()[1])
-    ps = load_prompt_settings(tiny_llama)
+    ps = resolve_backbone(tiny_llama, device="cpu")
     flat, _, _ = pointwise_samples([row])
     shown = {}
     for cand, j in (("J", 9), ("0", 0), ("a", 0)):
@@ -149,7 +149,7 @@ def test_pointwise_shows_one_candidates_yes_no_prompt_as_scoring_builds_it(tiny_
         )
         assert code == 0, err
         text, (t, *_rest) = parse(out)
-        ids = fit_prompts(ps.tokenizer, ps.template, [flat[j]], ps.cutoff_len)[0]
+        ids = fit_prompts(ps, [flat[j]])[0]
         assert text == ps.tokenizer.decode(ids) and t == len(ids)
         assert flat[j]["input"].endswith(f'Candidate: "{row["candidate_titles"][j]}"')
         shown[cand] = text

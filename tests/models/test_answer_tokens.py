@@ -10,9 +10,10 @@ import pytest
 
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids, encode
+from llm4rec.models.backbone import answer_words
 from llm4rec.models.families.llama import LLAMA2_CHAT
 from llm4rec.models.families.qwen2 import CHATML, CHATML_ZH
-from llm4rec.models.loading import answer_words, load_tokenizer
+from llm4rec.models.loading import load_tokenizer
 from llm4rec.models.registry import TEMPLATES, get_family
 from llm4rec.models.templates import ALPACA, ALPACA_ZH
 from tests.conftest import shared_path

@@ -59,7 +59,7 @@ def _logits(model, ids) -> torch.Tensor:
 def test_import_round_trips_logits(tmp_path: Path, tokenizer, arch: str, qtype: str, tol: float) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.backbone import resolve_backbone
 
     original = _tiny(arch, len(tokenizer))
     src = write_gguf(original, tokenizer, tmp_path / f"tiny-{arch}.{qtype}.gguf", arch=arch, qtype=qtype)
@@ -88,7 +88,7 @@ def test_import_round_trips_logits(tmp_path: Path, tokenizer, arch: str, qtype: 
         assert err > 0  # the file really held rounded weights
 
     # every llm4rec command loads it with the recorded template (the family default, not its chat format)
-    bundle = load_checkpoint(out)
+    bundle = resolve_backbone(out)
     assert bundle.family.name == arch
     assert bundle.template.name == "alpaca"
     assert json.loads((out / "llm4rec.json").read_text())["source"]["tensor_types"][qtype] > 0
@@ -98,9 +98,9 @@ def test_template_option_and_bf16(tmp_path: Path, tokenizer) -> None:
     src = write_gguf(_tiny("llama", len(tokenizer)), tokenizer, tmp_path / "t.gguf")
     rec = import_gguf(src, tmp_path / "bf16", dtype="bfloat16", template="chatml")
     assert rec["template"] == "chatml"
-    from llm4rec.models.loading import load_checkpoint
+    from llm4rec.models.backbone import resolve_backbone
 
-    assert load_checkpoint(tmp_path / "bf16").template.name == "chatml"  # what llm4rec.json records is used
+    assert resolve_backbone(tmp_path / "bf16").template.name == "chatml"  # what llm4rec.json records is used
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:

@@ -147,7 +147,7 @@ def test_prep_training_and_evaluation_share_the_sentencepiece_ids(tmp_path):
     and show-prompt load all give sentencepiece's ids."""
     from llm4rec.config import recipe_from_dict
     from llm4rec.io import write_jsonl_atomic
-    from llm4rec.models.loading import load_prompt_settings
+    from llm4rec.models.backbone import resolve_backbone
     from llm4rec.models.tiny import build_tiny_model
     from llm4rec.train.loop import train
 
@@ -175,7 +175,7 @@ def test_prep_training_and_evaluation_share_the_sentencepiece_ids(tmp_path):
         "logging": {"progress_bar": False},
     }
     train(recipe_from_dict(recipe))
-    run_tok = load_prompt_settings(tmp_path / "run").tokenizer
+    run_tok = resolve_backbone(tmp_path / "run").tokenizer
     assert (tmp_path / "run" / "tokenizer.model").is_file()
     assert run_tok(texts, add_special_tokens=False)["input_ids"] == want
     assert (run_tok.pad_token, run_tok.padding_side) == (prep_tok.pad_token, prep_tok.padding_side)

@@ -13,7 +13,8 @@ import pytest
 from llm4rec.config import load_recipe
 from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example
 from llm4rec.errors import UserError
-from llm4rec.models.loading import answer_words, load_tokenizer, resolve_family, resolve_template
+from llm4rec.models.backbone import answer_words, resolve_family, resolve_template
+from llm4rec.models.loading import load_tokenizer
 from llm4rec.models.registry import LLAMA_LINEAR, TEMPLATES, detect_family, get_family, list_families
 from llm4rec.models.templates import ALPACA
 from tests.conftest import REPO, make_tallrec_samples, shared_path, tallrec_draws
@@ -200,7 +201,12 @@ def test_recipe_trains_a_tiny_model_of_its_family(tmp_path, tiny_real, recipe_na
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     meta = json.loads((out / "llm4rec.json").read_text())
     expected_answers = ["是", "否"] if base.model.lang == "zh" else ["Yes.", "No."]
-    assert meta == {"family": family, "template": base.model.template, "answers": expected_answers}
+    assert {k: meta[k] for k in ("family", "template", "answers", "lang")} == {
+        "family": family,
+        "template": base.model.template,
+        "answers": expected_answers,
+        "lang": base.model.lang,
+    }
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)

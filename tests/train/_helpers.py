@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from llm4rec.data.tokenize import TrainExample, encode_train_example
-from llm4rec.models.loading import resolve_template
+from llm4rec.models.backbone import resolve_template
 
 from ..conftest import make_tallrec_samples
 

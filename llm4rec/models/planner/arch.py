@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import UserError
-from llm4rec.io import read_json_object
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "arch"
 
@@ -82,31 +81,39 @@ class ResolvedArch:
     published_params: int | None = None
 
 
-def resolve_arch(model_path: str, family: str = "auto", arch: str | None = None) -> ResolvedArch:
-    """Find the architecture to plan: ``arch`` by name, else ``model_path``'s config.json, else the packaged
-    architecture named like ``model_path``'s last component, else the family's default 7B.
+def resolve_arch(
+    model_path: str, family: str = "auto", arch: str | None = None, backbone: Any = None
+) -> ResolvedArch:
+    """Find the architecture to plan: ``arch`` by name, else the resolved ``backbone``'s (its config.json,
+    read once when it was resolved), else ``model_path``'s config.json, else the packaged architecture
+    named like ``model_path``'s last component, else the family's default 7B.
 
     A family given in the recipe that disagrees with the architecture is a :class:`UserError`.
     """
-    from llm4rec.models.registry import detect_family, get_family
+    from llm4rec.models.registry import family_of_config, read_model_config
 
     resolved: ResolvedArch | None = None
-    if arch:
+    if backbone is not None and not arch:
+        cfg_path = Path(backbone.source) / "config.json"
+        resolved = ResolvedArch(
+            Path(backbone.source).name, backbone.family.name, backbone.config, str(cfg_path)
+        )
+    elif arch:
         data = load_arch(arch)
         resolved = ResolvedArch(
             data["name"], data["family"], data["config"], "packaged", data.get("published_params")
         )
     elif model_path and (Path(model_path) / "config.json").is_file():
+        from llm4rec.models.backbone import resolve_family
+
         cfg_path = Path(model_path) / "config.json"
-        cfg = read_json_object(cfg_path)
-        fam = detect_family(model_path)
+        cfg = read_model_config(model_path) or {}
+        detected = family_of_config(cfg)
+        fam = detected.name if detected is not None else None
         if family != "auto":
-            wanted = get_family(family)
-            if fam is not None and not wanted.matches(cfg):
-                raise UserError(
-                    f"model.family: recipe says {family!r} but {cfg_path} is a {fam!r} checkpoint"
-                )
-            fam = family  # detection may not tell apart same-layout releases (ChatGLM2/3); the recipe does
+            # the recipe's family, checked against the config by the backbone's rule; detection may not tell
+            # apart same-layout releases (ChatGLM2/3): the recipe does
+            fam = resolve_family(model_path, family, cfg).name
         resolved = ResolvedArch(Path(model_path).name, fam, cfg, str(cfg_path))
     elif model_path and normalize_arch_name(model_path) in _arch_index():
         data = load_arch(model_path)

@@ -67,18 +67,21 @@ def choose_auto(
     seq_len: int | None = None,
     shape_spread: float = 1.0,
     arch: str | None = None,
+    backbone: Any = None,
+    capability: tuple[int, int] | None = None,
 ) -> AutoChoice:
     """Resolve ``train.micro_batch_size: auto`` / ``model.gradient_checkpointing: auto``.
 
     Among micro-batches that divide the per-process batch (up to :data:`AUTO_MAX_MICRO`) and, when
     checkpointing is auto, both checkpointing settings, the one with the highest :func:`relative_speed`
     whose plan is within ``AUTO_HEADROOM x budget_gb``: checkpointing only where it buys a micro-batch
-    large enough to pay for its recomputation. When nothing fits, the leanest setting.
+    large enough to pay for its recomputation. When nothing fits, the leanest setting. ``backbone``: the
+    resolved backbone being trained (its config is planned; nothing is read again).
     """
     t, m = recipe.train, recipe.model
-    resolved = resolve_arch(m.path, m.family, arch or getattr(m, "arch", None) or None)
+    resolved = resolve_arch(m.path, m.family, arch or getattr(m, "arch", None) or None, backbone)
     params = count_params(resolved.config, resolved.name)
-    base = settings_from_recipe(recipe, params, resolved.family, device, seq_len, shape_spread)
+    base = settings_from_recipe(recipe, params, resolved.family, device, seq_len, shape_spread, capability)
     per_process = t.batch_size // world if t.batch_size % world == 0 else t.batch_size
     if t.micro_batch_size == "auto":
         micros = [

@@ -356,18 +356,20 @@ def settings_from_recipe(
     device: str,
     seq_len: int | None = None,
     shape_spread: float = 1.0,
+    capability: tuple[int, int] | None = None,
 ) -> Settings:
-    """Resolve a recipe's memory-relevant knobs (LoRA target names via the family's registry entry).
+    """Resolve a recipe's memory-relevant knobs (LoRA target names via the family's registry entry; compute
+    dtype, attention and packing by the rules the loader and training apply).
 
     ``seq_len`` is the longest tokenized sample when the data is known (default: the cutoff);
-    ``shape_spread`` how much micro-batch lengths vary (default 1: unknown data, assume they do).
+    ``shape_spread`` how much micro-batch lengths vary (default 1: unknown data, assume they do);
+    ``capability`` the CUDA card's compute capability (None: a current card).
     """
+    from llm4rec.models.backbone import attention_name, compute_dtype_name
+
     m, lo, t = recipe.model, recipe.lora, recipe.train
     targets = _resolve_targets(lo.targets, family, params)
-    if m.compute_dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    else:
-        dtype = m.compute_dtype
+    dtype = compute_dtype_name(m.compute_dtype, device, capability)
     return Settings(
         micro_batch_size=1 if t.micro_batch_size == "auto" else t.micro_batch_size,
         cutoff_len=min(recipe.data.cutoff_len, seq_len or recipe.data.cutoff_len),
@@ -379,7 +381,7 @@ def settings_from_recipe(
         load_in_4bit=m.load_in_4bit,
         double_quant=m.double_quant,
         compute_dtype=dtype,
-        attn_implementation="sdpa" if m.attn_implementation == "auto" else m.attn_implementation,
+        attn_implementation=attention_name(m.attn_implementation),
         device=device,
         # llm4rec.train.loss runs the head on labelled positions only: all of them with train_on_inputs
         head_tokens_per_sample=0 if recipe.data.train_on_inputs else ANSWER_TOKENS,
@@ -389,14 +391,11 @@ def settings_from_recipe(
 
 
 def _packs(packing: bool | str, family: str | None, attn: str) -> bool:
-    """``data.packing`` resolved as training resolves it (see llm4rec.train.packing.auto_packing)."""
-    from llm4rec.models.registry import FAMILIES, list_families
-    from llm4rec.train.packing import auto_packing
+    """``data.packing`` resolved as training resolves it (:func:`llm4rec.train.packing.packs`)."""
+    from llm4rec.models.registry import FAMILIES
+    from llm4rec.train.packing import packs
 
-    if packing != "auto":
-        return bool(packing)
-    list_families()
-    return auto_packing(family in FAMILIES and FAMILIES[family].packing, attn)
+    return packs(packing, FAMILIES.get(family or ""), attn)
 
 
 def _resolve_targets(targets: str | list[str], family: str | None, params: ParamCount) -> list[str]:

@@ -204,21 +204,20 @@ def llm4rec_pipeline(src, family: str) -> dict:
     tokenization, 4-bit LoRA training and scoring code, as train.py does. Returns what tests assert on."""
     from peft import LoraConfig, get_peft_model
 
-    from llm4rec.data.tokenize import IGNORE_INDEX, collate, encode_train_example, render_prompt
-    from llm4rec.models import loading
-    from llm4rec.models.answer_tokens import answer_token_ids
+    from llm4rec.config import ModelConfig
+    from llm4rec.data.tokenize import IGNORE_INDEX, collate, render_prompt
+    from llm4rec.models.backbone import resolve_backbone
+    from llm4rec.models.loading import load_base_model
 
-    fam = loading.resolve_family(str(src), family)
-    path = loading.resolve_model_path(str(src), fam)
-    again = loading.resolve_model_path(str(src), fam)
-    tok = loading.load_tokenizer(path, fam)
-    model = loading.load_base_model(path, fam, load_in_4bit=True, compute_dtype="float32", device="cpu")
-    template = loading.resolve_template(fam, "auto", "zh")
-    answers = loading.answer_words(fam, "zh")
+    m = ModelConfig(path=str(src), family=family, lang="zh", compute_dtype="float32")
+    bb = resolve_backbone(m, cutoff_len=256, device="cpu")
+    fam, path, tok, template = bb.family, bb.weights, bb.tokenizer, bb.template
+    again = resolve_backbone(m, cutoff_len=256, device="cpu").weights
+    model = load_base_model(bb, device="cpu")
     rows = zh_samples(8)
-    examples = [encode_train_example(tok, template, r, 256) for r in rows]
+    examples = [bb.encode_train(r) for r in rows]
     n_label = [sum(x != IGNORE_INDEX for x in e.labels) for e in examples]
-    answer_ids = answer_token_ids(tok, render_prompt(template, rows[0]), answers)
+    answer_ids = bb.answer_token_ids(rows[0])
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=fam.targets("qv"), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     model.config.use_cache = False
@@ -240,7 +239,7 @@ def llm4rec_pipeline(src, family: str) -> dict:
         score_binary = None
     if score_binary is not None:
         with torch.no_grad():
-            scores = score_binary(model, tok, template, rows, answers, batch_size=3, cutoff_len=256).cpu()
+            scores = score_binary(model, bb, rows, batch_size=3).cpu()
             direct = []
             for r in rows:  # one unpadded prompt at a time, straight through the model
                 ids = tok(render_prompt(template, r))["input_ids"]

@@ -289,7 +289,7 @@ def test_transformers_converter_differs_where_ours_is_exact(real_tokenizer, tmp_
 
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
     from llm4rec.models.answer_tokens import answer_token_ids
-    from llm4rec.models.loading import answer_words, resolve_template
+    from llm4rec.models.backbone import answer_words, resolve_template
     from llm4rec.models.registry import get_family
 
     tok = real_tokenizer[0]

@@ -213,7 +213,7 @@ def test_tokenizer_matches_original_on_real_files(real_tokenizer):
 
 def test_answer_tokens_are_distinct_in_default_templates(real_tokenizer):
     from llm4rec.models.answer_tokens import answer_token_ids
-    from llm4rec.models.loading import answer_words, resolve_template
+    from llm4rec.models.backbone import answer_words, resolve_template
     from llm4rec.models.registry import get_family
 
     family, tok, _, _ = real_tokenizer
