@@ -43,7 +43,7 @@ from llm4rec.data.canonical import Canonical
 from llm4rec.data.splits import ORDERS, SPLIT_NAMES, SPLITS, SplitConfig, assign_splits, build_timeline
 from llm4rec.data.tasks.common import LANGS, NOUNS, Chunk, TaskContext, add_history
 from llm4rec.errors import UserError, exit_on_user_error
-from llm4rec.io import atomic_dir
+from llm4rec.io import atomic_dir, require_writable
 
 TASKS = ("tallrec", "ranking", "instructrec", "next_item")
 #: --ties: what a sample's history does with events in the same second as its target
@@ -975,6 +975,7 @@ def main(argv: list[str] | None = None, source: str = "movielens", prog: str | N
         tokenizer_family=args.tokenizer_family,
         template=args.template,
     )
+    require_writable(args.out, "--out", replace=True)  # before the log is read
     t0 = time.perf_counter()
     canon = src.read(args, settings["threshold"])
     log = (lambda *_: None) if args.quiet else print

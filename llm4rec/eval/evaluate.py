@@ -35,7 +35,16 @@ from llm4rec.eval.scoring import (
     score_choices,
     score_pointwise,
 )
-from llm4rec.io import atomic_dir, line_numbers, read_jsonl
+from llm4rec.io import (
+    atomic_dir,
+    disk_full_error,
+    is_disk_full,
+    line_numbers,
+    read_jsonl,
+    remove_stale_temps,
+    require_writable,
+    temp_prefix,
+)
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -268,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec evaluate`` (and ``python -m llm4rec.eval``)."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     ks = _check_args(args)
+    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
+    require_writable(out_dir, "--out", replace=True)  # before any model loads
     s = _read_samples(args)
 
     from accelerate import PartialState
@@ -277,7 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # one line per event on the terminal; --progress shows the bars
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
     results = []
     columns: dict[str, Any] = {"index": s.kept}
     for key in ("user_id", "item_id"):
@@ -604,11 +614,18 @@ def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_form
         import tempfile
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
+        remove_stale_temps(out.with_name(out.stem))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(out.with_name(out.stem)), suffix=".tmp", dir=out.parent)
+        )
         try:
             fill(tmp, out.name)
             for f in tmp.iterdir():
                 os.replace(f, out.parent / f.name)
+        except Exception as exc:
+            if is_disk_full(exc, out.parent):
+                raise disk_full_error(out) from None
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:

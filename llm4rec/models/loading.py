@@ -25,6 +25,7 @@ from llm4rec.models.registry import (
     read_model_config,
 )
 from llm4rec.models.templates import ANSWERS, PromptTemplate
+from llm4rec.safetensors_check import check_adapter_dir, check_model_dir
 
 # peft reads transformers' renamed `is_gradient_checkpointing` attribute; the notice is for peft, not users
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -218,6 +219,7 @@ def load_base_model(
     if q is not None:
         kwargs["quantization_config"] = q
     kwargs["attn_implementation"] = "sdpa" if attn_implementation == "auto" else attn_implementation
+    check_model_dir(path)  # a truncated weight file is one line naming it, not safetensors' traceback
     try:
         model = auto_cls.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
@@ -385,8 +387,9 @@ def load_checkpoint(
             require_model_dir(m.path, f"{ckpt / 'recipe.yaml'}: model.path")
         except UserError as exc:
             raise UserError(f"{exc} (the adapter's base model)") from None
+        base_path = resolve_model_path(m.path, ps.family)
         model = load_base_model(
-            resolve_model_path(m.path, ps.family),
+            base_path,
             ps.family,
             load_in_4bit=m.load_in_4bit if load_in_4bit is None else load_in_4bit,
             quant_type=m.quant_type,
@@ -397,6 +400,7 @@ def load_checkpoint(
         )
         from peft import PeftModel
 
+        check_adapter_dir(ckpt, model, base_path)
         model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=False)
     else:
         model = load_base_model(ckpt, ps.family, load_in_4bit=bool(load_in_4bit), device=device)

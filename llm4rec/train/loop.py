@@ -13,6 +13,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,17 @@ from llm4rec.data.tokenize import (
     render_prompt,
 )
 from llm4rec.errors import UserError
-from llm4rec.io import atomic_dir, follow_umask, line_numbers, read_jsonl, write_json_atomic
+from llm4rec.io import (
+    atomic_dir,
+    disk_full_error,
+    follow_umask,
+    is_disk_full,
+    line_numbers,
+    read_json_object,
+    read_jsonl,
+    require_writable,
+    write_json_atomic,
+)
 from llm4rec.models.answer_tokens import answer_token_ids
 from llm4rec.models.loading import (
     answer_words,
@@ -44,6 +55,9 @@ from llm4rec.models.loading import (
     save_tokenizer,
 )
 from llm4rec.models.paths import require_model_dir
+from llm4rec.run_lock import locked
+from llm4rec.safetensors_check import check_adapter_dir
+from llm4rec.train.fingerprint import check_resume, write_fingerprint
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
 
@@ -153,11 +167,19 @@ def _save_adapter(model: Any, out: Path) -> None:
     """Write the adapter files into ``out`` through a temporary directory (never half-written)."""
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    follow_umask(tmp)  # safetensors writes 0600: other users of a shared server could not load the adapter
-    for name in ADAPTER_FILES:
-        os.replace(tmp / name, out / name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp))
+        follow_umask(
+            tmp
+        )  # safetensors writes 0600: other users of a shared server could not load the adapter
+        for name in ADAPTER_FILES:
+            os.replace(tmp / name, out / name)
+    except Exception as exc:
+        if is_disk_full(exc, out):
+            raise disk_full_error(out / ADAPTER_FILES[0]) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _find_resume(recipe: Recipe) -> Path | None:
@@ -269,7 +291,16 @@ class _Run:
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir)."""
+    """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir).
+
+    The output directory is checked to be writable before anything loads, and locked for the run (the
+    main process holds the lock: see :mod:`llm4rec.run_lock`)."""
+    require_writable(recipe.train.output_dir, "train.output_dir")
+    with locked(recipe.train.output_dir, enabled=os.environ.get("RANK", "0") == "0"):
+        return _train(recipe)
+
+
+def _train(recipe: Recipe) -> dict[str, Any]:
     # ---------------------------------------------------------------- setup
     accelerator = _setup_accelerator()
     world = accelerator.num_processes
@@ -280,6 +311,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     recipe = _resolve_memory_settings(recipe, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
     accum = _accumulation_steps(t, world)
+    check_resume(recipe, _find_resume(recipe), world)
     model, resume_dir = _setup_model(recipe, model_path, family, accelerator)
     micro_per_epoch = math.ceil(len(data.examples) / (t.micro_batch_size * world))
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
@@ -468,6 +500,7 @@ def _setup_model(recipe: Recipe, model_path: Path, family: Any, accelerator: Any
         model.enable_input_require_grads()
     resume_dir = _find_resume(recipe)
     if resume_dir is not None:
+        check_adapter_dir(resume_dir, model, model_path)
         return PeftModel.from_pretrained(model, str(resume_dir), is_trainable=True), resume_dir
     lora = LoraConfig(
         r=recipe.lora.r,
@@ -495,7 +528,7 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
             {"family": run.family.name, "template": run.template.name, "answers": run.answers},
         )
     if resume_dir is not None:
-        run.state = json.loads((resume_dir / "trainer_state.json").read_text())
+        run.state = read_json_object(resume_dir / "trainer_state.json")
         _load_resume_state(resume_dir, run.optimizer, run.scheduler)
         if accelerator.is_main_process:
             _truncate_metrics(run.metrics_path, run.state["step"])
@@ -631,6 +664,9 @@ def _save_checkpoint(run: _Run) -> None:
         run.accelerator.unwrap_model(run.model).save_pretrained(str(tmp))
         _save_resume_state(tmp, run.optimizer, run.scheduler)
         (tmp / "trainer_state.json").write_text(json.dumps(run.state, indent=2))
+        write_fingerprint(tmp, run.recipe, run.accelerator.num_processes)
+    if os.environ.get("LLM4REC_TEST_KILL_AFTER_STEP") == str(run.state["step"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed right after this checkpoint, every time
 
 
 def _finish(run: _Run, t0: float) -> dict[str, Any]:
