@@ -35,6 +35,7 @@ from llm4rec.eval.scoring import (
     score_choices,
     score_pointwise,
 )
+from llm4rec.eval.task_check import check_task, sample_task
 from llm4rec.io import (
     atomic_dir,
     disk_full_error,
@@ -59,8 +60,7 @@ def _line_numbers(path: Path) -> list[int]:
 
 def detect_task(rows: Sequence[dict[str, Any]]) -> str:
     """'ranking' when samples carry candidates, else 'binary'."""
-    first = rows[0]
-    return "ranking" if first.get("task") == "ranking" or "candidates" in first else "binary"
+    return sample_task(rows[0])
 
 
 def binary_labels(rows: Sequence[dict[str, Any]], answers: Sequence[str], path: Path) -> list[int]:
@@ -256,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-sample scores file format",
     )
     ap.add_argument(
+        "--allow-task-mismatch",
+        action="store_true",
+        help="score samples of the other task than a checkpoint was trained on (zero-shot studies)",
+    )
+    ap.add_argument(
         "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
     )
     ap.add_argument(
@@ -280,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
     require_writable(out_dir, "--out", replace=True)  # before any model loads
     s = _read_samples(args)
+    check_task(args.checkpoint, s.task, args.data, args.allow_task_mismatch)
 
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging

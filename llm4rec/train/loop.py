@@ -33,6 +33,7 @@ from llm4rec.data.tokenize import (
     render_prompt,
 )
 from llm4rec.errors import UserError
+from llm4rec.eval.task_check import file_task
 from llm4rec.io import (
     atomic_dir,
     disk_full_error,
@@ -525,7 +526,12 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
         save_tokenizer(run.tokenizer, out)
         write_json_atomic(
             out / "llm4rec.json",
-            {"family": run.family.name, "template": run.template.name, "answers": run.answers},
+            {
+                "family": run.family.name,
+                "template": run.template.name,
+                "answers": run.answers,
+                "task": file_task(recipe.data.train),
+            },
         )
     if resume_dir is not None:
         run.state = read_json_object(resume_dir / "trainer_state.json")
