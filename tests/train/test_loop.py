@@ -18,7 +18,7 @@ from llm4rec.config import recipe_from_dict
 from llm4rec.errors import UserError
 from llm4rec.train.loop import train
 
-from ..conftest import REPO, make_tallrec_samples
+from ..conftest import REPO, free_port, make_tallrec_samples
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -215,7 +215,7 @@ def test_two_processes_shard_validation_and_keep_the_best_adapter(tmp_path, tiny
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(REPO / "train.py"), str(path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
