@@ -498,6 +498,7 @@ class PromptSizer:
         return self._encode([sample])[0]
 
     def _encode(self, samples: list[dict[str, Any]]) -> list[list[int]]:
+        from llm4rec.data.plain_text import encode_texts
         from llm4rec.data.tokenize import render_prompt
 
         t = self.template
@@ -507,7 +508,7 @@ class PromptSizer:
         ]
         eos = self.tokenizer.eos_token_id
         out = []
-        for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        for ids in encode_texts(self.tokenizer, texts):
             ids = list(ids)
             if eos is not None and (not ids or ids[-1] != eos):
                 ids.append(eos)

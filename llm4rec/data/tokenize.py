@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from llm4rec.data.plain_text import mark_sample_text
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import common_prefix_len, encode
 from llm4rec.models.templates import PromptTemplate
@@ -30,8 +31,11 @@ IGNORE_INDEX = -100
 
 
 def render_prompt(template: PromptTemplate, sample: dict[str, Any]) -> str:
-    """The prompt text of a sample: its ``instruction`` and ``input`` in the backbone's template."""
-    return template.render(sample.get("instruction", ""), sample.get("input", ""))
+    """The prompt text of a sample: its ``instruction`` and ``input`` in the backbone's template, the sample's
+    text marked so that it stays text when tokenized (:mod:`llm4rec.data.plain_text`)."""
+    return template.render(
+        mark_sample_text(str(sample.get("instruction", ""))), mark_sample_text(str(sample.get("input", "")))
+    )
 
 
 class OverlongPrompt(UserError):

@@ -46,6 +46,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from llm4rec.data.plain_text import encode_texts
 from llm4rec.data.tokenize import TruncationStats, fit_to_budget, render_prompt
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import answer_token_ids
@@ -99,7 +100,7 @@ class ScoringStats:
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
     """Token ids of many rendered prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt`
     per prompt (a prompt over ``cutoff_len - 1`` tokens is an error: fit samples with :func:`fit_prompts`)."""
-    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    ids = encode_texts(tokenizer, prompts)
     for i, seq in enumerate(ids):
         if len(seq) > cutoff_len - 1:
             fit_to_budget({"input": prompts[i]}, list, cutoff_len - 1, f"prompt {i + 1}", ids=list(seq))
@@ -120,13 +121,13 @@ def fit_prompts(
     history items (the preamble and question are never cut, so shared-prefix reuse survives). ``sources``
     name each sample in errors (``file:line``); ``stats`` counts the shortened prompts."""
     prompts = [render_prompt(template, s) for s in samples]
-    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    ids = encode_texts(tokenizer, prompts)
     out = []
     for i, (sample, seq) in enumerate(zip(samples, ids)):
         where = sources[i] if sources is not None else f"sample {i + 1}"
         fitted = fit_to_budget(
             sample,
-            lambda s: list(tokenizer(render_prompt(template, s), add_special_tokens=True)["input_ids"]),
+            lambda s: encode_texts(tokenizer, [render_prompt(template, s)])[0],
             cutoff_len - 1,
             where,
             ids=list(seq),
