@@ -109,6 +109,20 @@ def disk_full_error(path: str | os.PathLike[str]) -> UserError:
     return UserError(f"no space left on device while writing {path} (the previous output is unchanged)")
 
 
+@contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk inside the block, whatever library was writing, into the one-line
+    :func:`disk_full_error` naming ``path``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - writers wrap ENOSPC in their own types (torch, polars, safetensors)
+        if is_disk_full(exc, Path(path).parent):
+            raise disk_full_error(path) from None
+        raise
+
+
 def require_writable(path: str | os.PathLike[str], what: str, replace: bool = False) -> None:
     """Fail with one line, before anything heavy loads, when output ``path`` cannot be written.
 
@@ -149,16 +163,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            follow_umask(tmp_path)
-        os.replace(tmp_path, path)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - writers wrap ENOSPC in their own types (torch, polars, safetensors)
-        if is_disk_full(exc, path.parent):
-            raise disk_full_error(path) from None
-        raise
+        with disk_full_names(path):
+            yield tmp_path
+            if tmp_path.exists():
+                follow_umask(tmp_path)
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -177,22 +186,17 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        follow_umask(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - writers wrap ENOSPC in their own types (torch, polars, safetensors)
-        if is_disk_full(exc, path.parent):
-            raise disk_full_error(path) from None
-        raise
+        with disk_full_names(path):
+            yield tmp
+            follow_umask(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

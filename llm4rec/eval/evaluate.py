@@ -38,8 +38,7 @@ from llm4rec.eval.scoring import (
 from llm4rec.eval.task_check import check_task, sample_task
 from llm4rec.io import (
     atomic_dir,
-    disk_full_error,
-    is_disk_full,
+    disk_full_names,
     line_numbers,
     read_jsonl,
     remove_stale_temps,
@@ -625,13 +624,10 @@ def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_form
             tempfile.mkdtemp(prefix=temp_prefix(out.with_name(out.stem)), suffix=".tmp", dir=out.parent)
         )
         try:
-            fill(tmp, out.name)
-            for f in tmp.iterdir():
-                os.replace(f, out.parent / f.name)
-        except Exception as exc:
-            if is_disk_full(exc, out.parent):
-                raise disk_full_error(out) from None
-            raise
+            with disk_full_names(out):
+                fill(tmp, out.name)
+                for f in tmp.iterdir():
+                    os.replace(f, out.parent / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:

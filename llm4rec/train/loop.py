@@ -36,9 +36,8 @@ from llm4rec.errors import UserError
 from llm4rec.eval.task_check import file_task
 from llm4rec.io import (
     atomic_dir,
-    disk_full_error,
+    disk_full_names,
     follow_umask,
-    is_disk_full,
     line_numbers,
     read_json_object,
     read_jsonl,
@@ -150,7 +149,7 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, weig
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with disk_full_names(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -169,16 +168,12 @@ def _save_adapter(model: Any, out: Path) -> None:
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(str(tmp))
-        follow_umask(
-            tmp
-        )  # safetensors writes 0600: other users of a shared server could not load the adapter
-        for name in ADAPTER_FILES:
-            os.replace(tmp / name, out / name)
-    except Exception as exc:
-        if is_disk_full(exc, out):
-            raise disk_full_error(out / ADAPTER_FILES[0]) from None
-        raise
+        with disk_full_names(out / ADAPTER_FILES[0]):
+            model.save_pretrained(str(tmp))
+            # safetensors writes 0600: other users of a shared server could not load the adapter
+            follow_umask(tmp)
+            for name in ADAPTER_FILES:
+                os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

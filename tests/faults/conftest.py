@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, make_tallrec_samples
+from tests.conftest import REPO
+from tests.train.test_loop import _recipe as loop_recipe
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -21,34 +22,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def recipe_data(tmp: Path, model: Path, out: Path, **train) -> dict:
-    """A two-step recipe on a tiny model (learning rate 0.002, LoRA rank 16), checkpointed every step."""
-    data = {
-        "model": {
-            "path": str(model),
-            "family": "llama",
-            "compute_dtype": "float32",
-            "gradient_checkpointing": False,
-        },
-        "lora": {"r": 16, "alpha": 16, "targets": "qv"},
-        "data": {
-            "train": str(write_jsonl(tmp / "train.jsonl", make_tallrec_samples(16, seed=1))),
-            "valid": str(write_jsonl(tmp / "valid.jsonl", make_tallrec_samples(8, seed=2))),
-            "cutoff_len": 256,
-        },
-        "train": {
-            "output_dir": str(out),
-            "max_steps": 2,
-            "micro_batch_size": 8,
-            "batch_size": 8,
-            "learning_rate": 0.002,
-            "warmup_steps": 1,
-            "eval_every": 2,
-            "save_every": 1,
-            "seed": 3,
-        },
-        "logging": {"progress_bar": False},
-    }
-    data["train"].update(train)
+    """test_loop's recipe shrunk to two steps of 8 samples, checkpointed every step, with learning rate 0.002
+    and LoRA rank 16 on q/v (the values the resume tests change)."""
+    data = loop_recipe(
+        tmp, model, max_steps=2, micro_batch_size=8, batch_size=8, learning_rate=0.002, eval_every=2
+    )
+    data["lora"].update(r=16, alpha=16, targets="qv")
+    data["train"].update(output_dir=str(out), seed=3, early_stopping_patience=5, **train)
     return data
 
 
