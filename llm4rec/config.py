@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from llm4rec.errors import UserError
+from llm4rec.errors import UserError, quote
 
 
 def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -193,7 +193,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise UserError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+            raise UserError(f"{key}: {quote(value)} is not one of {', '.join(map(repr, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -208,23 +208,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 _SCALAR_NAMES[a] if a in _SCALAR_NAMES else " or ".join(map(repr, typing.get_args(a)))
                 for a in args
             ]
-            raise UserError(f"{key}: expected {' or '.join(wanted)}, got {value!r}")
+            raise UserError(f"{key}: expected {' or '.join(wanted)}, got {quote(value)}")
         raise UserError(errors[-1])
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise UserError(f"{key}: expected a list, got {type(value).__name__} {quote(value)}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"{key}: expected true or false, got {value!r}")
+        raise UserError(f"{key}: expected true or false, got {quote(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise UserError(f"{key}: expected an integer, got {value!r}")
+        raise UserError(f"{key}: expected an integer, got {quote(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -237,14 +237,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             else:
                 if math.isfinite(number):
                     return number
-                raise UserError(f"{key}: expected a finite number, got {value!r}")
-        raise UserError(f"{key}: expected a number, got {value!r}")
+                raise UserError(f"{key}: expected a finite number, got {quote(value)}")
+        raise UserError(f"{key}: expected a number, got {quote(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"{key}: expected a string, got {value!r}")
+        raise UserError(f"{key}: expected a string, got {quote(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     raise TypeError(f"unsupported annotation {tp!r} for {key}")
@@ -255,14 +255,14 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{prefix or 'recipe'}: expected a mapping of keys, got {data!r}")
+        raise UserError(f"{prefix or 'recipe'}: expected a mapping of keys, got {quote(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise UserError(f"unknown recipe key {full!r}{_suggest(str(key), names)}")
+            raise UserError(f"unknown recipe key {quote(full)}{_suggest(str(key)[:100], names)}")
         kwargs[key] = _coerce(value, hints[key], full)
     return cls(**kwargs)
 
@@ -327,7 +327,7 @@ def check_paths(recipe: Recipe) -> Recipe:
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise UserError(f"override {text!r}: expected key.sub=value")
+        raise UserError(f"override {quote(text)}: expected key.sub=value")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -363,6 +363,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: a recipe is a mapping of sections (model:, lora:, data:, train:, ...), "
+            f"got a YAML {type(data).__name__}"
+        )
     try:
         return validate(_build(Recipe, apply_overrides(data, overrides or []), ""))
     except UserError as exc:

@@ -25,6 +25,16 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: two gloo processes of one test rendezvous on it, not on accelerate's
+    default 29500, which another test worker's processes may hold."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def spans_of(text: str, history: list[str], *lists: list[str]) -> list[list[int]]:
     """``history_spans`` of items shown as quoted titles in comma-joined ``lists`` (as prep writes them)."""
     spans = {}

@@ -45,7 +45,7 @@ from llm4rec.data.sources.registry import SOURCES, Source, register_source
 from llm4rec.data.splits import SPLIT_NAMES, SplitConfig, assign_splits, build_timeline
 from llm4rec.data.tasks.common import Chunk, TaskContext, add_history
 from llm4rec.errors import UserError, exit_on_user_error
-from llm4rec.io import atomic_dir
+from llm4rec.io import atomic_dir, require_writable
 
 #: the entry points, and the source registry they read (llm4rec.data.sources.registry)
 __all__ = ["SOURCES", "Source", "cli", "main", "prepare", "register_source"]
@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None, source: str = "movielens", prog: str | N
         tokenizer_family=args.tokenizer_family,
         template=args.template,
     )
+    require_writable(args.out, "--out", replace=True)  # before the log is read
     t0 = time.perf_counter()
     canon = src.read(args, settings["threshold"])
     log = (lambda *_: None) if args.quiet else print

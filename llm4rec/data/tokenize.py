@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from llm4rec.data.plain_text import encode_texts, mark_sample_text
 from llm4rec.errors import UserError
 from llm4rec.models.answer_tokens import common_prefix_len, encode
 from llm4rec.models.templates import PromptTemplate
@@ -30,8 +31,11 @@ IGNORE_INDEX = -100
 
 
 def render_prompt(template: PromptTemplate, sample: dict[str, Any]) -> str:
-    """The prompt text of a sample: its ``instruction`` and ``input`` in the backbone's template."""
-    return template.render(sample.get("instruction", ""), sample.get("input", ""))
+    """The prompt text of a sample: its ``instruction`` and ``input`` in the backbone's template, the sample's
+    text marked so that it stays text when tokenized (:mod:`llm4rec.data.plain_text`)."""
+    return template.render(
+        mark_sample_text(str(sample.get("instruction", ""))), mark_sample_text(str(sample.get("input", "")))
+    )
 
 
 class OverlongPrompt(UserError):
@@ -215,7 +219,7 @@ def prompt_ids(
     """Token ids of the samples' prompts (special tokens included), tokenized in one batch: the one place a
     prompt becomes ids, for scoring, validation and ``llm4rec show-prompt``."""
     texts = [render_prompt(template, s) for s in samples]
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    return [list(ids) for ids in encode_texts(tokenizer, texts)]
 
 
 def train_ids(tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[str, Any]]) -> list[list[int]]:
@@ -228,7 +232,7 @@ def train_ids(tokenizer: Any, template: PromptTemplate, samples: Sequence[dict[s
     ]
     eos = tokenizer.eos_token_id
     out = []
-    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+    for ids in encode_texts(tokenizer, texts):
         ids = list(ids)
         if eos is not None and (not ids or ids[-1] != eos):
             ids.append(eos)

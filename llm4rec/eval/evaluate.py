@@ -35,7 +35,16 @@ from llm4rec.eval.scoring import (
     score_choices,
     score_pointwise,
 )
-from llm4rec.io import atomic_dir, line_numbers, read_jsonl
+from llm4rec.eval.task_check import check_task, sample_task
+from llm4rec.io import (
+    atomic_dir,
+    disk_full_names,
+    line_numbers,
+    read_jsonl,
+    remove_stale_temps,
+    require_writable,
+    temp_prefix,
+)
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -50,8 +59,7 @@ def _line_numbers(path: Path) -> list[int]:
 
 def detect_task(rows: Sequence[dict[str, Any]]) -> str:
     """'ranking' when samples carry candidates, else 'binary'."""
-    first = rows[0]
-    return "ranking" if first.get("task") == "ranking" or "candidates" in first else "binary"
+    return sample_task(rows[0])
 
 
 def binary_labels(rows: Sequence[dict[str, Any]], answers: Sequence[str], path: Path) -> list[int]:
@@ -247,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-sample scores file format",
     )
     ap.add_argument(
+        "--allow-task-mismatch",
+        action="store_true",
+        help="score samples of the other task than a checkpoint was trained on (zero-shot studies)",
+    )
+    ap.add_argument(
         "--no-4bit", action="store_true", help="load the base unquantized even if trained in 4-bit"
     )
     ap.add_argument(
@@ -268,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec evaluate`` (and ``python -m llm4rec.eval``)."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     ks = _check_args(args)
+    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
+    require_writable(out_dir, "--out", replace=True)  # before any model loads
 
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
@@ -278,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     backbones = _backbones(args, state.device)
     s = _read_samples(args, backbones)
-    out_dir = args.out or args.checkpoint[0] / f"eval-{args.data.stem}"
+    check_task(args.checkpoint, s.task, args.data, args.allow_task_mismatch)
     results = []
     columns: dict[str, Any] = {"index": s.kept}
     for key in ("user_id", "item_id"):
@@ -594,11 +609,15 @@ def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_form
         import tempfile
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
+        remove_stale_temps(out.with_name(out.stem))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(out.with_name(out.stem)), suffix=".tmp", dir=out.parent)
+        )
         try:
-            fill(tmp, out.name)
-            for f in tmp.iterdir():
-                os.replace(f, out.parent / f.name)
+            with disk_full_names(out):
+                fill(tmp, out.name)
+                for f in tmp.iterdir():
+                    os.replace(f, out.parent / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:

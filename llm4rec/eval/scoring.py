@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from llm4rec.data.plain_text import encode_texts
 from llm4rec.data.tokenize import TruncationStats, fit_to_budget
 from llm4rec.errors import UserError
 from llm4rec.eval.sequence_scoring import ScoringStats, score_token_sequences, to_device
@@ -43,7 +44,7 @@ __all__ = [
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], cutoff_len: int) -> list[list[int]]:
     """Token ids of many rendered prompts at once, identical to :func:`llm4rec.data.tokenize.encode_prompt`
     per prompt (a prompt over ``cutoff_len - 1`` tokens is an error: fit samples with :func:`fit_prompts`)."""
-    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    ids = encode_texts(tokenizer, prompts)
     for i, seq in enumerate(ids):
         if len(seq) > cutoff_len - 1:
             fit_to_budget({"input": prompts[i]}, list, cutoff_len - 1, f"prompt {i + 1}", ids=list(seq))

@@ -13,8 +13,11 @@ from llm4rec.errors import UserError
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` with the tokenizer's usual special tokens (BOS where the family adds one)."""
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    """Token ids of ``text`` with the tokenizer's usual special tokens (BOS where the family adds one); the
+    sample text a rendered prompt marks stays text (:mod:`llm4rec.data.plain_text`)."""
+    from llm4rec.data.plain_text import encode_texts
+
+    return encode_texts(tokenizer, [text])[0]
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

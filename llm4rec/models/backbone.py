@@ -159,6 +159,9 @@ class Backbone:
         if self.adapter is not None:
             from peft import PeftModel
 
+            from llm4rec.safetensors_check import check_adapter_dir
+
+            check_adapter_dir(self.adapter, model, self.weights)  # shapes and recorded base, before peft
             model = PeftModel.from_pretrained(model, self.adapter, is_trainable=trainable)
         if not trainable:
             model.eval()

@@ -14,6 +14,7 @@ import torch
 
 from llm4rec.errors import UserError
 from llm4rec.models.registry import BackboneFamily, list_families, read_model_config
+from llm4rec.safetensors_check import check_model_dir
 
 # peft reads transformers' renamed `is_gradient_checkpointing` attribute; the notice is for peft, not users
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -119,6 +120,7 @@ def load_base_model(
     q = quantization_config(load_in_4bit, quant_type, double_quant, dtype)
     if q is not None:
         kwargs["quantization_config"] = q
+    check_model_dir(path)  # a truncated weight file is one line naming it, not safetensors' traceback
     try:
         model = auto_cls.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:

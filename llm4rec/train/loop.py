@@ -13,6 +13,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,21 @@ from tqdm.auto import tqdm
 from llm4rec.config import Recipe, save_recipe
 from llm4rec.data.tokenize import OverlongPrompt, TruncationStats, collate, length_grouped_batches
 from llm4rec.errors import UserError
-from llm4rec.io import atomic_dir, follow_umask, line_numbers, read_jsonl, write_json_atomic
+from llm4rec.eval.task_check import file_task
+from llm4rec.io import (
+    atomic_dir,
+    disk_full_names,
+    follow_umask,
+    line_numbers,
+    read_jsonl,
+    require_writable,
+    write_json_atomic,
+)
 from llm4rec.models.backbone import Backbone, device_capability, resolve_backbone, settle_recipe
 from llm4rec.models.loading import load_base_model, save_tokenizer
+from llm4rec.run_lock import locked
+from llm4rec.safetensors_check import check_adapter_dir
+from llm4rec.train.fingerprint import check_resume, write_fingerprint
 from llm4rec.train.loss import effective_batch_tokens, head_inputs, loss_sum
 from llm4rec.train.packing import pack, resolve_packing
 from llm4rec.train.state import TrainState
@@ -119,7 +132,7 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, weig
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with disk_full_names(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -137,11 +150,15 @@ def _save_adapter(model: Any, out: Path) -> None:
     """Write the adapter files into ``out`` through a temporary directory (never half-written)."""
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    follow_umask(tmp)  # safetensors writes 0600: other users of a shared server could not load the adapter
-    for name in ADAPTER_FILES:
-        os.replace(tmp / name, out / name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with disk_full_names(out / ADAPTER_FILES[0]):
+            model.save_pretrained(str(tmp))
+            # safetensors writes 0600: other users of a shared server could not load the adapter
+            follow_umask(tmp)
+            for name in ADAPTER_FILES:
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _find_resume(recipe: Recipe) -> Path | None:
@@ -264,7 +281,16 @@ class _Run:
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir)."""
+    """Fine-tune a LoRA adapter as the recipe says; return a summary (best AUC, steps, output dir).
+
+    The output directory is checked to be writable before anything loads, and locked for the run (the
+    main process holds the lock: see :mod:`llm4rec.run_lock`)."""
+    require_writable(recipe.train.output_dir, "train.output_dir")
+    with locked(recipe.train.output_dir, enabled=os.environ.get("RANK", "0") == "0"):
+        return _train(recipe)
+
+
+def _train(recipe: Recipe) -> dict[str, Any]:
     # ---------------------------------------------------------------- setup
     accelerator = _setup_accelerator()
     world = accelerator.num_processes
@@ -274,6 +300,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     recipe = _resolve_memory_settings(recipe, backbone, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
     accum = _accumulation_steps(t, world)
+    check_resume(recipe, _find_resume(recipe), world)
     model, resume_dir = _setup_model(recipe, backbone, accelerator)
     micro_per_epoch = math.ceil(len(data.examples) / (t.micro_batch_size * world))
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
@@ -441,6 +468,7 @@ def _setup_model(recipe: Recipe, backbone: Backbone, accelerator: Any) -> tuple[
         model.enable_input_require_grads()
     resume_dir = _find_resume(recipe)
     if resume_dir is not None:
+        check_adapter_dir(resume_dir, model, backbone.weights)
         return PeftModel.from_pretrained(model, str(resume_dir), is_trainable=True), resume_dir
     lora = LoraConfig(
         r=recipe.lora.r,
@@ -463,7 +491,9 @@ def _start_outputs(run: _Run, resume_dir: Path | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         save_tokenizer(run.backbone.tokenizer, out)
-        write_json_atomic(out / "llm4rec.json", run.backbone.to_record())
+        write_json_atomic(
+            out / "llm4rec.json", {**run.backbone.to_record(), "task": file_task(recipe.data.train)}
+        )
     if resume_dir is not None:
         run.state = TrainState.load(resume_dir / "trainer_state.json")
         _load_resume_state(resume_dir, run.optimizer, run.scheduler)
@@ -599,6 +629,9 @@ def _save_checkpoint(run: _Run) -> None:
         run.accelerator.unwrap_model(run.model).save_pretrained(str(tmp))
         _save_resume_state(tmp, run.optimizer, run.scheduler)
         run.state.save(tmp / "trainer_state.json")
+        write_fingerprint(tmp, run.recipe, run.accelerator.num_processes)
+    if os.environ.get("LLM4REC_TEST_KILL_AFTER_STEP") == str(run.state.step):
+        os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed right after this checkpoint, every time
 
 
 def _finish(run: _Run, t0: float) -> dict[str, Any]:

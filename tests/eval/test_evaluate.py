@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from llm4rec.eval.evaluate import main
-from tests.conftest import REPO, make_tallrec_samples
+from tests.conftest import REPO, free_port, make_tallrec_samples
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -192,8 +192,25 @@ def test_ranking_letters_and_grouped_binary(tiny_llama, tmp_path, capsys):
     )
     assert code == 0, err
     m = json.loads((tmp_path / "g" / "report.json").read_text())["checkpoints"][0]["metrics"]
-    assert "auc" in m and "ndcg@1" in m and "mrr" in m
-    assert m["hr@3"] == pytest.approx(1.0)
+    assert m["hr@3"] == pytest.approx(1.0)  # every group's one relevant item is among its 3
+    # the grouped values against sklearn's NDCG and a direct count over the per-sample scores
+    from sklearn.metrics import ndcg_score
+
+    table = pl.read_parquet(tmp_path / "g" / "scores.parquet")
+    groups = {}
+    for row in table.iter_rows(named=True):
+        groups.setdefault(row["user_id"], []).append((row[f"score:{tiny_llama.name}"], row["label"]))
+    assert len(groups) == 4 and all(len(g) == 3 for g in groups.values())
+    relevant = [next(s for s, lab in g if lab == 1) for g in groups.values()]
+    ranks = [1 + sum(s > r for s, _ in g) for g, r in zip(groups.values(), relevant)]
+    for k in (1, 3):
+        want = sum(ndcg_score([[lab for _, lab in g]], [[s for s, _ in g]], k=k) for g in groups.values()) / 4
+        assert m[f"ndcg@{k}"] == pytest.approx(want, abs=1e-6)
+        assert m[f"hr@{k}"] == pytest.approx(sum(r <= k for r in ranks) / 4)
+    assert m["mrr"] == pytest.approx(sum(1 / r for r in ranks) / 4)
+    assert m["auc"] == pytest.approx(
+        roc_auc_score(table["label"], table[f"score:{tiny_llama.name}"]), abs=1e-6
+    )
 
 
 def test_cutoff_comes_from_each_recipe_and_shortened_prompts_are_reported(adapter, tmp_path, capsys):
@@ -327,6 +344,7 @@ def test_accelerate_two_processes_gather_in_order(tiny_llama, tmp_path, capsys):
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path)
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--main_process_port", str(free_port()),
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "llm4rec.eval", "--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "two"),
     ]  # fmt: skip

@@ -1,6 +1,8 @@
 """The backbone registry against the real tokenizer and config files in ../shared: family detection, the
-pad/EOS rules, LoRA target sets, and one LoRA training run per family through each shipped recipe on a tiny
-model built with the family's real tokenizer."""
+pad/EOS rules and LoRA target sets; two LoRA steps and a validation through three shipped recipes (RECIPES:
+LLaMA-2 and Qwen2, en and zh) on tiny models carrying the family's real tokenizer; and for every other
+shipped recipe, its family, template and answer words resolved and scored against the real tokenizer of the
+release it names (the ChatGLM and ChatGLM3 recipes also train end to end in tests/models/legacy)."""
 
 from __future__ import annotations
 
@@ -201,14 +203,58 @@ def test_recipe_trains_a_tiny_model_of_its_family(tmp_path, tiny_real, recipe_na
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     meta = json.loads((out / "llm4rec.json").read_text())
     expected_answers = ["是", "否"] if base.model.lang == "zh" else ["Yes.", "No."]
-    assert {k: meta[k] for k in ("family", "template", "answers", "lang")} == {
+    assert {k: meta[k] for k in ("family", "template", "answers", "lang", "task")} == {
         "family": family,
         "template": base.model.template,
         "answers": expected_answers,
         "lang": base.model.lang,
+        "task": "binary",
     }
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
     aucs = [r["valid_auc"] for r in records if "valid_auc" in r]
     assert len(aucs) == 1 and 0.0 <= aucs[0] <= 1.0
+
+
+#: shipped recipes not trained above -> the release whose real tokenizer their settings are checked with
+CHECKED_ONLY = {
+    "demo_cpu.yaml": "llama-7b",
+    "ranking_ml100k.yaml": "llama-7b",
+    "tallrec_ml100k.yaml": "llama-7b",
+    "tallrec_ml100k_smollm2.yaml": "llama-7b",
+    "tallrec_ml1m.yaml": "llama-7b",
+    "tallrec_ml1m_baichuan2_7b_zh.yaml": "baichuan2-7b",
+    "tallrec_ml1m_baichuan_7b_zh.yaml": "baichuan-7b",
+    "tallrec_ml1m_chatglm2_6b_zh.yaml": "chatglm2-6b",
+    "tallrec_ml1m_chatglm3_6b_zh.yaml": "chatglm3-6b",
+    "tallrec_ml1m_chatglm_6b_zh.yaml": "chatglm-6b",
+    "tallrec_ml1m_qwen_7b_zh.yaml": "qwen-7b",
+}
+
+
+def test_every_shipped_recipe_is_trained_or_checked_here():
+    shipped = {p.name for p in (REPO / "recipes").glob("*.yaml")}
+    assert shipped == set(RECIPES) | set(CHECKED_ONLY)
+    assert not set(RECIPES) & set(CHECKED_ONLY)
+
+
+@pytest.mark.parametrize("recipe_name", sorted(CHECKED_ONLY))
+def test_recipe_settings_resolve_against_the_real_tokenizer(recipe_name):
+    """The recipe loads, its family, template and answer words resolve, and the answers start with two
+    distinct tokens after a sample's prompt under the real tokenizer of the release it names."""
+    from llm4rec.data.tokenize import render_prompt
+    from llm4rec.models.answer_tokens import answer_token_ids
+    from llm4rec.models.loading import load_backbone_tokenizer
+
+    recipe = load_recipe(REPO / "recipes" / recipe_name)
+    m = recipe.model
+    release = shared_path("models", CHECKED_ONLY[recipe_name])
+    tokenizer, family = load_backbone_tokenizer(release, m.family)
+    assert family.name == m.family
+    template = resolve_template(family, m.template, m.lang, release)
+    assert template.lang == m.lang
+    answers = answer_words(family, m.lang, template)
+    sample = (make_zh_samples(1) if m.lang == "zh" else make_tallrec_samples(1))[0]
+    ids = answer_token_ids(tokenizer, render_prompt(template, sample), answers)
+    assert len(set(ids)) == 2

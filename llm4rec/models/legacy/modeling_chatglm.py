@@ -263,6 +263,7 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         layout) overrides the 2-D positions derived from ``<sop>`` / ``[gMASK]`` (1-D ones are ignored);
         ``attention_mask`` is the usual 2-D padding mask (over past and new tokens when a cache is passed)
         or the release tokenizer's boolean [batch, 1, q, k] mask (True = masked)."""
+        cache = _one_cache(cache, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -318,6 +319,15 @@ class ChatGLM6BModel(ChatGLM6BPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
 
 
+def _one_cache(cache: Cache | None, kwargs: dict[str, Any]) -> Cache | None:
+    """The KV cache passed as ``cache=`` or as ``past_key_values=`` (transformers models' name for it; left in
+    ``**kwargs`` it would be ignored and the cache would stay empty). Both at once, different, is an error."""
+    other = kwargs.pop("past_key_values", None)
+    if other is not None and cache is not None and other is not cache:
+        raise ValueError("pass the KV cache once: as cache= or as past_key_values=, not two different ones")
+    return cache if cache is not None else other
+
+
 class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
     """ChatGLM-6B with its language-model head (tied to the embedding in the release)."""
 
@@ -341,7 +351,9 @@ class ChatGLM6BForCausalLM(ChatGLM6BPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Logits (and the shifted next-token loss when ``labels`` are given, -100 = ignored)."""
+        """Logits (and the shifted next-token loss when ``labels`` are given, -100 = ignored). The cache may be
+        passed as ``cache=`` or ``past_key_values=``."""
+        cache = _one_cache(cache, kwargs)
         out = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache)
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:

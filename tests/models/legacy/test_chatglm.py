@@ -118,6 +118,23 @@ def test_native_logits_equal_reference_padded_and_cached(tiny, variant):
             steps.append(o.logits[0])
             past = o.cache
     assert (torch.cat(steps) - refs[0]).abs().max().item() < TOL
+    # an explicit cache object fills and decodes the same through either keyword (past_key_values= is
+    # transformers' name; were it ignored, the cache would stay empty and the second call would fail)
+    from transformers.cache_utils import DynamicCache
+
+    for keyword in ("cache", "past_key_values"):
+        explicit = DynamicCache(config=model.config)
+        with torch.no_grad():
+            steps = [model(torch.tensor([s[:cut]]), use_cache=True, **{keyword: explicit}).logits[0]]
+            assert explicit.get_seq_length() == cut
+            for tok in s[cut:]:
+                steps.append(model(torch.tensor([[tok]]), use_cache=True, **{keyword: explicit}).logits[0])
+        assert explicit.get_seq_length() == len(s)
+        assert (torch.cat(steps) - refs[0]).abs().max().item() < TOL
+    with pytest.raises(ValueError, match="pass the KV cache once"):
+        model(
+            torch.tensor([s[:cut]]), cache=DynamicCache(config=model.config), past_key_values=DynamicCache()
+        )
     # prefix-LM: a prompt token sees later prompt tokens; no token sees a later answer token
     k = s.index(cfg["gmask_token_id"]) - 1
     later_prompt = s[:k] + [s[k - 1]] + s[k + 1 :]
