@@ -106,13 +106,22 @@ def same_shape_llama(tiny_llama, tmp_path_factory) -> Path:
     )
 
 
+def point_at_base(out: Path, base: Path) -> None:
+    """Make training output ``out`` name ``base`` as its base model: in recipe.yaml and in llm4rec.json, the
+    record its backbone is rebuilt from."""
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    recipe["model"]["path"] = str(base)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    record = json.loads((out / "llm4rec.json").read_text())
+    record["base_model"] = record["weights"] = str(base)
+    (out / "llm4rec.json").write_text(json.dumps(record))
+
+
 def test_an_adapter_of_another_base_is_named_with_both(
     trained, run_copy, wider_llama, test_file, tmp_path, capsys
 ):
     out, _ = run_copy
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    recipe["model"]["path"] = str(wider_llama)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    point_at_base(out, wider_llama)
     code, _, err = evaluate_cli(["--checkpoint", out, "--data", test_file, "--out", tmp_path / "r"], capsys)
     line = one_error_line(code, err)
     assert "adapter trained on another base" in line
@@ -126,18 +135,15 @@ def test_an_adapter_recording_another_base_of_the_same_shapes_is_named(
     run_copy, same_shape_llama, test_file, tmp_path, capsys
 ):
     out, _ = run_copy
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     recorded = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
-    recipe["model"]["path"] = str(same_shape_llama)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    point_at_base(out, same_shape_llama)
     code, _, err = evaluate_cli(["--checkpoint", out, "--data", test_file, "--out", tmp_path / "r"], capsys)
     line = one_error_line(code, err)
     assert f"adapter trained on {recorded}, not on {same_shape_llama}" in line
     # a copy of the same base elsewhere (same config and weights) loads
     moved = tmp_path / "moved"
     shutil.copytree(recorded, moved)
-    recipe["model"]["path"] = str(moved)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    point_at_base(out, moved)
     code, _, err = evaluate_cli(["--checkpoint", out, "--data", test_file, "--out", tmp_path / "r2"], capsys)
     assert code == 0, err
     assert os.path.isdir(recorded)

@@ -308,4 +308,4 @@ def test_resume_from_a_mismatched_trainer_state_is_refused(tmp_path, tiny_llama)
     with pytest.raises(
         UserError, match=r"trainer_state.json: unknown key 'epochs' \(did you mean 'epoch'\?\)"
     ):
-        train(recipe_from_dict(_recipe(tmp_path, tiny_llama, max_steps=2, eval_every=1)))
+        train(recipe_from_dict(_recipe(tmp_path, tiny_llama, max_steps=1, eval_every=1)))
