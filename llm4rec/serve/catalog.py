@@ -77,6 +77,10 @@ class Catalog:
         path = Path(path)
         if not path.is_dir():
             raise UserError(f"--catalog: {path} is not a directory (give a `llm4rec prep` output directory)")
+        if not (path / "items.parquet").is_file() and (path.parent / "items.parquet").is_file():
+            raise UserError(
+                f"--catalog: {path} is a task directory; give the prep output above it, {path.parent}"
+            )
         meta_path = path / "meta.json"
         if not meta_path.is_file():
             raise UserError(f"--catalog: {meta_path}: no such file; is {path} a `llm4rec prep` output?")
