@@ -144,6 +144,9 @@ def export_adapter(checkpoint: Path, out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec export``."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading/writing bars are noise around the one result line
     ckpt = args.checkpoint
     if not (ckpt / "adapter_config.json").is_file() or not (ckpt / "recipe.yaml").is_file():
         what = (
