@@ -161,11 +161,14 @@ class Catalog:
 
     def items(self, ids: Sequence[Any], field: str) -> list[int]:
         """Catalogue indices of item ids (no repeats allowed); errors name ``field[i]``."""
-        out = [self.item_index(x, f"{field}[{i}]") for i, x in enumerate(ids)]
-        if len(set(out)) != len(out):
-            seen: set[int] = set()
-            dup = next(i for i, k in enumerate(out) if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise UserError(f"{field}[{dup}]: item {str(ids[dup])!r} is listed twice")
+        out: list[int] = []
+        first: dict[int, int] = {}
+        for i, x in enumerate(ids):
+            k = self.item_index(x, f"{field}[{i}]")
+            if k in first:
+                raise UserError(f"{field}[{i}]: item {str(x)!r} is listed twice (also {field}[{first[k]}])")
+            first[k] = i
+            out.append(k)
         return out
 
     def parse_history(self, entries: Sequence[Any], field: str = "history") -> list[HistoryItem]:

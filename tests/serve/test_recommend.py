@@ -124,3 +124,25 @@ def test_errors_are_one_line(serve_adapter, catalog_dir, tmp_path_factory, capsy
         code, out, err = run(recommend_main, argv, capsys)
         assert code == 2, (argv, out, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and text in err, err
+
+
+def test_retriever_candidates_file(serve_adapter, catalog_dir, tmp_path, capsys):
+    cat = Catalog.load(catalog_dir)
+    user = str(cat.timeline.users[2])
+    lines = [
+        {"user": user, "candidates": ["5", "6", "7"], "split": "valid"},
+        {"user": user, "candidates": ["1", "2", "3", "4"], "split": "test"},
+        {"user": "someone else", "candidates": ["8", "9"]},
+    ]
+    per_user = tmp_path / "retrieved.jsonl"
+    per_user.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    one_list = tmp_path / "list.json"
+    one_list.write_text(json.dumps(["10", "11"]), encoding="utf-8")
+    base = ["--checkpoint", str(serve_adapter), "--catalog", str(catalog_dir), "--keep-seen", "--json"]
+    code, out, err = run(recommend_main, [*base, "--user", user, "--candidates", str(per_user)], capsys)
+    assert code == 0, err
+    assert sorted(r["item_id"] for r in json.loads(out)["recommendations"]) == ["1", "2", "3", "4"]
+    code, out, err = run(recommend_main, [*base, "--history", "1", "--candidates", str(one_list)], capsys)
+    assert sorted(r["item_id"] for r in json.loads(out)["recommendations"]) == ["10", "11"]
+    code, _, err = run(recommend_main, [*base, "--history", "1", "--candidates", str(per_user)], capsys)
+    assert code == 2 and "holds per-user lists; give --user" in err

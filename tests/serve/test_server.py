@@ -54,6 +54,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
         ),
         ("/recommend", json.dumps({**good, "history": []}).encode(), 422, "history"),
         ("/recommend", json.dumps({**good, "candidates": ["3", "zz"]}).encode(), 422, "candidates[1]"),
+        ("/recommend", json.dumps({**good, "candidates": ["3", "4", "3"]}).encode(), 422, "candidates[2]"),
         ("/recommend", json.dumps({"user": "nobody"}).encode(), 422, "user"),
         ("/recommend", json.dumps({**good, "user": "1"}).encode(), 422, "user/history"),
         ("/recommend", json.dumps({**good, "method": "listwise"}).encode(), 422, "method"),
