@@ -83,13 +83,13 @@ def _stored_dtype(base: str) -> str:
     return name if name in DTYPES else "float32"
 
 
-def _record(ps: Any, base: str, checkpoint: Path, **extra: Any) -> dict[str, Any]:
+def _record(info: Any, base: str, checkpoint: Path, **extra: Any) -> dict[str, Any]:
     return {
-        "family": ps.family.name,
-        "template": ps.template.name,
-        "answers": list(ps.answers),
-        "lang": ps.lang,
-        "cutoff_len": ps.cutoff_len,
+        "family": info.family,
+        "template": info.template,
+        "answers": list(info.answers),
+        "lang": info.lang,
+        "cutoff_len": info.cutoff_len,
         "exported_from": {"adapter": str(checkpoint.resolve()), "base": base},
         **extra,
     }
@@ -97,28 +97,19 @@ def _record(ps: Any, base: str, checkpoint: Path, **extra: Any) -> dict[str, Any
 
 def export_merged(checkpoint: Path, out: Path, dtype: str | None) -> str:
     """Merge the adapter into its unquantized base and write a plain model directory; the dtype used."""
-    from peft import PeftModel
+    from llm4rec.serve.model import base_directory, merged_model, read_info, save_checkpoint_tokenizer
 
-    from llm4rec.models.loading import (
-        load_base_model,
-        load_prompt_settings,
-        resolve_model_path,
-        save_tokenizer,
-    )
-
-    ps = load_prompt_settings(checkpoint)
-    base = str(Path(resolve_model_path(ps.recipe.model.path, ps.family)).resolve())
+    info = read_info(checkpoint)
+    base = base_directory(checkpoint)
     dtype = dtype or _stored_dtype(base)
-    # the real weights, not training's 4-bit NF4 copy: merging adds LoRA's product to each weight
-    model = load_base_model(base, ps.family, load_in_4bit=False, compute_dtype=dtype, device="cpu")
-    model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=False).merge_and_unload()
+    model = merged_model(checkpoint, dtype)
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp))
-        save_tokenizer(ps.tokenizer, tmp)
-        write_json_atomic(tmp / "llm4rec.json", _record(ps, base, checkpoint, merged=True, dtype=dtype))
+        save_checkpoint_tokenizer(checkpoint, tmp)
+        write_json_atomic(tmp / "llm4rec.json", _record(info, base, checkpoint, merged=True, dtype=dtype))
     if type(model).__module__.startswith("llm4rec."):
         print(
-            f"note: {type(model).__name__} is llm4rec's own model class ({ps.family.name}): "
+            f"note: {type(model).__name__} is llm4rec's own model class ({info.family}): "
             f"loading {out} needs llm4rec installed (import llm4rec first)"
         )
     return dtype
@@ -126,10 +117,10 @@ def export_merged(checkpoint: Path, out: Path, dtype: str | None) -> str:
 
 def export_adapter(checkpoint: Path, out: Path) -> None:
     """Write the adapter alone, its config pointing at the absolute path of its base."""
-    from llm4rec.models.loading import load_prompt_settings, resolve_model_path
+    from llm4rec.serve.model import base_directory, read_info
 
-    ps = load_prompt_settings(checkpoint)
-    base = str(Path(resolve_model_path(ps.recipe.model.path, ps.family)).resolve())
+    info = read_info(checkpoint)
+    base = base_directory(checkpoint)
     with atomic_dir(out) as tmp:
         for name in ADAPTER_FILES:
             if (checkpoint / name).is_file():
@@ -137,7 +128,9 @@ def export_adapter(checkpoint: Path, out: Path) -> None:
         cfg = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
         cfg["base_model_name_or_path"] = base
         write_json_atomic(tmp / "adapter_config.json", cfg)
-        write_json_atomic(tmp / "llm4rec.json", _record(ps, base, checkpoint, merged=False, base_model=base))
+        write_json_atomic(
+            tmp / "llm4rec.json", _record(info, base, checkpoint, merged=False, base_model=base)
+        )
 
 
 @exit_on_user_error

@@ -1,5 +1,5 @@
-"""A checkpoint loaded once, scoring (history, candidate) prompts: the one place serving calls the
-loading and scoring core (:mod:`llm4rec.models.loading`, :mod:`llm4rec.eval.scoring`).
+"""A checkpoint loaded once, scoring (history, candidate) prompts: the one place serving (and export)
+calls the loading and scoring core (:mod:`llm4rec.models.loading`, :mod:`llm4rec.eval.scoring`).
 
 Scores are those of ``llm4rec evaluate``: the same loader, the same prompt fitting (``cutoff_len`` from
 the checkpoint's recipe, oldest history items dropped to fit), the same answer words. Yes/No scores are
@@ -115,3 +115,38 @@ class LoadedModel:
             )
         counts = [len(s["candidates"]) for s in samples]
         return [row[:n] for row, n in zip(p.float().cpu().tolist(), counts)]
+
+
+def base_directory(checkpoint: str | Path) -> str:
+    """The absolute directory of an adapter's base as transformers loads it (for a legacy family, its
+    converted copy, converted on first use)."""
+    from llm4rec.models.loading import load_prompt_settings, resolve_model_path
+
+    ps = load_prompt_settings(checkpoint)
+    return str(Path(resolve_model_path(ps.model_path, ps.family)).resolve())
+
+
+def merged_model(checkpoint: str | Path, dtype: str) -> Any:
+    """The adapter merged into its base loaded unquantized in ``dtype`` on the CPU (training's 4-bit NF4
+    copy cannot take the merge: LoRA's product is added to each real weight)."""
+    from peft import PeftModel
+
+    from llm4rec.models.loading import load_base_model
+    from llm4rec.models.registry import get_family
+
+    info = read_info(checkpoint)
+    model = load_base_model(
+        base_directory(checkpoint),
+        get_family(info.family),
+        load_in_4bit=False,
+        compute_dtype=dtype,
+        device="cpu",
+    )
+    return PeftModel.from_pretrained(model, str(checkpoint), is_trainable=False).merge_and_unload()
+
+
+def save_checkpoint_tokenizer(checkpoint: str | Path, out: Path) -> None:
+    """Save the checkpoint's tokenizer (with its chat template and original vocabulary file) into ``out``."""
+    from llm4rec.models.loading import load_prompt_settings, save_tokenizer
+
+    save_tokenizer(load_prompt_settings(checkpoint).tokenizer, out)
