@@ -3,11 +3,14 @@
     python scripts/bench_serve.py --checkpoint runs/a --catalog data/ml100k-h5 [--requests 48]
         [--concurrency 1,4,16] [--candidates 10] [--max-wait-ms 5] [--out bench_serve.json]
 
-Starts the server twice on a free 127.0.0.1 port (``--no-batching``, then batching on), sends the same
-fixed set of ``POST /recommend`` requests (a catalogue user each, ``--candidates`` seeded random items,
-top 10) at every concurrency level, and prints p50/p95 latency, requests per second and the batching /
-one-at-a-time throughput ratio per level. The load is bounded: ``--requests`` per level (after two
-warm-up requests), each with a 600 s timeout; the server is always stopped.
+Starts two servers on free 127.0.0.1 ports (``--no-batching``, and batching on) and, level by level,
+sends the same fixed set of ``POST /recommend`` requests (a catalogue user each, ``--candidates`` seeded
+random items, top 10) to one, then the other; prints p50/p95 latency, requests per second and the
+batching / one-at-a-time throughput ratio per level. The load is bounded: ``--requests`` per level
+(after two warm-up requests), each with a 600 s timeout; the servers are always stopped. Then the
+scoring core alone, in this process: the prompts of 1, 4 and 16 of the requests scored in one call (as
+the batch worker scores them) against one call per request, alternated ``--repeat`` times, the best
+time of each (``--parts`` picks either part).
 """
 
 from __future__ import annotations
@@ -70,10 +73,8 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def requests_for(args: argparse.Namespace, url: str) -> list[dict]:
-    """The fixed request set: users of the catalogue in a seeded order, seeded candidate lists."""
-    meta = httpx.get(url + "/metadata").json()
-    n_items = meta["catalogue"]["items"]
+def requests_for(args: argparse.Namespace) -> list[dict]:
+    """The fixed request set: users of the catalogue drawn with a fixed seed, seeded candidate lists."""
     from llm4rec.serve.catalog import Catalog
 
     cat = Catalog.load(args.catalog)
@@ -82,7 +83,7 @@ def requests_for(args: argparse.Namespace, url: str) -> list[dict]:
     return [
         {
             "user": rng.choice(users),
-            "candidates": [cat.item_ids[i] for i in rng.sample(range(n_items), args.candidates)],
+            "candidates": [cat.item_ids[i] for i in rng.sample(range(cat.n_items), args.candidates)],
             "k": 10,
             "keep_seen": True,
         }
@@ -129,28 +130,56 @@ def run_level(url: str, bodies: list[dict], concurrency: int) -> dict[str, float
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, type=Path)
-    ap.add_argument("--catalog", required=True, type=Path)
-    ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
-    ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--candidates", type=int, default=10, help="candidates per request")
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
-    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    args = ap.parse_args()
-    levels = [int(x) for x in args.concurrency.split(",")]
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    for name, batching in (("one at a time", False), ("dynamic batching", True)):
-        proc, url = start(args, batching)
-        try:
-            bodies = requests_for(args, url)
-            run_level(url, bodies[:2], 1)  # warm-up
-            results[name] = {}
-            for c in levels:
-                results[name][c] = run_level(url, bodies, c)
+def core_ratio(
+    args: argparse.Namespace, bodies: list[dict], levels: list[int]
+) -> dict[int, dict[str, float]]:
+    """The scoring core alone, in this process: the prompts of ``c`` requests scored in one call (as the
+    batch worker does) against one call per request, the first ``c`` requests of the set."""
+    from llm4rec.serve.catalog import Catalog
+    from llm4rec.serve.model import LoadedModel
+
+    cat = Catalog.load(args.catalog)
+    model = LoadedModel(args.checkpoint)
+    jobs = [cat.yes_no_samples(cat.user_history(b["user"]), cat.items(b["candidates"], "c")) for b in bodies]
+    model.score_yes_no(jobs[0], [0] * len(jobs[0]))  # warm-up
+    out = {}
+    for c in levels:
+        alone, together = [], []
+        for _ in range(args.repeat):  # alternated, best of each: other load on the machine comes and goes
+            t0 = time.perf_counter()
+            for j in jobs[:c]:
+                model.score_yes_no(j, [0] * len(j))
+            alone.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            model.score_yes_no(
+                [x for j in jobs[:c] for x in j], [g for g, j in enumerate(jobs[:c]) for _ in j]
+            )
+            together.append(time.perf_counter() - t0)
+        alone_s, together_s = min(alone), min(together)
+        out[c] = {"one_call_each_s": round(alone_s, 2), "one_call_s": round(together_s, 2)}
+        print(f"     scoring core  {c:>2} requests: {out[c]} ratio {alone_s / together_s:.2f}x", flush=True)
+    return out
+
+
+def http_levels(args: argparse.Namespace, levels: list[int]) -> dict[str, dict[int, dict[str, float]]]:
+    """Both servers at every level (see the module docstring); prints the table and returns the figures."""
+    modes = (("one at a time", False), ("dynamic batching", True))
+    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name, _ in modes}
+    # both servers up at once, each level run on one then the other: load from elsewhere on the machine
+    # drifts over minutes, and back-to-back runs see about the same
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for name, batching in modes:
+            servers[name] = start(args, batching)
+        bodies = requests_for(args)
+        for name, _ in modes:
+            run_level(servers[name][1], bodies[:2], 1)  # warm-up
+        for c in levels:
+            for name, _ in modes:
+                results[name][c] = run_level(servers[name][1], bodies, c)
                 print(f"{name:>17}  concurrency {c:>2}: {results[name][c]}", flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             stop(proc)
     print()
     print(
@@ -163,13 +192,35 @@ def main() -> int:
             f"| {c} | {a['p50_ms']} / {a['p95_ms']}, {a['req_per_s']} | {b['p50_ms']} / {b['p95_ms']}, "
             f"{b['req_per_s']} | {b['req_per_s'] / a['req_per_s']:.2f}x |"
         )
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, type=Path)
+    ap.add_argument("--catalog", required=True, type=Path)
+    ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--candidates", type=int, default=10, help="candidates per request")
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument("--repeat", type=int, default=3, help="core part: alternated repeats (best of each)")
+    ap.add_argument(
+        "--parts", default="http,core", help="http (the two servers), core (the scoring core in-process)"
+    )
+    args = ap.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    parts = {x.strip() for x in args.parts.split(",")}
+    info: dict = {
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    }
+    if "http" in parts:
+        info["http"] = http_levels(args, levels)
+    if "core" in parts:
+        info["core"] = core_ratio(args, requests_for(args), levels)
     if args.out:
-        info = {
-            "date": time.strftime("%Y-%m-%d", time.gmtime()),
-            "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "results": results,
-        }
         args.out.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return 0
 
