@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=DTYPES,
         default=None,
-        help="--merge: weight dtype (default: the base's stored dtype)",
+        help="weight dtype of a --merge export (default: the base's stored dtype)",
     )
     return ap
 
