@@ -31,7 +31,7 @@ from llm4rec.data import canonical
 from llm4rec.data.splits import TRAIN
 from llm4rec.data.tasks.common import Chunk, TaskContext, hist_col, hist_label_col
 from llm4rec.errors import UserError
-from llm4rec.io import read_json_object
+from llm4rec.io import read_json_object, read_jsonl
 
 #: the domain noun a source's reader gives, for prepared directories whose meta.json predates ``domain``
 _SOURCE_DOMAIN = {"src_layout": "movie", "implicit": "book"}
@@ -212,17 +212,12 @@ class Catalog:
         if user is None:
             raise UserError(f"--candidates: {path} holds per-user lists; give --user (or a plain JSON list)")
         found: dict[str, list[str]] = {}
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+        for rec in read_jsonl(path, required=("user", "candidates")):
+            if str(rec["user"]) != str(user):
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or "user" not in rec or not isinstance(rec.get("candidates"), list):
-                raise UserError(f"{path}:{lineno}: expected an object with 'user' and a 'candidates' list")
-            if str(rec["user"]) == str(user):
-                found.setdefault(str(rec.get("split", "test")), [str(c) for c in rec["candidates"]])
+            if not isinstance(rec["candidates"], list):
+                raise UserError(f"{path}: user {user!r}: 'candidates' must be a list of item ids")
+            found.setdefault(str(rec.get("split", "test")), [str(c) for c in rec["candidates"]])
         if not found:
             raise UserError(f"--candidates: {path} has no list for user {user!r}")
         return found.get("test") or next(iter(found.values()))
