@@ -36,6 +36,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "turn a GGUF file (llama, qwen2) into a Hugging Face model directory",
     ),
     "convert": ("llm4rec.models.convert:main", "convert a remote-code checkpoint into transformers' classes"),
+    "recommend": (
+        "llm4rec.serve.recommend:main",
+        "top-K items of a catalogue for a user or a history, scored by a checkpoint",
+    ),
+    "serve": ("llm4rec.serve.server:main", "an HTTP JSON API answering recommendations (model loaded once)"),
+    "export": (
+        "llm4rec.serve.export:main",
+        "an adapter merged into its base as a plain Hugging Face model directory (or the adapter alone)",
+    ),
     "recipe-doc": ("llm4rec.config:main", "list every recipe key with its default and meaning"),
 }
 

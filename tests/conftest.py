@@ -66,12 +66,7 @@ def run_command(argv: list, capsys) -> tuple[int, str, str]:
     """Run ``llm4rec ARGV...`` in-process; return its exit status (SystemExit codes included), stdout, stderr."""
     from llm4rec.cli import main
 
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_main(main, [str(a) for a in argv], capsys)
 
 
 def make_tallrec_samples(n: int, seed: int = 0) -> list[dict]:
@@ -119,3 +114,43 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 
     corpus = [r["input"] + " " + r["output"] for r in make_tallrec_samples(200)]
     return build_tiny_model("qwen2", tmp_path_factory.mktemp("tiny") / "qwen2", corpus=corpus, vocab_size=600)
+
+
+def write_adapter(base: Path, out: Path, train: str = "unused.jsonl", **model: object) -> Path:
+    """An adapter directory as train.py writes it (adapter, tokenizer, recipe) on ``base`` (a tiny LLaMA),
+    with a non-zero LoRA on q/v; ``train`` is the recipe's data.train, ``model`` more model.* keys."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llm4rec.config import recipe_from_dict, save_recipe
+    from llm4rec.models.loading import load_base_model, load_tokenizer
+    from llm4rec.models.registry import get_family
+
+    fam = get_family("llama")
+    net = load_base_model(base, fam, load_in_4bit=False, compute_dtype="float32", device="cpu")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(net, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.3)
+    peft_model.save_pretrained(out)
+    load_tokenizer(base, fam).save_pretrained(out)
+    recipe = recipe_from_dict(
+        {
+            "model": {"path": str(base), "family": "llama", "compute_dtype": "float32", **model},
+            "data": {"train": train, "cutoff_len": 256},
+            "train": {"output_dir": str(out)},
+        }
+    )
+    save_recipe(recipe, out / "recipe.yaml")
+    return out
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run a command's ``main(argv)``: its exit status (SystemExit included), stdout and stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

@@ -87,6 +87,25 @@ def _timeline(enc: canonical.Encoded, settings: dict[str, Any], filtered: dict[s
     return build_timeline(enc, order=order, seed=settings["seed"]), filtered, order
 
 
+def split_config(settings: dict[str, Any]) -> SplitConfig:
+    """The split of resolved settings (as :func:`resolve` gives them and ``meta.json`` records them)."""
+    return SplitConfig(
+        kind=settings["split"],
+        min_history=settings["min_history"],
+        window=settings["window"],
+        ratios=parse_floats(settings["ratios"], "--ratios", 3),  # type: ignore[arg-type]
+        cutoffs=parse_floats(settings["cutoffs"], "--cutoffs", 2),  # type: ignore[arg-type]
+        seed=settings["seed"],
+    )
+
+
+def timeline_of(interactions: pl.DataFrame, items: pl.DataFrame, settings: dict[str, Any]) -> Any:
+    """The split timeline prep builds from the canonical tables under ``settings`` (as ``meta.json``
+    records them under ``arguments.resolved``): serving rebuilds a prepared directory's users with it."""
+    tl, _, _ = _timeline(canonical.encode(interactions, items), settings, {})
+    return assign_splits(tl, split_config(settings))[0]
+
+
 def prepare(
     canon: Canonical,
     settings: dict[str, Any],
@@ -107,14 +126,7 @@ def prepare(
     ``canon.interactions`` is emptied once written, to keep peak memory down at scale.
     """
     t0 = time.perf_counter()
-    split_cfg = SplitConfig(
-        kind=settings["split"],
-        min_history=settings["min_history"],
-        window=settings["window"],
-        ratios=parse_floats(settings["ratios"], "--ratios", 3),  # type: ignore[arg-type]
-        cutoffs=parse_floats(settings["cutoffs"], "--cutoffs", 2),  # type: ignore[arg-type]
-        seed=settings["seed"],
-    )
+    split_cfg = split_config(settings)
     modules = {name: _task_module(name) for name in settings["tasks"]}
     meta: dict[str, Any] = {
         "arguments": args_meta,
@@ -156,6 +168,7 @@ def prepare(
                 "positive_rate": round(float(tl.frame["label"].mean() or 0.0), 6),
             },
             order=order,
+            domain=ctx.domain,
             split=split_info,
             tasks={},
         )

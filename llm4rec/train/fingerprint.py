@@ -61,15 +61,18 @@ def _content(path: str) -> str:
     return _file_sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def model_digest(model_dir: str | os.PathLike[str]) -> str:
-    """sha256 over the model directory's config.json and, for each weight file, its name, size, first
+def model_digest(model_dir: str | os.PathLike[str], config: dict[str, Any] | None = None) -> str:
+    """sha256 over the model's ``config`` (its config.json as the backbone read it; read here when not
+    given) and, for each weight
+    file of ``model_dir``, its name, size, first
     ``_SAMPLE`` bytes (a safetensors header names every tensor and shape) and ``_SAMPLE`` bytes from its
     middle: another checkpoint of the same architecture differs there, and no 14 GB file is read whole."""
     model_dir = Path(model_dir)
     h = hashlib.sha256()
-    cfg = model_dir / "config.json"
-    if cfg.is_file():
-        h.update(cfg.read_bytes())
+    if config is None:
+        cfg = model_dir / "config.json"
+        config = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+    h.update(json.dumps(config, sort_keys=True).encode())
     weights = sorted(
         p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".gguf") and p.is_file()
     )
@@ -83,8 +86,9 @@ def model_digest(model_dir: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def fingerprint(recipe: Recipe, processes: int) -> dict[str, Any]:
-    """Every key that shapes the run, with its resolved value (see the module docstring)."""
+def fingerprint(recipe: Recipe, processes: int, model_config: dict[str, Any]) -> dict[str, Any]:
+    """Every key that shapes the run, with its resolved value (see the module docstring); ``model_config``
+    is the base model's config.json as the run's backbone read it."""
     data = recipe.to_dict()
     fp: dict[str, Any] = {}
     for key, _, _ in describe():
@@ -99,14 +103,16 @@ def fingerprint(recipe: Recipe, processes: int) -> dict[str, Any]:
         if path:
             fp[f"data.{key} (sha256 of its content)"] = _content(path)
     if Path(recipe.model.path).is_dir():
-        fp["model.path (sha256 of config and weights)"] = model_digest(recipe.model.path)
+        fp["model.path (sha256 of config and weights)"] = model_digest(recipe.model.path, model_config)
     fp["processes"] = processes
     return fp
 
 
-def write_fingerprint(checkpoint_dir: str | os.PathLike[str], recipe: Recipe, processes: int) -> None:
+def write_fingerprint(
+    checkpoint_dir: str | os.PathLike[str], recipe: Recipe, processes: int, model_config: dict[str, Any]
+) -> None:
     """Record the run's fingerprint in a checkpoint directory being written."""
-    write_json_atomic(Path(checkpoint_dir) / FILE_NAME, fingerprint(recipe, processes))
+    write_json_atomic(Path(checkpoint_dir) / FILE_NAME, fingerprint(recipe, processes, model_config))
 
 
 def _short(value: Any) -> str:
@@ -115,7 +121,9 @@ def _short(value: Any) -> str:
     return quote(value, 60)
 
 
-def check_resume(recipe: Recipe, checkpoint_dir: Path | None, processes: int) -> None:
+def check_resume(
+    recipe: Recipe, checkpoint_dir: Path | None, processes: int, model_config: dict[str, Any]
+) -> None:
     """Refuse to resume from ``checkpoint_dir`` (if any) when the run it belongs to had other settings."""
     if checkpoint_dir is None:
         return
@@ -130,7 +138,7 @@ def check_resume(recipe: Recipe, checkpoint_dir: Path | None, processes: int) ->
         before = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise UserError(f"{path}: damaged (not JSON); {ways_out}") from None
-    now = fingerprint(recipe, processes)
+    now = fingerprint(recipe, processes, model_config)
     changed = [
         f"{k}: {_short(before.get(k, '(unset)'))} -> {_short(now.get(k, '(unset)'))}"
         for k in sorted(set(before) | set(now))

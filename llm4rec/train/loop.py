@@ -300,7 +300,7 @@ def _train(recipe: Recipe) -> dict[str, Any]:
     recipe = _resolve_memory_settings(recipe, backbone, data.lengths, world, accelerator)
     t, d = recipe.train, recipe.data
     accum = _accumulation_steps(t, world)
-    check_resume(recipe, _find_resume(recipe), world)
+    check_resume(recipe, _find_resume(recipe), world, backbone.config)
     model, resume_dir = _setup_model(recipe, backbone, accelerator)
     micro_per_epoch = math.ceil(len(data.examples) / (t.micro_batch_size * world))
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
@@ -629,7 +629,7 @@ def _save_checkpoint(run: _Run) -> None:
         run.accelerator.unwrap_model(run.model).save_pretrained(str(tmp))
         _save_resume_state(tmp, run.optimizer, run.scheduler)
         run.state.save(tmp / "trainer_state.json")
-        write_fingerprint(tmp, run.recipe, run.accelerator.num_processes)
+        write_fingerprint(tmp, run.recipe, run.accelerator.num_processes, run.backbone.config)
     if os.environ.get("LLM4REC_TEST_KILL_AFTER_STEP") == str(run.state.step):
         os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed right after this checkpoint, every time
 

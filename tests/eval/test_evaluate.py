@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from llm4rec.eval.evaluate import main
-from tests.conftest import REPO, free_port, make_tallrec_samples
+from tests.conftest import REPO, free_port, make_tallrec_samples, run_main, write_adapter
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -26,40 +26,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def adapter(tiny_llama, tmp_path_factory) -> Path:
     """An adapter directory as train.py writes it (adapter, tokenizer, recipe), with a non-zero LoRA."""
-    from peft import LoraConfig, get_peft_model
-
-    from llm4rec.config import recipe_from_dict, save_recipe
-    from llm4rec.models.loading import load_base_model, load_tokenizer
-    from llm4rec.models.registry import get_family
-
-    out = tmp_path_factory.mktemp("ckpt") / "run-a"
-    fam = get_family("llama")
-    base = load_base_model(tiny_llama, fam, load_in_4bit=False, compute_dtype="float32", device="cpu")
-    torch.manual_seed(0)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.3)
-    model.save_pretrained(out)
-    load_tokenizer(tiny_llama, fam).save_pretrained(out)
-    recipe = recipe_from_dict(
-        {
-            "model": {"path": str(tiny_llama), "family": "llama", "compute_dtype": "float32"},
-            "data": {"train": "unused.jsonl", "cutoff_len": 256},
-            "train": {"output_dir": str(out)},
-        }
-    )
-    save_recipe(recipe, out / "recipe.yaml")
-    return out
+    return write_adapter(tiny_llama, tmp_path_factory.mktemp("ckpt") / "run-a")
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_main(main, argv, capsys)
 
 
 def test_compare_two_checkpoints_binary(adapter, tiny_llama, tmp_path, capsys):
