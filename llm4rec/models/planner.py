@@ -22,7 +22,7 @@ The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
   in its backward; llm4rec's loop runs the head on the labelled positions only (``llm4rec.train.loss``),
   transformers' own loss on every position, which dominates for 150k vocabularies;
 * on CUDA the plan is the expected nvidia-smi peak: the caching allocator's reserve (fitted to an H200,
-  issue #13) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
+  2026-11-30) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
   code, Python objects) measured by the validation script.
 
 Validated on CPU against measured peak RSS of real 4-bit training steps (``scripts/validate_planner.py``).
@@ -50,9 +50,9 @@ GIB = 2**30
 NF4_BLOCK = 64
 DQ_BLOCK = 256
 #: CUDA context, kernel images and cuBLAS workspace: memory nvidia-smi shows outside torch's allocator
-#: (0.74 GiB on an H200 with torch 2.11+cu130, issue #13)
+#: (0.74 GiB on an H200 with torch 2.11+cu130, 2026-11-30)
 CUDA_CONTEXT_BYTES = int(0.74 * GIB)
-#: torch's caching allocator reserves more than the live tensors. Fitted to the H200 table of issue #13
+#: torch's caching allocator reserves more than the live tensors. Fitted to the 2026-11-30 H200 table
 #: (``REFERENCE_H200`` in tests/models/test_planner.py): a fixed part, a part per byte of one fp32
 #: vocabulary-sized tensor (the loss's [tokens, vocab] blocks are too large to share the cache with
 #: anything else and leave split segments behind), and a part per byte of activations when micro-batches
@@ -854,7 +854,7 @@ def _combined_advice(plan: MemoryPlan, batch_size: int, all_targets: list[str], 
     return f"{' '.join(keys.values())}  ({total(**changes):.1f} GiB together)"
 
 
-#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (issue #13, scripts/bench_train.py): a
+#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (2026-11-30, scripts/bench_train.py): a
 #: micro-batch costs a fixed ~0.23 s (the kernel launches of 32 layers of dequantization, casts and LoRA,
 #: whatever its size) plus ~7.4e-5 s per token, 1.3x that with checkpointing (every layer's forward runs
 #: again in backward). The fixed part is worth ~3,000 tokens, so few large micro-batches beat many small
