@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 # The lock: exact versions of every dependency but torch and the packages only torch needs (pip constraints,
-# see README "Locked installs"). `make lock` refreshes it on purpose; `make test-latest` shows what would drift.
+# see docs/getting-started.md, "Locked installs"). `make lock` refreshes it on purpose; `make test-latest` shows what would drift.
 LOCK   ?= constraints.txt
 LATEST ?= .venv-latest
 export OMP_NUM_THREADS ?= 2
