@@ -233,13 +233,15 @@ def _python_target(argv: list[str]) -> Invocation | None:
     if not argv:
         return None
     if argv[0] == "-m" and len(argv) > 1:
-        return Invocation(("module", argv[1]), argv[2:])
+        # llm4rec's own modules; `python -m pip` or another project's module is not the docs' to check
+        return Invocation(("module", argv[1]), argv[2:]) if argv[1].split(".")[0] == "llm4rec" else None
     script = argv[0].removeprefix("./")
     if script == "train.py":
         recipe = argv[1] if len(argv) > 1 else None
         return Invocation(None, argv[2:], recipe=recipe)
-    if script.endswith(".py") and not is_placeholder(script):
-        return Invocation(("script", script), argv[1:])
+    # the repository's scripts (a misspelt one is reported by the path check); another project's are not
+    if script.endswith(".py") and script.startswith(REPO_DIRS) and not is_placeholder(script):
+        return Invocation(("script", script), argv[1:]) if (REPO / script).is_file() else None
     return None
 
 
@@ -269,7 +271,7 @@ def invocations(argv: list[str]) -> list[Invocation]:
             i += 1
         target = _python_target(rest[i:])
         return [Invocation(("accelerate-launch",), launcher), *([target] if target else [])]
-    if head == "make":
+    if head == "make" and not {"-C", "-f", "--directory", "--file"} & set(rest):  # another Makefile
         targets = [a for a in rest if not a.startswith("-") and "=" not in a]
         return [Invocation(None, [], make_targets=targets)]
     return []
@@ -433,6 +435,8 @@ llm4rec evalute --checkpoint runs/a            # a misspelt subcommand
 accelerate launch --num_processes 2 train.py recipes/tallrec_ml1m.yaml train.lerning_rate=3e-4
 python data_prep/movielens.py --src DIR --out OUT --task tallrec --presett tallrec
 make demo-rael
+python finetune_rec.py --base_model X --no-such-flag && python -m pip install --no-such-flag x
+python scripts/bench_trian.py --quick && make -C llama.cpp quantize
 llm4rec plan RECIPE --gpu-gb 24 ... && llm4rec COMMAND --help
 llm4rec plan recipes/tallrec_ml1m.yaml lora.rank=16 lora.r=16
 ```
@@ -457,7 +461,11 @@ def test_planted_mistakes_are_found(helps, tmp_path):
     links = link_problems(page)
     assert len(links) == 3 and not any("#set-up-two-commands" in p for p in links), links
     paths = path_problems(page)
-    assert {p.split("`")[1] for p in paths} == {"llm4rec/train/loops.py", "recipes/tallrec_ml1m_gpt5.yaml"}
+    assert {p.split("`")[1] for p in paths} == {
+        "llm4rec/train/loops.py",
+        "recipes/tallrec_ml1m_gpt5.yaml",
+        "scripts/bench_trian.py",
+    }
 
 
 def test_slugs_follow_github():
