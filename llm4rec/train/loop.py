@@ -392,7 +392,7 @@ def _setup_accelerator() -> Any:
 
     if torch.cuda.is_available() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         # micro-batches of different lengths leave cached blocks that later shapes cannot reuse, so torch
-        # reserves far more than it uses (2.2x on an H200, issue #13); growable segments avoid that
+        # reserves far more than it uses (2.2x on an H200, docs/benchmarks.md); growable segments avoid that
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     return Accelerator(cpu=not torch.cuda.is_available())
 

@@ -80,7 +80,7 @@ def test_training_output_uses_its_recipe_cutoff_and_language(tiny_llama, tmp_pat
 
 
 def test_real_ml100k_ranking_with_the_llama_tokenizer(tmp_path, capsys):
-    """The issue's check: K=20 ranking prompts with the real LLaMA tokenizer at cutoffs 512 and 384 show the
+    """K=20 ranking prompts with the real LLaMA tokenizer at cutoffs 512 and 384 show the
     instruction and all 20 candidates (compact pool, the default); the long format cannot fit 384."""
     from llm4rec.data.prep import main as prep
 

@@ -254,10 +254,10 @@ def test_every_shipped_7b_recipe_expects_at_most_20_gib_on_a_24_gib_card():
         assert plan.auto is not None and plan.auto.fits
 
 
-#: Measured on one NVIDIA H200 on 2026-11-30 (issue #13): torch 2.11+cu130, transformers 5.24.0, peft 0.21.2,
+#: Measured on one NVIDIA H200 on 2026-11-30: torch 2.11+cu130, transformers 5.24.0, peft 0.21.2,
 #: bitsandbytes 0.50.2, random-weight checkpoints in the real shapes, llm4rec's training loop as it was then
-#: (the output head on every position), every micro-batch 512 tokens, by ../shared/device/run_gpu.sh and
-#: run_gpu3.sh. Columns: recipe, overrides, torch max_memory_allocated, max_memory_reserved and nvidia-smi's
+#: (the output head on every position), every micro-batch 512 tokens.
+#: Columns: recipe, overrides, torch max_memory_allocated, max_memory_reserved and nvidia-smi's
 #: memory.used peak, GiB.
 REFERENCE_H200 = [
     ("tallrec_ml1m.yaml", [], 7.84, 9.96, 10.70),
@@ -268,7 +268,7 @@ REFERENCE_H200 = [
     ("tallrec_ml1m.yaml", ["train.micro_batch_size=2", "model.gradient_checkpointing=false"], 10.49, 11.02, 11.76),
     ("tallrec_ml1m_qwen2_7b.yaml", [], 15.84, 20.83, 21.57),
 ]  # fmt: skip
-#: the issue's row without checkpointing is not reproduced: re-measured on an H200 with all-512-token
+#: the row without checkpointing is not reproduced: re-measured on an H200 with all-512-token
 #: batches (REMEASURED_H200 below) it is 12.67 GiB allocated and 13.85 on nvidia-smi, every layer keeping
 #: what layer_activation_bytes lists (as on CPU), where the row has 6.0 GiB of activations (0.72 of the list)
 SUPERSEDED = {5}

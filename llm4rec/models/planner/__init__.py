@@ -22,7 +22,7 @@ The memory model follows what :func:`llm4rec.train.loop.train` actually runs:
   in its backward; llm4rec's loop runs the head on the labelled positions only (``llm4rec.train.loss``),
   transformers' own loss on every position, which dominates for 150k vocabularies;
 * on CUDA the plan is the expected nvidia-smi peak: the caching allocator's reserve (fitted to an H200,
-  issue #13) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
+  2026-11-30) and the CUDA context are added to the live tensors; on CPU a small fixed overhead (kernel
   code, Python objects) measured by the validation script.
 
 Modules: :mod:`.params` (parameter counts), :mod:`.arch` (packaged architectures), :mod:`.memory` (the

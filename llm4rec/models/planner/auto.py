@@ -18,7 +18,7 @@ from llm4rec.models.planner.memory import (
 )
 from llm4rec.models.planner.params import count_params
 
-#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (issue #13, scripts/bench_train.py): a
+#: Step time model, measured on an H200 with a 4-bit LLaMA-7B (2026-11-30, scripts/bench_train.py): a
 #: micro-batch costs a fixed ~0.23 s (the kernel launches of 32 layers of dequantization, casts and LoRA,
 #: whatever its size) plus ~7.4e-5 s per token, 1.3x that with checkpointing (every layer's forward runs
 #: again in backward). The fixed part is worth ~3,000 tokens, so few large micro-batches beat many small

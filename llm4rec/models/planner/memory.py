@@ -16,9 +16,9 @@ GIB = 2**30
 NF4_BLOCK = 64
 DQ_BLOCK = 256
 #: CUDA context, kernel images and cuBLAS workspace: memory nvidia-smi shows outside torch's allocator
-#: (0.74 GiB on an H200 with torch 2.11+cu130, issue #13)
+#: (0.74 GiB on an H200 with torch 2.11+cu130, 2026-11-30)
 CUDA_CONTEXT_BYTES = int(0.74 * GIB)
-#: torch's caching allocator reserves more than the live tensors. Fitted to the H200 table of issue #13
+#: torch's caching allocator reserves more than the live tensors. Fitted to the 2026-11-30 H200 table
 #: (``REFERENCE_H200`` in tests/models/test_planner.py): a fixed part, a part per byte of one fp32
 #: vocabulary-sized tensor (the loss's [tokens, vocab] blocks are too large to share the cache with
 #: anything else and leave split segments behind), and a part per byte of activations when micro-batches
