@@ -27,6 +27,7 @@ import torch
 
 from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.eval import registry
 from llm4rec.eval import report as rep
 from llm4rec.eval.scoring import (
     ScoringStats,
@@ -111,44 +112,6 @@ def _check_fields(rows: Sequence[dict[str, Any]], path: Path, fields: Sequence[s
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metric values as JSON-safe floats, ints or strings (NaN becomes an explicit 'undefined')."""
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, torch.Tensor):
-            v = v.item()
-        if isinstance(v, float) and v != v:
-            v = "undefined"
-        if hasattr(v, "__dataclass_fields__"):
-            v = {f: getattr(v, f) for f in v.__dataclass_fields__}
-        out[k] = v
-    return out
-
-
-def binary_metrics(scores: torch.Tensor, labels: torch.Tensor, groups: Any | None) -> dict[str, Any]:
-    """AUC (and GAUC/UAUC by ``groups``) through :mod:`llm4rec.eval.metrics`."""
-    from llm4rec.eval.metrics import compute_binary_metrics
-
-    return _plain(compute_binary_metrics(scores, labels, groups=groups))
-
-
-def ranking_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
-    """NDCG/HR@K and MRR of a [N, K] score matrix with one target per row."""
-    from llm4rec.eval.metrics import compute_ranking_metrics
-
-    return _plain(compute_ranking_metrics(scores, targets, ks=tuple(ks)))
-
-
-def at_k_curves(scores: torch.Tensor, relevance: torch.Tensor, ks: Sequence[int]) -> dict[str, list[float]]:
-    """NDCG@K and HR@K for every K in ``ks`` (for the plot)."""
-    from llm4rec.eval.metrics import hit_rate_at_k, ndcg_at_k
-
-    return {
-        "ndcg": [float(ndcg_at_k(scores, relevance, k)) for k in ks],
-        "hr": [float(hit_rate_at_k(scores, relevance, k)) for k in ks],
-    }
 
 
 def group_matrix(
@@ -303,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ks": ks,
         "checkpoints": results,
     }
-    metric_names = table_metrics(results)
+    metric_names = registry.table_metrics(k for r in results for k in r["metrics"])
     _write(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
     _print_summary(report, metric_names, task)
     print(f"report: {out_dir}")
@@ -521,10 +484,12 @@ def _checkpoint_metrics(
     if s.task == "binary":
         lab = torch.tensor(labels, device=scores.device)
         user = [r["user_id"] for r in s.rows] if "user_id" in columns else None
-        metrics = binary_metrics(scores, lab, user)
+        metrics = registry.binary_metrics(scores, lab, user)
         if group_by:
             smat, rel = group_matrix(scores, lab, groups)
-            metrics.update(_grouped_ranking(smat, rel, ks))
+            kk = registry.usable_ks(ks, smat.shape[1])
+            metrics.update(registry.ranking_metrics(smat, rel, kk, registry.GROUPED_RANKING))
+            metrics.pop("n_queries")
         columns["label"] = labels
         columns[f"score:{name}"] = scores.float().cpu().numpy()
         curves["roc"][name] = (
@@ -533,10 +498,9 @@ def _checkpoint_metrics(
         )
         return metrics
     tgt = torch.tensor(s.targets, device=scores.device)
-    kk = [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]
-    metrics = ranking_metrics(scores, tgt, kk)
-    rel = torch.zeros_like(scores).scatter_(1, tgt[:, None], 1.0)
-    curves["k"][name] = at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
+    rel = registry.one_hot(tgt, scores.shape[1])
+    metrics = registry.ranking_metrics(scores, rel, registry.usable_ks(ks, scores.shape[1]))
+    curves["k"][name] = registry.at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
     columns["target_index"] = s.targets
     columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
     columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
@@ -566,17 +530,6 @@ def _fitting(
             except OverlongPrompt:
                 bad.add(i)
     return [i for i in range(len(rows)) if i not in bad]
-
-
-def _grouped_ranking(scores: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
-    from llm4rec.eval.metrics import hit_rate_at_k, mrr, ndcg_at_k
-
-    out: dict[str, Any] = {}
-    for k in [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]:
-        out[f"ndcg@{k}"] = float(ndcg_at_k(scores, rel, k))
-        out[f"hr@{k}"] = float(hit_rate_at_k(scores, rel, k))
-    out["mrr"] = float(mrr(scores, rel))
-    return out
 
 
 def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_format) -> None:
@@ -614,16 +567,6 @@ def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_form
     else:
         with atomic_dir(out) as tmp:
             fill(tmp, "report.json")
-
-
-def table_metrics(results: Sequence[dict[str, Any]]) -> list[str]:
-    """The metrics shown in the comparison table, in reading order (reasons and counts stay in report.json)."""
-    keys = [k for r in results for k in r["metrics"]]
-    order = ["auc", "gauc", "uauc"]
-    order += sorted({k for k in keys if k.startswith("ndcg@")}, key=lambda k: int(k[5:]))
-    order += sorted({k for k in keys if k.startswith("hr@")}, key=lambda k: int(k[3:]))
-    order += ["mrr", "n_samples", "n_queries"]
-    return [k for k in order if k in keys]
 
 
 def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -> None:
