@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 
 from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
-from llm4rec.eval import registry
+from llm4rec.eval import permutations, provenance, registry
 from llm4rec.eval import report as rep
 from llm4rec.eval.scoring import (
     ScoringStats,
@@ -36,7 +36,7 @@ from llm4rec.eval.scoring import (
     score_choices,
     score_pointwise,
 )
-from llm4rec.io import atomic_dir, line_numbers, read_jsonl
+from llm4rec.io import line_numbers, read_jsonl
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -201,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--group-by", help="Yes/No samples: also rank within groups of this field (e.g. user_id)")
     ap.add_argument(
+        "--permutations",
+        type=int,
+        default=0,
+        help="letter ranking: also score every sample under N seeded orders of its candidates\n"
+        "(each metric's mean and sd, and a position-bias table per letter)",
+    )
+    ap.add_argument("--permutation-seed", type=int, default=0, help="seed of --permutations' orders")
+    ap.add_argument(
         "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
     )
     ap.add_argument(
@@ -232,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     ks = _check_args(args)
     s = _read_samples(args)
+    permutations.check(s.task, args.rank_method, args.permutations)
 
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
@@ -258,8 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not state.is_main_process:
         return 0
     task = s.task
+    origin = provenance.describe(args.data)
+    if "dropped_samples" in origin and not args.max_samples:
+        for r in results:
+            r["overall_metrics"] = provenance.overall(r["metrics"], origin["dropped_samples"])
     report = {
         "data": str(args.data),
+        **origin,
         "n_samples": len(s.rows),
         "task": task if not (task == "binary" and args.group_by) else f"binary, ranked by {args.group_by}",
         "method": method,
@@ -267,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoints": results,
     }
     metric_names = registry.table_metrics(k for r in results for k in r["metrics"])
-    _write(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
+    rep.write_report(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
     _print_summary(report, metric_names, task)
     print(f"report: {out_dir}")
     return 0
@@ -373,6 +387,15 @@ def _evaluate_checkpoint(
     _sync(device)
     seconds = time.perf_counter() - t0
     metrics = _checkpoint_metrics(s, name, scores, labels, groups, args.group_by, ks, columns, curves)
+    if args.permutations:
+        with torch.no_grad():
+            permuted = permutations.evaluate(
+                s.rows,
+                lambda rows: _score(args, replace(s, rows=rows), bundle, common)[0],
+                args.permutations,
+                args.permutation_seed,
+                ks,
+            )
     notes = [
         f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
     ]
@@ -409,6 +432,8 @@ def _evaluate_checkpoint(
         "truncation": {"cutoff_len": cutoff, **trunc.as_dict()},
         "notes": notes,
     }
+    if args.permutations:
+        result["permutations"] = permuted
     return result, method
 
 
@@ -530,43 +555,6 @@ def _fitting(
             except OverlongPrompt:
                 bad.add(i)
     return [i for i in range(len(rows)) if i not in bad]
-
-
-def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_format) -> None:
-    """Write every report file; a directory is replaced atomically, a .json target gets files beside it."""
-    scores_file = f"scores.{scores_format}"
-
-    def fill(d: Path, json_name: str) -> None:
-        plots = []
-        if roc_curves:
-            rep.plot_roc(d / "roc.png", roc_curves)
-            plots.append("roc.png")
-        if k_curves:
-            rep.plot_at_k(
-                d / "ndcg_hr_at_k.png", k_curves, range(1, 1 + len(next(iter(k_curves.values()))["hr"]))
-            )
-            plots.append("ndcg_hr_at_k.png")
-        rep.write_scores(d / scores_file, columns)
-        (d / "report.md").write_text(rep.markdown(report, metric_names, plots, scores_file), encoding="utf-8")
-        (d / json_name).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    if out.suffix == ".json":
-        # the parent may hold other files: build in a temporary sibling, then move each file in atomically
-        import os
-        import shutil
-        import tempfile
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
-        try:
-            fill(tmp, out.name)
-            for f in tmp.iterdir():
-                os.replace(f, out.parent / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        with atomic_dir(out) as tmp:
-            fill(tmp, "report.json")
 
 
 def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -> None:

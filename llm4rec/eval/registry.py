@@ -44,6 +44,7 @@ class MetricSpec:
     at_k: bool = False
     higher_is_better: bool = True
     field: str | None = None  # the attribute of a result object holding this metric (GAUC and UAUC)
+    zero_on_miss: bool = False  # a query whose target was never ranked scores 0 (retrieved pools)
 
     def key(self, k: int | None = None) -> str:
         """The report key: ``name`` or ``name@k``."""
@@ -56,10 +57,10 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("auc", "AUC", auc, "labels"),
         MetricSpec("gauc", "GAUC", gauc, "groups", field="gauc"),
         MetricSpec("uauc", "UAUC", gauc, "groups", field="uauc"),
-        MetricSpec("ndcg", "NDCG@K", ndcg_at_k, "relevance", at_k=True),
-        MetricSpec("hr", "HR@K", hit_rate_at_k, "relevance", at_k=True),
-        MetricSpec("recall", "Recall@K", recall_at_k, "relevance", at_k=True),
-        MetricSpec("mrr", "MRR", mrr, "relevance"),
+        MetricSpec("ndcg", "NDCG@K", ndcg_at_k, "relevance", at_k=True, zero_on_miss=True),
+        MetricSpec("hr", "HR@K", hit_rate_at_k, "relevance", at_k=True, zero_on_miss=True),
+        MetricSpec("recall", "Recall@K", recall_at_k, "relevance", at_k=True, zero_on_miss=True),
+        MetricSpec("mrr", "MRR", mrr, "relevance", zero_on_miss=True),
         MetricSpec("mean_rank", "mean rank", mean_rank, "relevance", higher_is_better=False),
     )
 }
