@@ -202,12 +202,14 @@ def task_of(rows: list[dict[str, Any]]) -> str:
     return "binary"
 
 
-def read_samples(path: Path, prep: PrepDir, catalogue: Catalogue) -> Samples:
-    """Read a sample file and resolve its items to catalogue indices; errors name file:line."""
+def read_samples(path: Path, prep: PrepDir, catalogue: Catalogue, limit: int = 0) -> Samples:
+    """Read a sample file (its first ``limit`` samples, 0 = all) and resolve its items to catalogue
+    indices; errors name file:line."""
     from llm4rec.eval.evaluate import binary_labels, ranking_targets
     from llm4rec.models.templates import ANSWERS
 
     rows = read_jsonl(path, required=("user_id", "item_id", "history"))
+    rows = rows[:limit] if limit else rows
     task = task_of(rows)
     lines = line_numbers(path)
     histories = [catalogue.indices(r["history"], f"{path}:{n}") for r, n in zip(rows, lines)]

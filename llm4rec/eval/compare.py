@@ -4,7 +4,8 @@
 
 Each argument is a report directory (or its ``report.json``) written by ``llm4rec evaluate`` or
 ``llm4rec baseline``. The reports must have scored the same sample file (the ``data_sha256`` each
-records); otherwise nothing is printed but one line naming the two files. The table is Markdown:
+records, and as many of its samples: ``--max-samples``); otherwise nothing is printed but one line
+naming the two reports. The table is Markdown:
 one row per checkpoint or baseline (two, labelled, for ranking on retrieved pools: retained samples
 and all samples), the columns AUC, GAUC, NDCG@1/5/10, HR@K and MRR where the reports have them.
 """
@@ -45,10 +46,11 @@ def check_same_data(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
     """Refuse reports computed on different sample files, naming the first two that differ."""
     first_path, first = reports[0]
     for path, r in reports[1:]:
-        if r["data_sha256"] != first["data_sha256"]:
+        if (r["data_sha256"], r["n_samples"]) != (first["data_sha256"], first["n_samples"]):
             raise UserError(
                 f"reports on different sample files: {first_path} scored {first['data']} "
-                f"(sha256 {first['data_sha256'][:12]}), {path} scored {r['data']} (sha256 {r['data_sha256'][:12]})"
+                f"(sha256 {first['data_sha256'][:12]}, {first['n_samples']} samples), {path} scored {r['data']} "
+                f"(sha256 {r['data_sha256'][:12]}, {r['n_samples']} samples)"
             )
 
 
