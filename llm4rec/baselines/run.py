@@ -98,22 +98,12 @@ def _train_file(args: argparse.Namespace, prep: PrepDir) -> Path:
     )
 
 
-def _ks(text: str) -> list[int]:
-    try:
-        ks = sorted({int(k) for k in text.split(",") if k.strip()})
-    except ValueError:
-        raise UserError(f"--ks: expected comma-separated integers, got {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise UserError(f"--ks: cut-offs must be positive integers, got {text!r}")
-    return ks
-
-
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llm4rec baseline``."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     method = _check_method(args.method)
-    ks = _ks(args.ks)
+    ks = registry.parse_ks(args.ks)
     if args.out is None and args.write_candidates is None:
         raise UserError("--out: give a report directory (or --write-candidates FILE)")
     if args.k < 1:

@@ -291,12 +291,7 @@ def _check_args(args: argparse.Namespace) -> list[int]:
     """Validate the flags that need no data or model; return the sorted cut-offs of --ks."""
     for name in ("batch_size", "max_batch_tokens", "max_samples", "cutoff_len"):
         _positive(getattr(args, name), "--" + name.replace("_", "-"))
-    try:
-        ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
-    except ValueError:
-        raise UserError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
-    if not ks or ks[0] < 1:
-        raise UserError(f"--ks: cut-offs must be positive integers, got {args.ks!r}")
+    ks = registry.parse_ks(args.ks)
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
             what = "is a file, not a directory" if ckpt.exists() else "does not exist"

@@ -130,6 +130,19 @@ def one_hot(targets: Any, n_candidates: int, device: torch.device | None = None)
     return rel.scatter_(1, t[:, None], 1)
 
 
+def parse_ks(text: str) -> list[int]:
+    """The sorted cut-offs of a ``--ks`` comma list; anything else is one :class:`UserError` line."""
+    from llm4rec.errors import UserError
+
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise UserError(f"--ks: expected comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise UserError(f"--ks: cut-offs must be positive integers, got {text!r}")
+    return ks
+
+
 def usable_ks(ks: Iterable[int], n_candidates: int) -> list[int]:
     """The cut-offs that fit ``n_candidates`` (all candidates when none does)."""
     return [k for k in ks if k <= n_candidates] or [n_candidates]

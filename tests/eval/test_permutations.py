@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from llm4rec.data.tasks.ranking import reorder
-from llm4rec.eval.evaluate import main
 from llm4rec.eval.permutations import orders
 from tests.conftest import make_tallrec_samples
 from tests.data.logs import random_events, read, run, write_ml100k
+from tests.eval.test_evaluate import run as run_evaluate
 
 
 def _ranking_rows(n: int) -> list[dict]:
@@ -56,22 +56,13 @@ def test_reorder_rewrites_only_the_pool_lines(tmp_path, fmt):
     assert reorder(shown, list(np.argsort(order))) == sample
 
 
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
 def test_permutations_report_spread_and_position_bias(tiny_llama, tmp_path, capsys):
     rows = _ranking_rows(10)
     data = tmp_path / "rank.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "r"
     argv = ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(out), "--ks", "1,3"]
-    code, _, err = _run([*argv, "--permutations", "3", "--permutation-seed", "7"], capsys)
+    code, _, err = run_evaluate([*argv, "--permutations", "3", "--permutation-seed", "7"], capsys)
     assert code == 0, err
     c = json.loads((out / "report.json").read_text())["checkpoints"][0]
     p = c["permutations"]
@@ -94,7 +85,7 @@ def test_permutations_need_letter_ranking(tiny_llama, tmp_path, capsys):
     data = tmp_path / "yesno.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_tallrec_samples(6, seed=3)))
     out = tmp_path / "o"
-    code, _, err = _run(
+    code, _, err = run_evaluate(
         ["--checkpoint", str(tiny_llama), "--data", str(data), "--out", str(out), "--permutations", "2"],
         capsys,
     )
