@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
     )
-    ap.add_argument("--scores-format", choices=("parquet", "jsonl"), default="parquet")
+    ap.add_argument(
+        "--scores-format",
+        choices=("parquet", "jsonl"),
+        default="parquet",
+        help="per-sample scores file format",
+    )
     ap.add_argument(
         "--write-candidates",
         type=Path,

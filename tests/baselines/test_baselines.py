@@ -251,6 +251,7 @@ def test_candidates_file_from_another_dataset_is_one_line(prepared, tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sasrec_beats_popular_on_ml100k_leave_one_out(tmp_path):
     from tests.conftest import shared_path
 
