@@ -165,6 +165,11 @@ def _path(data: Path, out: Path, method: str, task: str) -> Path:
 
 
 def test_retrieved_pools_end_to_end(prepared, tmp_path):
+    _retrieved(prepared, tmp_path)
+
+
+def _retrieved(prepared: Path, tmp_path: Path) -> tuple[Path, int]:
+    """Write EASE's pools, prepare ranking from them, check meta.json and a baseline report on them."""
     pools = tmp_path / "pools.jsonl"
     assert (
         _run("--method", "ease", "--data", prepared / "ranking", "--write-candidates", pools, "--k", "5") == 0
@@ -193,6 +198,33 @@ def test_retrieved_pools_end_to_end(prepared, tmp_path):
     assert overall["hr@1"] == pytest.approx(entry["metrics"]["hr@1"] * kept / len(users))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "popular, retained samples" in md and "popular, all samples (dropped = miss)" in md
+    return data, dropped
+
+
+def test_evaluate_reports_retained_and_overall_on_retrieved_pools(prepared, tmp_path, tiny_llama):
+    from llm4rec.eval.evaluate import main as evaluate
+
+    data, dropped = _retrieved(prepared, tmp_path)
+    out = tmp_path / "llm"
+    assert (
+        evaluate(
+            [
+                "--checkpoint",
+                str(tiny_llama),
+                "--data",
+                str(data / "ranking" / "test.jsonl"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = _report(out)
+    entry = report["checkpoints"][0]
+    kept = entry["metrics"]["n_queries"]
+    assert report["dropped_samples"] == dropped and report["candidates_pool"]["method"] == "ease"
+    assert entry["overall_metrics"]["n_queries"] == kept + dropped
+    assert entry["overall_metrics"]["mrr"] == pytest.approx(entry["metrics"]["mrr"] * kept / (kept + dropped))
 
 
 def test_compare_same_data_and_refuses_different(prepared, tmp_path, capsys):
