@@ -10,6 +10,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("llm4rec.data.prep:cli", "turn a log (movielens, amazon, bookcrossing, generic) into samples"),
     "evaluate": ("llm4rec.eval.evaluate:main", "score checkpoints on a JSONL test set and write a report"),
+    "baseline": (
+        "llm4rec.baselines.run:main",
+        "fit a classic recommender (popular, ease, als, sasrec) and score the same samples as evaluate",
+    ),
+    "compare": ("llm4rec.eval.compare:main", "one table of several reports computed on the same samples"),
     "show-prompt": (
         "llm4rec.eval.show_prompt:main",
         "print exactly what the model is given for one sample (after template and truncation)",

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from llm4rec.cli import plain
 from llm4rec.errors import UserError, exit_on_user_error
+from llm4rec.eval import permutations, provenance, registry
 from llm4rec.eval import report as rep
 from llm4rec.eval.scoring import (
     ScoringStats,
@@ -36,15 +37,7 @@ from llm4rec.eval.scoring import (
     score_pointwise,
 )
 from llm4rec.eval.task_check import check_task, sample_task
-from llm4rec.io import (
-    atomic_dir,
-    disk_full_names,
-    line_numbers,
-    read_jsonl,
-    remove_stale_temps,
-    require_writable,
-    temp_prefix,
-)
+from llm4rec.io import line_numbers, read_jsonl, require_writable
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -119,44 +112,6 @@ def _check_fields(rows: Sequence[dict[str, Any]], path: Path, fields: Sequence[s
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metric values as JSON-safe floats, ints or strings (NaN becomes an explicit 'undefined')."""
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, torch.Tensor):
-            v = v.item()
-        if isinstance(v, float) and v != v:
-            v = "undefined"
-        if hasattr(v, "__dataclass_fields__"):
-            v = {f: getattr(v, f) for f in v.__dataclass_fields__}
-        out[k] = v
-    return out
-
-
-def binary_metrics(scores: torch.Tensor, labels: torch.Tensor, groups: Any | None) -> dict[str, Any]:
-    """AUC (and GAUC/UAUC by ``groups``) through :mod:`llm4rec.eval.metrics`."""
-    from llm4rec.eval.metrics import compute_binary_metrics
-
-    return _plain(compute_binary_metrics(scores, labels, groups=groups))
-
-
-def ranking_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
-    """NDCG/HR@K and MRR of a [N, K] score matrix with one target per row."""
-    from llm4rec.eval.metrics import compute_ranking_metrics
-
-    return _plain(compute_ranking_metrics(scores, targets, ks=tuple(ks)))
-
-
-def at_k_curves(scores: torch.Tensor, relevance: torch.Tensor, ks: Sequence[int]) -> dict[str, list[float]]:
-    """NDCG@K and HR@K for every K in ``ks`` (for the plot)."""
-    from llm4rec.eval.metrics import hit_rate_at_k, ndcg_at_k
-
-    return {
-        "ndcg": [float(ndcg_at_k(scores, relevance, k)) for k in ks],
-        "hr": [float(hit_rate_at_k(scores, relevance, k)) for k in ks],
-    }
 
 
 def group_matrix(
@@ -246,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--group-by", help="Yes/No samples: also rank within groups of this field (e.g. user_id)")
     ap.add_argument(
+        "--permutations",
+        type=int,
+        default=0,
+        help="letter ranking: also score every sample under N seeded orders of its candidates\n"
+        "(each metric's mean and sd, and a position-bias table per letter)",
+    )
+    ap.add_argument("--permutation-seed", type=int, default=0, help="seed of --permutations' orders")
+    ap.add_argument(
         "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
     )
     ap.add_argument(
@@ -294,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backbones = _backbones(args, state.device)
     s = _read_samples(args, backbones)
     check_task(args.checkpoint, s.task, args.data, args.allow_task_mismatch)
+    permutations.check(s.task, args.rank_method, args.permutations)
     results = []
     columns: dict[str, Any] = {"index": s.kept}
     for key in ("user_id", "item_id"):
@@ -311,16 +275,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not state.is_main_process:
         return 0
     task = s.task
+    origin = provenance.describe(args.data)
+    if "dropped_samples" in origin and not args.max_samples:
+        for r in results:
+            r["overall_metrics"] = provenance.overall(r["metrics"], origin["dropped_samples"])
     report = {
         "data": str(args.data),
+        **origin,
         "n_samples": len(s.rows),
         "task": task if not (task == "binary" and args.group_by) else f"binary, ranked by {args.group_by}",
         "method": method,
         "ks": ks,
         "checkpoints": results,
     }
-    metric_names = table_metrics(results)
-    _write(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
+    metric_names = registry.table_metrics(k for r in results for k in r["metrics"])
+    rep.write_report(out_dir, report, metric_names, columns, curves["roc"], curves["k"], args.scores_format)
     _print_summary(report, metric_names, task)
     print(f"report: {out_dir}")
     return 0
@@ -330,12 +299,7 @@ def _check_args(args: argparse.Namespace) -> list[int]:
     """Validate the flags that need no data or model; return the sorted cut-offs of --ks."""
     for name in ("batch_size", "max_batch_tokens", "max_samples", "cutoff_len"):
         _positive(getattr(args, name), "--" + name.replace("_", "-"))
-    try:
-        ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
-    except ValueError:
-        raise UserError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
-    if not ks or ks[0] < 1:
-        raise UserError(f"--ks: cut-offs must be positive integers, got {args.ks!r}")
+    ks = registry.parse_ks(args.ks)
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
             what = "is a file, not a directory" if ckpt.exists() else "does not exist"
@@ -435,6 +399,15 @@ def _evaluate_checkpoint(
     _sync(device)
     seconds = time.perf_counter() - t0
     metrics = _checkpoint_metrics(s, name, scores, labels, groups, args.group_by, ks, columns, curves)
+    if args.permutations:
+        with torch.no_grad():
+            permuted = permutations.evaluate(
+                s.rows,
+                lambda rows: _score(args, replace(s, rows=rows), model, backbone, common)[0],
+                args.permutations,
+                args.permutation_seed,
+                ks,
+            )
     notes = [
         f"{k.removesuffix('_undefined_reason')}: {v}" for k, v in metrics.items() if k.endswith("_reason")
     ]
@@ -471,6 +444,8 @@ def _evaluate_checkpoint(
         "truncation": {"cutoff_len": cutoff, **trunc.as_dict()},
         "notes": notes,
     }
+    if args.permutations:
+        result["permutations"] = permuted
     return result, method
 
 
@@ -524,10 +499,12 @@ def _checkpoint_metrics(
     if s.task == "binary":
         lab = torch.tensor(labels, device=scores.device)
         user = [r["user_id"] for r in s.rows] if "user_id" in columns else None
-        metrics = binary_metrics(scores, lab, user)
+        metrics = registry.binary_metrics(scores, lab, user)
         if group_by:
             smat, rel = group_matrix(scores, lab, groups)
-            metrics.update(_grouped_ranking(smat, rel, ks))
+            kk = registry.usable_ks(ks, smat.shape[1])
+            metrics.update(registry.ranking_metrics(smat, rel, kk, registry.GROUPED_RANKING))
+            metrics.pop("n_queries")
         columns["label"] = labels
         columns[f"score:{name}"] = scores.float().cpu().numpy()
         curves["roc"][name] = (
@@ -536,10 +513,9 @@ def _checkpoint_metrics(
         )
         return metrics
     tgt = torch.tensor(s.targets, device=scores.device)
-    kk = [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]
-    metrics = ranking_metrics(scores, tgt, kk)
-    rel = torch.zeros_like(scores).scatter_(1, tgt[:, None], 1.0)
-    curves["k"][name] = at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
+    rel = registry.one_hot(tgt, scores.shape[1])
+    metrics = registry.ranking_metrics(scores, rel, registry.usable_ks(ks, scores.shape[1]))
+    curves["k"][name] = registry.at_k_curves(scores, rel, range(1, scores.shape[1] + 1))
     columns["target_index"] = s.targets
     columns[f"scores:{name}"] = scores.float().cpu().numpy().tolist()
     columns[f"rank:{name}"] = (1 + (scores > scores.gather(1, tgt[:, None])).sum(1)).cpu().numpy()
@@ -571,68 +547,6 @@ def _fitting(
             except OverlongPrompt:
                 bad.add(i)
     return [i for i in range(len(rows)) if i not in bad]
-
-
-def _grouped_ranking(scores: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, Any]:
-    from llm4rec.eval.metrics import hit_rate_at_k, mrr, ndcg_at_k
-
-    out: dict[str, Any] = {}
-    for k in [k for k in ks if k <= scores.shape[1]] or [scores.shape[1]]:
-        out[f"ndcg@{k}"] = float(ndcg_at_k(scores, rel, k))
-        out[f"hr@{k}"] = float(hit_rate_at_k(scores, rel, k))
-    out["mrr"] = float(mrr(scores, rel))
-    return out
-
-
-def _write(out, report, metric_names, columns, roc_curves, k_curves, scores_format) -> None:
-    """Write every report file; a directory is replaced atomically, a .json target gets files beside it."""
-    scores_file = f"scores.{scores_format}"
-
-    def fill(d: Path, json_name: str) -> None:
-        plots = []
-        if roc_curves:
-            rep.plot_roc(d / "roc.png", roc_curves)
-            plots.append("roc.png")
-        if k_curves:
-            rep.plot_at_k(
-                d / "ndcg_hr_at_k.png", k_curves, range(1, 1 + len(next(iter(k_curves.values()))["hr"]))
-            )
-            plots.append("ndcg_hr_at_k.png")
-        rep.write_scores(d / scores_file, columns)
-        (d / "report.md").write_text(rep.markdown(report, metric_names, plots, scores_file), encoding="utf-8")
-        (d / json_name).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    if out.suffix == ".json":
-        # the parent may hold other files: build in a temporary sibling, then move each file in atomically
-        import os
-        import shutil
-        import tempfile
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(out.with_name(out.stem))
-        tmp = Path(
-            tempfile.mkdtemp(prefix=temp_prefix(out.with_name(out.stem)), suffix=".tmp", dir=out.parent)
-        )
-        try:
-            with disk_full_names(out):
-                fill(tmp, out.name)
-                for f in tmp.iterdir():
-                    os.replace(f, out.parent / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        with atomic_dir(out) as tmp:
-            fill(tmp, "report.json")
-
-
-def table_metrics(results: Sequence[dict[str, Any]]) -> list[str]:
-    """The metrics shown in the comparison table, in reading order (reasons and counts stay in report.json)."""
-    keys = [k for r in results for k in r["metrics"]]
-    order = ["auc", "gauc", "uauc"]
-    order += sorted({k for k in keys if k.startswith("ndcg@")}, key=lambda k: int(k[5:]))
-    order += sorted({k for k in keys if k.startswith("hr@")}, key=lambda k: int(k[3:]))
-    order += ["mrr", "n_samples", "n_queries"]
-    return [k for k in order if k in keys]
 
 
 def _print_summary(report: dict[str, Any], metric_names: list[str], task: str) -> None:

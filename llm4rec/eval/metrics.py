@@ -1,4 +1,8 @@
-"""Recommendation metrics in torch: AUC, GAUC/UAUC, NDCG@K, HR@K, Recall@K, MRR.
+"""Recommendation metrics in torch: AUC, GAUC/UAUC, NDCG@K, HR@K, Recall@K, MRR, mean rank.
+
+One function per metric, its formula in its docstring; maths only. Which metric a report shows, under
+what name and from which inputs is :mod:`llm4rec.eval.registry`'s job; formatting is
+:mod:`llm4rec.eval.report`'s.
 
 Every function accepts torch tensors (CPU or CUDA), numpy arrays or lists, and computes on the
 tensor's device without host/device syncs inside the math: validity flags are computed as tensors and
@@ -23,16 +27,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm4rec.eval.metric_tensors import (
+    _NUMPY_SORTABLE,
+    _argsort,
+    _as_tensor,
+    _bad_relevance_flag,
+    _check_k,
+    _discounts,
+    _fetch,
+    _first_row,
+    _float_dtype,
+    _input_flags,
+    _raise_on_flags,
+    _scores,
+    _sum_over_row_chunks,
+    _tie_layout,
+    _validate_2d,
+)
+
 __all__ = [
     "UNDEFINED",
     "GAUCResult",
     "TargetRank",
     "UndefinedMetricError",
     "auc",
-    "compute_binary_metrics",
-    "compute_ranking_metrics",
     "gauc",
     "hit_rate_at_k",
+    "mean_rank",
     "mrr",
     "ndcg_at_k",
     "rank_of_target",
@@ -45,155 +66,6 @@ UNDEFINED = "undefined"
 
 class UndefinedMetricError(ValueError):
     """The metric has no value for these inputs (e.g. AUC when every label is the same class)."""
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def _as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
-    """A tensor view of ``x`` (tensor, numpy array or nested list), moved to ``device`` when given."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"expected numbers, got an array of dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if device is not None and t.device != device:
-        t = t.to(device)
-    return t
-
-
-def _float_dtype(device: torch.device) -> torch.dtype:
-    # MPS has no float64; everywhere else accumulate in float64 so results match sklearn to 1e-12.
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _scores(x: Any) -> torch.Tensor:
-    t = _as_tensor(x)
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    if t.is_complex():
-        raise TypeError("scores must be real numbers")
-    return t
-
-
-def _fetch(*values: torch.Tensor) -> list[float]:
-    """Bring several 0-d tensors to the host in a single transfer."""
-    device = values[0].device
-    dt = _float_dtype(device)
-    return torch.stack([v.to(dt) for v in values]).tolist()
-
-
-def _validate_2d(scores: Any, relevance: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    s = _scores(scores)
-    r = _as_tensor(relevance, s.device)
-    if s.dim() != 2 or r.shape != s.shape:
-        raise ValueError(
-            f"scores and relevance must be 2-D [n_queries, n_candidates] of the same shape, got "
-            f"{tuple(s.shape)} and {tuple(r.shape)}"
-        )
-    if s.shape[0] == 0 or s.shape[1] == 0:
-        raise ValueError(f"need at least one query and one candidate, got shape {tuple(s.shape)}")
-    if r.dtype == torch.bool:
-        r = r.to(torch.uint8)
-    elif r.is_floating_point() and r.dtype not in (torch.float32, torch.float64):
-        r = r.to(_float_dtype(s.device))
-    # Relevance keeps its dtype: converting a large integer matrix to float costs more than the metric.
-    return s, r
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-def _raise_on_flags(
-    nan_scores: float,
-    bad_relevance: float = 0.0,
-    s: torch.Tensor | None = None,
-    rel: torch.Tensor | None = None,
-) -> None:
-    """Raise on the flags computed with the metric; the first offending row is located only then."""
-    if nan_scores:
-        where = f" (row {_first_row(torch.isnan(s))})" if s is not None else ""
-        raise ValueError(f"scores contain NaN{where}; the ranking is undefined")
-    if bad_relevance:
-        if rel is None:
-            raise ValueError("relevance must be finite and non-negative")
-        row = _first_row(_bad_relevance(rel))
-        raise ValueError(
-            f"relevance row {row} holds {_first_bad_value(rel[row], _bad_relevance(rel[row]))}; "
-            "relevance must be finite and non-negative"
-        )
-
-
-def _bad_relevance(rel: torch.Tensor) -> torch.Tensor:
-    """Where relevance is negative, NaN or infinite (sklearn rejects all three)."""
-    if not rel.is_floating_point():
-        return rel < 0
-    return ~(rel >= 0) | torch.isinf(rel)
-
-
-def _bad_relevance_flag(rel: torch.Tensor) -> torch.Tensor:
-    """A 0-d flag: some relevance is negative, NaN or infinite (two reductions, no temporaries)."""
-    if rel.dtype in (torch.uint8, torch.bool):
-        return torch.zeros((), dtype=torch.bool, device=rel.device)
-    lo = rel.min()
-    if not rel.is_floating_point():
-        return lo < 0
-    return ~(lo >= 0) | (rel.max() == math.inf)
-
-
-def _bad_relevance_count(rel: torch.Tensor) -> torch.Tensor:
-    if rel.dtype in (torch.uint8, torch.bool):
-        return torch.zeros((), dtype=torch.int64, device=rel.device)
-    return _bad_relevance(rel).sum()
-
-
-def _first_row(mask: torch.Tensor) -> int:
-    """Index of the first row (first element, for 1-D) where ``mask`` holds."""
-    flat = mask.reshape(mask.shape[0], -1).any(1) if mask.dim() > 1 else mask
-    return int(torch.nonzero(flat)[0, 0])
-
-
-def _first_bad_value(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(values[mask][0])
-
-
-_NUMPY_SORTABLE = {
-    torch.float64,
-    torch.float32,
-    torch.float16,
-    torch.int64,
-    torch.int32,
-    torch.int16,
-    torch.int8,
-    torch.uint8,
-}
-
-
-def _argsort(x: torch.Tensor, stable: bool = False) -> torch.Tensor:
-    """Ascending argsort of a 1-D tensor, NaN last, on the tensor's device."""
-    if x.device.type == "cpu" and x.dtype in _NUMPY_SORTABLE:
-        # On CPU numpy's argsort is ~3x faster than torch.sort; the tensor is shared, not copied.
-        return torch.from_numpy(np.argsort(x.numpy(), kind="stable" if stable else "quicksort"))
-    return torch.sort(x, stable=stable).indices
-
-
-def _tie_layout(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per element of each row: how many candidates score strictly higher, and how many score equal.
-
-    An element's tied group occupies the 0-based sorted positions ``[greater, greater + tied)``.
-    """
-    if scores.device.type == "cpu" and scores.dtype in _NUMPY_SORTABLE:
-        asc = torch.from_numpy(np.sort(scores.numpy(), axis=1))
-    else:
-        asc = torch.sort(scores, dim=1).values
-    lo = torch.searchsorted(asc, scores, side="left")
-    hi = torch.searchsorted(asc, scores, side="right")
-    return scores.shape[1] - hi, hi - lo
 
 
 # ----------------------------------------------------------------------------------------------- AUC
@@ -380,37 +252,6 @@ def gauc(scores: Any, labels: Any, groups: Any) -> GAUCResult:
 
 
 # ----------------------------------------------------------------------------------------------- NDCG
-
-
-def _discounts(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``[0, D(1), ..., D(n)]`` with D(m) = sum_{r=1}^{m} 1 / log2(r + 1) (cumulative DCG discount)."""
-    d = 1.0 / torch.log2(torch.arange(2, n + 2, device=device, dtype=dtype))
-    return torch.cat([torch.zeros(1, device=device, dtype=dtype), torch.cumsum(d, 0)])
-
-
-def _sum_over_row_chunks(
-    fn: Callable[..., tuple[torch.Tensor, ...]], s: torch.Tensor, rel: torch.Tensor, *args: Any
-) -> list[torch.Tensor]:
-    """Apply ``fn(s_rows, rel_rows, *args) -> 0-d sums`` to blocks of rows and add the sums up.
-
-    Blocks of ~2^19 elements on CPU keep every temporary small and cache-resident: one pass over a
-    fresh 80 MB temporary costs more in page faults than the arithmetic (measured 5-10x).
-    """
-    budget = 1 << 19 if s.device.type == "cpu" else 1 << 23
-    step = max(1, budget // s.shape[1])
-    totals: list[torch.Tensor] = []
-    for a in range(0, s.shape[0], step):
-        parts = fn(s[a : a + step], rel[a : a + step], *args)
-        totals = list(parts) if not totals else [t + p for t, p in zip(totals, parts)]
-    return totals
-
-
-def _input_flags(s: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Counts of NaN scores and of negative, NaN or infinite relevance values in a block."""
-    nan = (
-        torch.isnan(s).sum() if s.is_floating_point() else torch.zeros((), dtype=torch.int64, device=s.device)
-    )
-    return nan, _bad_relevance_count(rel)
 
 
 def _sorted_ties(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -602,7 +443,9 @@ def _hit_block(s: torch.Tensor, rel: torch.Tensor, k: int) -> tuple[torch.Tensor
 
 
 def hit_rate_at_k(scores: Any, relevance: Any, k: int) -> float:
-    """HR@k: fraction of queries with at least one relevant candidate (relevance > 0) in the top k.
+    """HR@k: fraction of queries with at least one relevant candidate (relevance > 0) in the top k::
+
+        HR@k = mean_q [ |relevant(q) in top k| > 0 ]
 
     Ties at the cut-off are resolved by expectation over uniformly random tie-breaking: if the first
     tied group holding a relevant candidate has ``g`` candidates above it, size ``n`` and ``r`` relevant
@@ -629,7 +472,9 @@ def _recall_block(s: torch.Tensor, rel: torch.Tensor, k: int) -> tuple[torch.Ten
 
 
 def recall_at_k(scores: Any, relevance: Any, k: int) -> float:
-    """Recall@k: relevant candidates in the top k / relevant candidates, mean over queries with any.
+    """Recall@k, mean over the queries with a relevant candidate (relevance > 0)::
+
+        Recall@k(q) = |relevant(q) in top k| / |relevant(q)|
 
     Ties at the cut-off use the expectation over random tie-breaking: a candidate whose tied group has
     ``g`` candidates above it and size ``n`` is in the top k with probability ``clamp(k - g, 0, n) / n``.
@@ -675,6 +520,31 @@ def mrr(scores: Any, relevance: Any, k: int | None = None) -> float:
     return value / s.shape[0]
 
 
+def mean_rank(scores: Any, relevance: Any) -> float:
+    """Mean 1-based rank of the first relevant candidate, over the queries that have one.
+
+    Ties use the expectation over random tie-breaking: if the first tied group holding a relevant
+    candidate has ``g`` candidates above it, size ``n`` and ``r`` relevant members, the first of the
+    ``r`` lands on average at ``(n + 1) / (r + 1)`` inside the group, so the query's rank is::
+
+        rank = g + (n + 1) / (r + 1)          (g + (n + 1) / 2 for a single target)
+
+    Lower is better. Raises :class:`UndefinedMetricError` when no query has a relevant candidate.
+    """
+    s, rel = _validate_2d(scores, relevance)
+    total, n_has, nan_v, neg_v = _fetch(*_sum_over_row_chunks(_rank_block, s, rel))
+    _raise_on_flags(nan_v, neg_v, s, rel)
+    if n_has == 0:
+        raise UndefinedMetricError("the mean rank is undefined because no query has a relevant candidate")
+    return total / n_has
+
+
+def _rank_block(s: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    greater, size, n_rel, has_rel = _first_relevant_group(s, rel > 0)
+    rank = greater + (size + 1) / (n_rel + 1)
+    return (torch.where(has_rel, rank, 0).sum(), has_rel.sum(), *_input_flags(s, rel))
+
+
 # ----------------------------------------------------------------------------------------------- one target
 
 
@@ -710,56 +580,6 @@ def rank_of_target(scores: Any, target_index: Any) -> TargetRank:
     return TargetRank(greater=(s > target).sum(1), tied=(s == target).sum(1))
 
 
-def _target_checks(scores: torch.Tensor, target_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    nan = torch.isnan(scores).any() if scores.is_floating_point() else torch.zeros((), dtype=torch.bool)
-    out_of_range = ((target_index < 0) | (target_index >= scores.shape[1])).any()
-    return nan.to(scores.device), out_of_range
-
-
-def compute_ranking_metrics(
-    scores: Any, target_index: Any, ks: Sequence[int] = (1, 5, 10, 20)
-) -> dict[str, float | int]:
-    """HR@k, NDCG@k (per k), MRR and mean rank for one target per query, as plain floats.
-
-    Ties are expectations over random tie-breaking, so ``ndcg@k`` equals sklearn's tie-averaged
-    ``ndcg_score`` with one-hot relevance: with the target's rank uniform on ``g+1 .. g+n``,
-    ``hr@k = clamp(k - g, 0, n) / n``, ``ndcg@k = mean_r d(r) [r <= k]``, ``mrr = mean_r 1 / r``.
-    """
-    s = _scores(scores)
-    if s.dim() != 2 or s.shape[0] == 0 or s.shape[1] == 0:
-        raise ValueError(f"scores must be 2-D [n_queries, n_candidates], got shape {tuple(s.shape)}")
-    tgt = _as_tensor(target_index, s.device).reshape(-1).to(torch.int64)
-    ks = [_check_k(k) for k in ks]
-    nan, out_of_range = _target_checks(s, tgt)
-    rank = rank_of_target(s, tgt)
-    fdt = _float_dtype(s.device)
-    n_cand = s.shape[1]
-    g, n = rank.greater, rank.tied.clamp_min(1)
-    nf = n.to(fdt)
-    dcum = _discounts(n_cand, s.device, fdt)
-    harm = torch.cat(
-        [
-            torch.zeros(1, device=s.device, dtype=fdt),
-            torch.cumsum(1.0 / torch.arange(1, n_cand + 1, device=s.device, dtype=fdt), 0),
-        ]
-    )
-    names: list[str] = []
-    values: list[torch.Tensor] = []
-    for k in ks:
-        lo, hi = g.clamp_max(k), (g + n).clamp_max(k)
-        names += [f"hr@{k}", f"ndcg@{k}"]
-        values += [((hi - lo).to(fdt) / nf).mean(), ((dcum.take(hi) - dcum.take(lo)) / nf).mean()]
-    names += ["mrr", "mean_rank"]
-    values += [((harm.take(g + n) - harm.take(g)) / nf).mean(), rank.expected_rank().mean()]
-    fetched = _fetch(*values, nan, out_of_range)
-    if fetched[-1]:
-        raise ValueError(f"target_index must lie in [0, {n_cand})")
-    _raise_on_flags(fetched[-2], s=s)
-    out: dict[str, float | int] = dict(zip(names, fetched[:-2]))
-    out["n_queries"] = int(s.shape[0])
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- generative
 
 
@@ -785,39 +605,3 @@ def valid_answer_ratio(
         accepted = {v.strip() for v in valid}
         ok = sum(a.strip() in accepted for a in answers)
     return ok / len(answers)
-
-
-# ----------------------------------------------------------------------------------------------- reports
-
-
-def compute_binary_metrics(scores: Any, labels: Any, groups: Any = None) -> dict[str, float | int | str]:
-    """AUC (and GAUC/UAUC when ``groups`` is given) as plain numbers for reports.
-
-    An undefined metric is the string ``"undefined"`` and its reason is under ``<name>_undefined_reason``
-    (never nan). Also reports ``n_samples`` and ``n_positive``.
-    """
-    s = _scores(scores).reshape(-1)
-    y = _as_tensor(labels, s.device).reshape(-1)
-    out: dict[str, float | int | str] = {
-        "n_samples": int(s.numel()),
-        "n_positive": int((y != 0).sum().item()),
-    }
-    try:
-        out["auc"] = auc(s, y)
-    except UndefinedMetricError as exc:
-        out["auc"] = UNDEFINED
-        out["auc_undefined_reason"] = str(exc)
-    if groups is not None:
-        res = gauc(s, y, groups)
-        out["n_users_used"] = res.n_users_used
-        out["n_users_skipped"] = res.n_users_skipped
-        for name, value in (("gauc", res.gauc), ("uauc", res.uauc)):
-            if value is None:
-                out[name] = UNDEFINED
-                out[f"{name}_undefined_reason"] = (
-                    f"{name.upper()} is undefined because none of the {res.n_users_skipped} users has both "
-                    "positive and negative samples"
-                )
-            else:
-                out[name] = value
-    return out

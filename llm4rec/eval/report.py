@@ -111,6 +111,31 @@ def write_scores(path: Path, columns: dict[str, Any]) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def metric_rows(entries: Sequence[dict[str, Any]], metric_names: Sequence[str]) -> list[list[Any]]:
+    """One table row per report entry (checkpoint or baseline); an entry scored on retrieved pools gets
+    two, labelled: the retained samples, and all samples with the dropped ones counted as misses."""
+    rows = []
+    for c in entries:
+        overall = c.get("overall_metrics")
+        label = f"{c['name']}, retained samples" if overall else c["name"]
+        rows.append([label] + [c["metrics"].get(m, "n/a") for m in metric_names])
+        if overall:
+            rows.append(
+                [f"{c['name']}, all samples (dropped = miss)"] + [overall.get(m, "n/a") for m in metric_names]
+            )
+    return rows
+
+
+def _pool_line(report: dict[str, Any]) -> list[str]:
+    pool = report.get("candidates_pool")
+    if not pool:
+        return []
+    what = ", ".join(f"{k} {v}" for k, v in pool.items())
+    dropped = report.get("dropped_samples")
+    extra = f"; {dropped} samples of this split dropped (target not retrieved)" if dropped is not None else ""
+    return [f"- candidate pools: {what}{extra}"]
+
+
 def markdown(
     report: dict[str, Any], metric_names: Sequence[str], plots: Sequence[str], scores_file: str
 ) -> str:
@@ -119,29 +144,103 @@ def markdown(
         "# llm4rec evaluation report",
         "",
         f"- data: `{report['data']}` ({report['n_samples']} samples, task: {report['task']})",
+        f"- data sha256: `{report.get('data_sha256', 'n/a')}`",
+        *_pool_line(report),
         f"- scoring: {report['method']}",
         f"- per-sample scores: `{scores_file}`",
         "",
         "## Metrics",
         "",
     ]
-    rows = [
-        [c["name"]] + [c["metrics"].get(m, "n/a") for m in metric_names] + [c["scoring"]["seconds"]]
-        for c in report["checkpoints"]
-    ]
-    lines.append(table(["checkpoint", *metric_names, "seconds"], rows, markdown=True))
-    lines += ["", "| checkpoint | path | cutoff | prompts shortened | mean items dropped | skipped |"]
-    lines += ["|---|---|---|---|---|---|"]
-    for c in report["checkpoints"]:
-        t = c.get("truncation") or {}
+    entries = report["checkpoints"]
+    rows = metric_rows(entries, metric_names)
+    lines.append(table(["checkpoint", *metric_names], rows, markdown=True))
+    baselines = [c for c in entries if "baseline" in c]
+    if baselines:
+        lines += [
+            "",
+            "| baseline | fitted on | train events | fit s | score s | parameters |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in baselines:
+            b = c["baseline"]
+            lines.append(
+                f"| {c['name']} | `{b['train']}` ({b['train_samples']} samples) | {b['train_events']} | "
+                f"{b['fit_seconds']} | {c['scoring']['seconds']} | {json.dumps(b['params'])} |"
+            )
+    checkpoints = [c for c in entries if "truncation" in c]
+    if checkpoints:
+        lines += [
+            "",
+            "| checkpoint | path | cutoff | prompts shortened | mean items dropped | skipped | seconds |",
+        ]
+        lines += ["|---|---|---|---|---|---|---|"]
+    for c in checkpoints:
+        t = c["truncation"]
         lines.append(
             f"| {c['name']} | `{c['path']}` | {t.get('cutoff_len', 'n/a')} | "
             f"{t.get('shortened', 'n/a')} of {t.get('prompts', 'n/a')} | {t.get('mean_items_dropped', 'n/a')} | "
-            f"{t.get('skipped_overlong', 'n/a')} |"
+            f"{t.get('skipped_overlong', 'n/a')} | {c['scoring']['seconds']} |"
         )
+    for c in report["checkpoints"]:
+        if "permutations" in c:
+            from llm4rec.eval.permutations import markdown as permutation_lines
+
+            lines += permutation_lines(c["name"], c["permutations"])
     notes = [f"- {c['name']}: {n}" for c in report["checkpoints"] for n in c.get("notes", [])]
     if notes:
         lines += ["", "## Notes", "", *notes]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out: Path,
+    report: dict[str, Any],
+    metric_names: Sequence[str],
+    columns: dict[str, Any],
+    roc_curves: dict[str, Any],
+    k_curves: dict[str, Any],
+    scores_format: str,
+) -> None:
+    """Write every report file; a directory is replaced atomically, a .json target gets files beside it."""
+    import os
+    import shutil
+    import tempfile
+
+    from llm4rec.io import atomic_dir, disk_full_names, remove_stale_temps, temp_prefix
+
+    scores_file = f"scores.{scores_format}"
+
+    def fill(d: Path, json_name: str) -> None:
+        plots = []
+        if roc_curves:
+            plot_roc(d / "roc.png", roc_curves)
+            plots.append("roc.png")
+        if k_curves:
+            plot_at_k(
+                d / "ndcg_hr_at_k.png", k_curves, range(1, 1 + len(next(iter(k_curves.values()))["hr"]))
+            )
+            plots.append("ndcg_hr_at_k.png")
+        write_scores(d / scores_file, columns)
+        (d / "report.md").write_text(markdown(report, metric_names, plots, scores_file), encoding="utf-8")
+        (d / json_name).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    if out.suffix == ".json":
+        # the parent may hold other files: build in a temporary sibling, then move each file in atomically
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out.with_name(out.stem))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(out.with_name(out.stem)), suffix=".tmp", dir=out.parent)
+        )
+        try:
+            with disk_full_names(out):
+                fill(tmp, out.name)
+                for f in tmp.iterdir():
+                    os.replace(f, out.parent / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with atomic_dir(out) as tmp:
+            fill(tmp, "report.json")

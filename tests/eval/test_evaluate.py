@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ def test_compare_two_checkpoints_binary(adapter, tiny_llama, tmp_path, capsys):
     report_dir = adapter / "eval-test"
     report = json.loads((report_dir / "report.json").read_text())
     assert [c["name"] for c in report["checkpoints"]] == ["run-a", "llama"]
+    assert report["data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()  # what compare checks
     assert {"report.md", "roc.png", "scores.parquet"} <= {p.name for p in report_dir.iterdir()}
     scores = pl.read_parquet(report_dir / "scores.parquet")
     assert scores["label"].to_list() == [r["label"] for r in rows]

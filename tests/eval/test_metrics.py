@@ -15,16 +15,16 @@ from llm4rec.eval.metrics import (
     UndefinedMetricError,
     _mann_whitney_2u,
     auc,
-    compute_binary_metrics,
-    compute_ranking_metrics,
     gauc,
     hit_rate_at_k,
+    mean_rank,
     mrr,
     ndcg_at_k,
     rank_of_target,
     recall_at_k,
     valid_answer_ratio,
 )
+from llm4rec.eval.registry import binary_metrics, one_hot, ranking_metrics
 
 # ----------------------------------------------------------------------------------------------- AUC
 
@@ -208,7 +208,8 @@ def _strict_metrics(order, rel_bin, k):
     recall = ranked[:k].sum() / ranked.sum() if ranked.sum() else float("nan")
     rr = 1.0 / (hits[0] + 1) if len(hits) else 0.0
     rr_k = rr if len(hits) and hits[0] < k else 0.0
-    return hr, recall, rr, rr_k
+    rank = hits[0] + 1.0 if len(hits) else float("nan")
+    return hr, recall, rr, rr_k, rank
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 9])
@@ -221,7 +222,7 @@ def test_tie_handling_is_expectation_over_random_tie_breaking(k):
     rel[0] = 0
     rel[1] = [1, 0, 0, 0, 0, 0]
     scores[1] = 1.0  # one relevant among six all tied
-    expected = np.zeros((q, 4))
+    expected = np.zeros((q, 5))
     perms = list(itertools.permutations(range(c)))
     for i in range(q):
         for prio in perms:
@@ -233,6 +234,7 @@ def test_tie_handling_is_expectation_over_random_tie_breaking(k):
     assert recall_at_k(scores, rel, k) == pytest.approx(expected[has, 1].mean(), abs=1e-12)
     assert mrr(scores, rel) == pytest.approx(expected[:, 2].mean(), abs=1e-12)
     assert mrr(scores, rel, k=k) == pytest.approx(expected[:, 3].mean(), abs=1e-12)
+    assert mean_rank(scores, rel) == pytest.approx(expected[has, 4].mean(), abs=1e-12)
 
 
 def test_ranking_metrics_hand_computed():
@@ -323,31 +325,37 @@ def test_rank_of_target_hand_computed():
     assert r.expected_rank().tolist() == [1.5, 1.0]
 
 
-def test_compute_ranking_metrics_agrees_with_general_metrics():
+def test_ranking_report_with_one_target_matches_closed_forms():
+    # One relevant candidate per query: with the target's rank uniform on g+1 .. g+n (n tied with it),
+    # HR@k = clamp(k - g, 0, n) / n and the mean rank is g + (n + 1) / 2.
     rng = np.random.default_rng(13)
     q, c = 200, 20
     scores = np.round(rng.normal(size=(q, c)), 1)
     target = rng.integers(0, c, q)
     onehot = np.zeros((q, c), dtype=int)
     onehot[np.arange(q), target] = 1
-    out = compute_ranking_metrics(scores, target, ks=(1, 5, 10, 50))
+    out = ranking_metrics(scores, one_hot(target, c), ks=(1, 5, 10, 50))
     assert out["n_queries"] == q
+    t = scores[np.arange(q), target][:, None]
+    g, n = (scores > t).sum(1), (scores == t).sum(1)
     for k in (1, 5, 10, 50):
         assert out[f"ndcg@{k}"] == pytest.approx(ndcg_score(onehot, scores, k=k), abs=1e-9)
-        assert out[f"hr@{k}"] == pytest.approx(hit_rate_at_k(scores, onehot, k), abs=1e-12)
-    assert out["mrr"] == pytest.approx(mrr(scores, onehot), abs=1e-12)
-    ranks = [
-        (scores[i] > scores[i, target[i]]).sum() + ((scores[i] == scores[i, target[i]]).sum() + 1) / 2
-        for i in range(q)
-    ]
-    assert out["mean_rank"] == pytest.approx(np.mean(ranks))
+        assert out[f"hr@{k}"] == pytest.approx(np.mean(np.clip(k - g, 0, n) / n), abs=1e-12)
+    rr = [np.mean([1 / (gi + x) for x in range(1, ni + 1)]) for gi, ni in zip(g, n)]
+    assert out["mrr"] == pytest.approx(np.mean(rr), abs=1e-12)
+    assert out["mean_rank"] == pytest.approx(np.mean(g + (n + 1) / 2))
     assert out["hr@50"] == pytest.approx(1.0)
     assert all(isinstance(v, float) for key, v in out.items() if key != "n_queries")
 
 
-def test_compute_ranking_metrics_rejects_bad_target():
+def test_one_hot_rejects_bad_target():
     with pytest.raises(ValueError, match="target_index"):
-        compute_ranking_metrics([[0.1, 0.2]], [2])
+        one_hot([2], 2)
+
+
+def test_mean_rank_undefined_without_relevant():
+    with pytest.raises(UndefinedMetricError, match="no query has a relevant"):
+        mean_rank([[0.1, 0.2]], [[0, 0]])
 
 
 # ----------------------------------------------------------------------------------------------- generative and reports
@@ -362,12 +370,12 @@ def test_valid_answer_ratio_forms():
         valid_answer_ratio([], {"A"})
 
 
-def test_compute_binary_metrics_reports_undefined_with_reason():
-    out = compute_binary_metrics([0.2, 0.9, 0.4], [1, 1, 1], groups=[0, 0, 1])
+def test_binary_report_gives_undefined_with_reason():
+    out = binary_metrics([0.2, 0.9, 0.4], [1, 1, 1], groups=[0, 0, 1])
     assert out["auc"] == "undefined" and "all 3 labels are 1" in out["auc_undefined_reason"]
     assert out["gauc"] == "undefined" and out["uauc"] == "undefined"
     assert out["n_users_skipped"] == 2
-    out = compute_binary_metrics([0.2, 0.9, 0.4, 0.1], [0, 1, 1, 0], groups=["u", "u", "v", "v"])
+    out = binary_metrics([0.2, 0.9, 0.4, 0.1], [0, 1, 1, 0], groups=["u", "u", "v", "v"])
     assert out["auc"] == pytest.approx(1.0) and out["gauc"] == pytest.approx(1.0)
     assert (out["n_samples"], out["n_positive"], out["n_users_used"]) == (4, 2, 2)
     assert "auc_undefined_reason" not in out
@@ -388,7 +396,8 @@ def test_score_dtypes_agree_with_float64(dtype):
     for fn in (hit_rate_at_k, recall_at_k):
         assert fn(s, rel, 3) == pytest.approx(fn(ref, rel, 3), abs=1e-12)
     assert mrr(s, rel) == pytest.approx(mrr(ref, rel), abs=1e-12)
-    assert compute_ranking_metrics(s, rel.argmax(1)) == compute_ranking_metrics(ref, rel.argmax(1))
+    target = one_hot(rel.argmax(1), 12)
+    assert ranking_metrics(s, target, (1, 5)) == ranking_metrics(ref, target, (1, 5))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -433,13 +442,11 @@ def test_labels_other_than_0_1_name_their_index(bad):
 
 
 def test_nan_scores_name_the_row():
-    from llm4rec.eval.metrics import compute_ranking_metrics
-
     s = np.array([[0.1, 0.2], [0.3, 0.4], [np.nan, 0.1]])
     with pytest.raises(ValueError, match=r"NaN \(row 2\)"):
         ndcg_at_k(s, np.eye(3, 2), 1)
     with pytest.raises(ValueError, match=r"NaN \(row 2\)"):
-        compute_ranking_metrics(s, [0, 1, 0])
+        ranking_metrics(s, one_hot([0, 1, 0], 2), [1])
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, 40])

@@ -104,6 +104,7 @@ def prepare_context(ctx: TaskContext) -> None:
         raise UserError(f"--candidate-format: unknown format {form!r}; choose one of {', '.join(FORMATS)}")
     path = ctx.options.get("candidates_file")
     ctx.options["_external"] = load_candidates(Path(path), ctx) if path else {}
+    ctx.options["_dropped_by_split"] = dict.fromkeys(SPLIT_NAMES, 0)
     titles = ctx.titles.to_list()
     if form == "compact":
         titles = short_titles(titles)
@@ -194,6 +195,25 @@ def load_candidates(path: Path, ctx: TaskContext) -> dict[tuple[int, int], np.nd
     return out
 
 
+def pool_source(ctx: TaskContext) -> dict[str, Any]:
+    """Where the pools came from: random negatives, or a candidates file (its sha256 and the retriever's
+    ``source`` object that ``llm4rec baseline --write-candidates`` puts on each line: method, k, seed)."""
+    k = int(ctx.options.get("candidates", 20))
+    path = ctx.options.get("candidates_file")
+    if not path:
+        return {"method": "random negatives", "k": k}
+    from llm4rec.io import sha256_file
+
+    out: dict[str, Any] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                source = json.loads(line).get("source")
+                out = dict(source) if isinstance(source, dict) else {"method": "unknown"}
+                break
+    return {**out, "k": k, "file": str(path), "sha256": sha256_file(Path(path))}
+
+
 def pools(
     chunk: Chunk, ctx: TaskContext, k: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -265,12 +285,17 @@ def build(chunk: Chunk, ctx: TaskContext) -> tuple[pl.DataFrame, dict[str, int]]
         pl.col("_pos").alias("target_index"),
         pl.lit(ctx.lang).alias("lang"),
     )
+    if chunk.targets.height:
+        by_split = ctx.options["_dropped_by_split"]
+        by_split[SPLIT_NAMES[int(chunk.targets["split"][0])]] += int((~keep).sum())
     return rows, {"dropped_target_not_in_candidates": int((~keep).sum())}
 
 
 def summary(ctx: TaskContext) -> dict[str, Any]:
     """Facts of the whole task for meta.json: the pool format, and titles shortened by the title cap."""
     out: dict[str, Any] = {"candidate_format": ctx.options.get("candidate_format") or FORMATS[0]}
+    out["candidates_pool"] = pool_source(ctx)
+    out["dropped_target_not_in_candidates_by_split"] = dict(ctx.options.get("_dropped_by_split", {}))
     if ctx.options.get("max_title_tokens"):
         out["max_title_tokens"] = int(ctx.options["max_title_tokens"])
         out["titles_shortened"] = int(ctx.options.get("_titles_shortened", 0))
@@ -327,3 +352,29 @@ def pointwise_prompts(sample: dict[str, Any], where: str = "sample") -> list[dic
         {"instruction": question, "input": POINTWISE_INPUT[lang].format(history=history, title=t), **extra}
         for t in titles
     ]
+
+
+def reorder(sample: dict[str, Any], order: list[int]) -> dict[str, Any]:
+    """The same ranking sample with its pool shown in another order: ``order[j]`` is the old position of
+    the candidate now shown at letter j. The pool is the last K lines of ``input`` (this task writes it
+    there, one ``A. title`` or ``(A) title`` line per candidate), so only those lines are rewritten and
+    the history (and its spans) stays as it was."""
+    k = len(sample["candidates"])
+    if sorted(order) != list(range(k)):
+        raise ValueError(f"order must be a permutation of range({k}), got {order}")
+    labels = letters(k)
+    head, *lines = sample["input"].rsplit("\n", k)
+    full = lines[0].startswith("(")
+    shown = [
+        line[len(f"({labels[j]}) ") if full else len(f"{labels[j]}. ") :] for j, line in enumerate(lines)
+    ]
+    label = "({}) " if full else "{}. "
+    target = order.index(sample["target_index"])
+    return {
+        **sample,
+        "input": "\n".join([head, *(label.format(labels[j]) + shown[o] for j, o in enumerate(order))]),
+        "candidates": [sample["candidates"][o] for o in order],
+        "candidate_titles": [sample["candidate_titles"][o] for o in order],
+        "target_index": target,
+        "output": labels[target],
+    }
