@@ -31,7 +31,6 @@ from llm4rec.eval import provenance, registry
 from llm4rec.eval import report as rep
 from llm4rec.io import sha256_file, write_jsonl_atomic
 
-DEFAULT_KS = (1, 5, 10, 20)
 ROWS_PER_BLOCK = 1024  # samples scored at once: bounds the [samples, catalogue] score matrix
 
 
@@ -63,15 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which events the model learns from and sees in histories: positive (label 1) or all;\n"
         "auto: positive for Yes/No samples (the target is a like), all for ranking and next-item",
     )
-    ap.add_argument(
-        "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
-    )
-    ap.add_argument(
-        "--scores-format",
-        choices=("parquet", "jsonl"),
-        default="parquet",
-        help="per-sample scores file format",
-    )
+    rep.add_report_arguments(ap)
     ap.add_argument(
         "--write-candidates",
         type=Path,

@@ -39,9 +39,6 @@ from llm4rec.eval.scoring import (
 from llm4rec.eval.task_check import check_task, sample_task
 from llm4rec.io import line_numbers, read_jsonl, require_writable
 
-DEFAULT_KS = (1, 5, 10, 20)
-
-
 # ------------------------------------------------------------------------------------------------ data
 
 
@@ -208,15 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(each metric's mean and sd, and a position-bias table per letter)",
     )
     ap.add_argument("--permutation-seed", type=int, default=0, help="seed of --permutations' orders")
-    ap.add_argument(
-        "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
-    )
-    ap.add_argument(
-        "--scores-format",
-        choices=("parquet", "jsonl"),
-        default="parquet",
-        help="per-sample scores file format",
-    )
+    rep.add_report_arguments(ap)
     ap.add_argument(
         "--allow-task-mismatch",
         action="store_true",

@@ -195,6 +195,23 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+#: the NDCG/HR@K cut-offs a report shows unless --ks says otherwise
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+def add_report_arguments(ap: Any) -> None:
+    """The flags every report-writing command shares (``llm4rec evaluate``, ``llm4rec baseline``)."""
+    ap.add_argument(
+        "--ks", default=",".join(map(str, DEFAULT_KS)), help="cut-offs for NDCG/HR@K (comma list)"
+    )
+    ap.add_argument(
+        "--scores-format",
+        choices=("parquet", "jsonl"),
+        default="parquet",
+        help="per-sample scores file format",
+    )
+
+
 def write_report(
     out: Path,
     report: dict[str, Any],
