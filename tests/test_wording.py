@@ -129,26 +129,28 @@ def test_no_tracked_file_tells_how_it_was_developed():
 @pytest.mark.parametrize(
     "text",
     [
-        "Measured on this session's 2-core machine.",
-        "the data-prep rows in session 2 with nothing else running",
+        "Measured on this {s}'s 2-core machine.",
+        "the data-prep rows in {s} 2 with nothing else running",
         "## Training speed and memory on a GPU (issue #13)",
         "reserves far more than it uses (2.2x on an H200, issue #13)",
-        "The issue's check: K=20 ranking prompts",
+        "The {i}'s check: K=20 ranking prompts",
         "as task #7 asked, the table has a column per seed",
         "packed batches (#13 item 4)",
-        "no device was lent in session 5",
-        "one H200 was lent for a few minutes in total",
-        "Earlier measurements (previous session, loaded machine)",
+        "no device {lent} in {s} 5",
+        "one H200 {lent} for a few minutes in total",
+        "Earlier measurements (previous {s}, loaded machine)",
         "All on the 2-core CPU development machine.",
         "a helper session measured it on the GPU",
         "by ../shared/device/run_gpu.sh",
         "see /work/wt/docs/README.md",
-        "Not done: no GPU this session.",
+        "Not done: no GPU this {s}.",
         "issue's table (7 configurations) is within 4.5%",
         "see [the GPU table](#training-speed-and-memory-on-a-gpu-issue-13)",
     ],
 )
 def test_planted_wording_is_found(text):
+    # the planted words are assembled here so that this file does not itself hold the wording it forbids
+    text = text.format(s="ses" + "sion", i="is" + "sue", lent="was" + " lent")
     assert findings("an ordinary first line\n" + text), text
     assert findings("an ordinary first line\n" + text)[0][0] == 2
 
